@@ -1,0 +1,38 @@
+"""The audit event schema: one entry per action, hashes and counts only, never raw data.
+
+Evolution rule (as in dp_accounting's dp_event.py): a field, once released, is never
+removed or given a new meaning; new fields are optional and readers ignore what they do
+not know; a change that cannot follow this rule bumps `SCHEMA_VERSION`, and verifiers keep
+accepting every older version. Event kinds are only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Every kind an Accord trail may hold, with what its `details` carry.
+EVENT_KINDS: dict[str, str] = {
+    "trail_opened": "a new trail file was created (actor)",
+    "trail_repaired": "a torn final record was cut off on open (bytes_dropped, sha256 of the dropped bytes)",
+    "study_submitted": "coordinator CLI: study hash, model hashes, Flower run id",
+    "study_started": "ServerApp: study hash, model hashes, rounds, minimum cohort",
+    "cohort_ready": "connected nodes reached the minimum cohort (node count)",
+    "task_sent": "a task for one node (node id, task hash)",
+    "task_received": "partner: a task arrived (task hash, study, round)",
+    "task_accepted": "partner: checks passed (data hash, manifest hash, example count)",
+    "task_refused": "a task was refused (clause, reason) — logged by the partner and the coordinator",
+    "result_sent": "partner: statistics left the node (hash of the reply payload)",
+    "result_received": "coordinator: a partner's reply (partner, payload hash, example count)",
+    "partner_missing": "coordinator: no reply from a node before the round timeout, or a Flower error",
+    "aggregate_computed": "coordinator: sums over contributing partners (hash of the aggregate)",
+    "round_completed": "coordinator: a round ended (contributors, duration)",
+    "report_written": "coordinator: results and report files with their hashes",
+    "study_completed": "coordinator: the study ended normally",
+    "study_failed": "coordinator: the study stopped (reason)",
+}
+
+
+def check_kind(kind: str) -> None:
+    """Raise ValueError for an event kind that the schema does not define."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown audit event kind {kind!r}; known kinds: {sorted(EVENT_KINDS)}")

@@ -1,0 +1,186 @@
+"""An append-only, hash-chained JSON Lines trail of canonical JSON (RFC 8785) entries.
+
+Each line is one entry; each entry carries the SHA-256 of the previous line, so changing,
+removing or reordering any entry breaks the chain. Appends take an exclusive file lock
+(several processes on one side may share a trail) and are fsynced before returning.
+A torn final record (a crash mid-write) is cut off when the trail is next opened, and
+that repair is itself appended. Damage anywhere else is never repaired: it fails
+`verify_trail`.
+
+This module must never rewrite or delete a complete entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from accord.errors import ExitCode
+from federated.audit.events import SCHEMA_VERSION, check_kind
+from federated.errors import FederatedError
+
+GENESIS = "0" * 64
+_TAIL_BLOCK = 1 << 16
+
+
+class TrailError(FederatedError):
+    """A trail is damaged, out of order or cannot be written; the message names file and line."""
+
+    exit_code = ExitCode.VERIFICATION_FAILED
+
+
+def entry_hash(line: bytes) -> str:
+    """SHA-256 of one entry's canonical bytes (without the newline)."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _read_tail(handle: Any) -> bytes:
+    """The bytes after the last-but-one newline: the last line, complete or torn."""
+    size = handle.seek(0, os.SEEK_END)
+    start = max(0, size - _TAIL_BLOCK)
+    while True:
+        handle.seek(start)
+        block = handle.read(size - start)
+        cut = block.rstrip(b"\n").rfind(b"\n") if block.endswith(b"\n") else block.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            return block[cut + 1 :]
+        start = max(0, start - _TAIL_BLOCK)
+
+
+class AuditTrail:
+    """One side's trail file. `append` is safe across processes and durable on return."""
+
+    def __init__(self, path: Path, *, actor: str) -> None:
+        self.path = Path(path)
+        self.actor = actor
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        with self._locked() as handle:
+            if created:
+                _fsync_directory(self.path.parent)
+                self._write(handle, "trail_opened", study=None, round_number=None, details={})
+            else:
+                self._repair_torn_tail(handle)
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        with open(self.path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _repair_torn_tail(self, handle: Any) -> None:
+        tail = _read_tail(handle)
+        size = handle.seek(0, os.SEEK_END)
+        if not tail:
+            return
+        torn = not tail.endswith(b"\n")
+        if not torn:
+            try:
+                json.loads(tail)
+            except ValueError:
+                torn = True
+        if torn:
+            handle.truncate(size - len(tail))
+            handle.flush()
+            os.fsync(handle.fileno())
+            self._write(
+                handle,
+                "trail_repaired",
+                study=None,
+                round_number=None,
+                details={"bytes_dropped": len(tail), "dropped_sha256": hashlib.sha256(tail).hexdigest()},
+            )
+
+    def _write(
+        self, handle: Any, kind: str, *, study: str | None, round_number: int | None, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        check_kind(kind)
+        tail = _read_tail(handle).rstrip(b"\n")
+        if tail:
+            previous = json.loads(tail)
+            seq, prev = previous["seq"] + 1, entry_hash(tail)
+        else:
+            seq, prev = 0, GENESIS
+        entry = {
+            "v": SCHEMA_VERSION,
+            "seq": seq,
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "actor": self.actor,
+            "kind": kind,
+            "study": study,
+            "round": round_number,
+            "details": details,
+            "prev": prev,
+        }
+        try:
+            line = rfc8785.dumps(entry)
+        except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+            raise TrailError(f"{self.path}: cannot record {kind!r}: details are not canonical JSON ({exc})") from None
+        handle.seek(0, os.SEEK_END)
+        handle.write(line + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+        return entry
+
+    def append(self, kind: str, *, study: str | None = None, round: int | None = None, **details: Any) -> dict[str, Any]:
+        """Append one event and return the entry as written (after fsync)."""
+        with self._locked() as handle:
+            return self._write(handle, kind, study=study, round_number=round, details=details)
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """All entries of a trail, checked with `verify_trail` first."""
+    verify_trail(path)
+    return [json.loads(line) for line in Path(path).read_bytes().splitlines()]
+
+
+def verify_trail(path: Path) -> int:
+    """Check every line is canonical JSON chained to the previous one; return the entry count.
+
+    Raises `TrailError` naming the file and the first line that fails.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TrailError(f"{path}: cannot read trail: {exc.strerror}") from None
+    if data and not data.endswith(b"\n"):
+        raise TrailError(f"{path}: last line is torn (no newline); reopen the trail to repair it")
+    prev = GENESIS
+    lines = data.splitlines()
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise TrailError(f"{path}: line {number}: not valid JSON") from None
+        if not isinstance(entry, dict) or rfc8785.dumps(entry) != line:
+            raise TrailError(f"{path}: line {number}: not canonical JSON (RFC 8785)")
+        if entry.get("seq") != number - 1:
+            raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
+        if entry.get("prev") != prev:
+            raise TrailError(
+                f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
+                f"but the previous entry hashes to {prev})"
+            )
+        prev = entry_hash(line)
+    return len(lines)

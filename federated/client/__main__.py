@@ -1,0 +1,56 @@
+"""`python -m federated.client`: run a partner's node next to its data.
+
+Exit codes: 0 node stopped normally · 2 bad usage · 3 invalid manifest, data or option ·
+7 the Flower SuperNode failed · 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from accord.errors import AccordError, ExitCode
+from federated.client.node import prepare_node, run_node
+
+console = Console(stderr=True)
+cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+
+@cli.command()
+def main(
+    data: Annotated[Path, typer.Option(help="The partner's data file (.csv or .parquet); it never leaves this node.")],
+    manifest: Annotated[Path, typer.Option(help="Manifest (TOML): feature, label and subgroup columns, data SHA-256.")],
+    coordinator: Annotated[str, typer.Option(help="The coordinator's SuperLink, HOST:PORT.")],
+    partner_id: Annotated[str | None, typer.Option(help="This partner's name in results (default: the manifest's dataset_id).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Where the node keeps its audit trail and Flower state.")] = Path("accord-node"),
+    port: Annotated[int, typer.Option(help="Local port of the node's runtime API; distinct per node on one host.")] = 9094,
+    insecure: Annotated[bool, typer.Option(help="Plain HTTP to the coordinator: only for 127.0.0.1 demos and tests.")] = False,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's TLS certificate.")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Give up after this many failed connection attempts (default: never).")] = None,
+    max_wait_time: Annotated[float | None, typer.Option(help="Give up reconnecting after this many seconds (default: never).")] = None,
+) -> None:
+    """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
+    try:
+        launch, loaded = prepare_node(
+            data=data, manifest=manifest, coordinator=coordinator, partner_id=partner_id, workdir=workdir,
+            runtime_port=port, insecure=insecure, root_certificates=root_certificates,
+            max_retries=max_retries, max_wait_time_s=max_wait_time,
+        )
+    except AccordError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(int(exc.exit_code)) from None
+    console.print(
+        f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records, data SHA-256 {loaded.data_sha256[:16]}…, "
+        f"connecting to {coordinator}; trail {launch.settings.trail}"
+    )
+    code = run_node(launch)
+    if code not in (0, -2, -15):
+        console.print(f"[red]error:[/] flower-supernode exited with code {code}")
+        raise typer.Exit(int(ExitCode.FLOWER))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,62 @@
+"""Accord's ClientApp: what a partner's node runs for each task the coordinator sends.
+
+It runs from the partner's own installed Accord (the run's app bundle carries no code).
+Every task is checked before data is touched; any failure becomes a structured refusal
+returned to the coordinator and logged in the partner's trail, and the node keeps serving.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from accord.hashing import sha256_file
+from federated.audit import AuditTrail
+from federated.client.evaluation import evaluate_task
+from federated.client.settings import NodeSettings
+from federated.data import load_manifest, load_partner_data
+from federated.errors import FederatedError, MessageError
+from federated.protocol import EvaluationReply, PartnerInfo, build_reply, parse_task
+
+app = ClientApp()
+
+
+def _refuse(message: Message, trail: AuditTrail, partner: str, clause: str, reason: str, **where: object) -> Message:
+    trail.append("task_refused", clause=clause, reason=reason, **where)
+    info = PartnerInfo(partner=partner, status="refused", clause=clause, reason=reason)
+    return Message(build_reply(info, {}), reply_to=message)
+
+
+@app.query("evaluate")
+def evaluate(message: Message, context: Context) -> Message:
+    settings = NodeSettings.from_node_config(dict(context.node_config))
+    trail = AuditTrail(settings.trail, actor=settings.partner_id)
+    try:
+        task = parse_task(message.content)
+    except MessageError as exc:
+        return _refuse(message, trail, settings.partner_id, "message", str(exc))
+    where = {"study": task.spec.study, "round": task.spec.round}
+    trail.append("task_received", task_sha256=task.sha256, models={m.name: m.sha256 for m in task.spec.models}, **where)
+    try:
+        manifest = load_manifest(settings.manifest)
+        data = load_partner_data(settings.data, manifest)
+    except FederatedError as exc:
+        return _refuse(message, trail, settings.partner_id, "data", str(exc), **where)
+    try:
+        statistics = evaluate_task(task, data)
+    except FederatedError as exc:
+        return _refuse(message, trail, settings.partner_id, "model", str(exc), **where)
+    info = PartnerInfo(
+        partner=settings.partner_id,
+        status="ok",
+        release_per_partner=manifest.release_per_partner,
+        data_sha256=data.data_sha256,
+        manifest_sha256=sha256_file(settings.manifest),
+        count=data.size,
+    )
+    trail.append(
+        "task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256, count=info.count, **where
+    )
+    payload_sha256 = EvaluationReply(info=info, statistics=statistics).payload_sha256()
+    trail.append("result_sent", payload_sha256=payload_sha256, **where)
+    return Message(build_reply(info, statistics), reply_to=message)

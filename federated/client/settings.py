@@ -1,0 +1,46 @@
+"""The partner node's settings, as the client CLI writes them into Flower's node config.
+
+Flower hands the node config to every ClientApp process; these are the only keys Accord
+reads from it. Paths are absolute so the ClientApp does not depend on its working directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federated.errors import ConfigError
+
+KEYS = ("partner-id", "data", "manifest", "trail")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    partner_id: str
+    data: Path
+    manifest: Path
+    trail: Path
+
+    def to_node_config(self) -> str:
+        """The `--node-config` argument for `flower-supernode` (TOML-style key="value" pairs)."""
+        values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail}
+        return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items())
+
+    @classmethod
+    def from_node_config(cls, config: dict[str, Any]) -> NodeSettings:
+        missing = [key for key in KEYS if not isinstance(config.get(key), str) or not config.get(key)]
+        if missing:
+            raise ConfigError(f"node config lacks {missing}; start the node with `python -m federated.client`")
+        return cls(
+            partner_id=config["partner-id"],
+            data=Path(config["data"]),
+            manifest=Path(config["manifest"]),
+            trail=Path(config["trail"]),
+        )
+
+
+def _escape(value: str) -> str:
+    if '"' in value or "\\" in value:
+        raise ConfigError(f"node setting {value!r} may not contain quotes or backslashes")
+    return value

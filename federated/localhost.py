@@ -1,0 +1,87 @@
+"""A whole federation on one machine: the coordinator CLI and partner nodes as processes.
+
+Used by the demo and the end-to-end tests; each process is the same command a real
+coordinator or partner would type, bound to 127.0.0.1 on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from federated.flower_runtime import stop_process, wait_for_port
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _quiet_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+@dataclass
+class Partner:
+    name: str
+    data: Path
+    manifest: Path
+
+
+@dataclass
+class LocalFederation:
+    """Start with `start_coordinator`, then `start_partner` for each; `stop` ends all."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    coordinator: subprocess.Popen | None = None
+    partners: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start_coordinator(self, study: Path, *extra: str, log: Path | None = None) -> subprocess.Popen:
+        command = [sys.executable, "-m", "federated.server", "--study", str(study), "--insecure", "--port", str(self.port), *extra]
+        output = open(log, "ab") if log else None
+        self.coordinator = subprocess.Popen(command, env=_quiet_env(), stdout=output, stderr=subprocess.STDOUT if output else None)
+        wait_for_port("127.0.0.1", self.port, timeout_s=90, process=self.coordinator)
+        return self.coordinator
+
+    def start_partner(self, partner: Partner) -> subprocess.Popen:
+        node_dir = self.workdir / partner.name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "federated.client", "--data", str(partner.data), "--manifest", str(partner.manifest),
+            "--coordinator", f"127.0.0.1:{self.port}", "--insecure", "--port", str(free_port()),
+            "--partner-id", partner.name, "--workdir", str(node_dir),
+        ]
+        with open(node_dir / "node.log", "ab") as log:
+            process = subprocess.Popen(command, env=_quiet_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.partners[partner.name] = process
+        return process
+
+    def stop_partner(self, name: str) -> None:
+        stop_process(self.partners[name], grace_s=5)
+
+    def kill_partner(self, name: str) -> None:
+        """SIGKILL a partner's whole process group, as if its machine vanished."""
+        import signal
+
+        os.killpg(self.partners[name].pid, signal.SIGKILL)
+        self.partners[name].wait()
+
+    def stop(self) -> None:
+        for name in list(self.partners):
+            if self.partners[name].poll() is None:
+                self.stop_partner(name)
+        if self.coordinator is not None and self.coordinator.poll() is None:
+            self.coordinator.terminate()
+            try:
+                self.coordinator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.coordinator.kill()

@@ -1,0 +1,178 @@
+"""What travels between coordinator and partner, and the checks on both ends.
+
+A task is a `RecordDict` with a JSON spec (validated by pydantic, unknown fields refused)
+and the candidate models as ONNX bytes, each checked against its declared SHA-256 before
+use. A reply carries a status, the partner's identity and hashes, and per-model
+statistics as numeric arrays (Flower serialises them with `np.save(allow_pickle=False)`).
+Nothing here ever unpickles, and nothing raw from the partner's data is placed in a reply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import rfc8785
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accord.config_files import describe_validation_error
+from accord.hashing import sha256_bytes
+from federated.errors import MessageError
+from federated.statistics import EvaluationStatistics, StatisticsLayout
+from federated.study import EvaluationSettings
+
+MESSAGE_TYPE = "query.evaluate"
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    output: str
+
+
+class TaskSpec(_Strict):
+    """The part of an evaluation task that is not model bytes."""
+
+    study: str
+    round: int = Field(ge=1)
+    study_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    models: list[ModelRef] = Field(min_length=1)
+    evaluation: EvaluationSettings
+
+    def layout(self) -> StatisticsLayout:
+        settings = self.evaluation
+        return StatisticsLayout(
+            num_classes=settings.num_classes,
+            score_bins=settings.score_bins,
+            subgroup_levels=tuple(settings.subgroup_levels),
+            threshold=settings.threshold,
+            positive_class=settings.positive_class,
+        )
+
+    def canonical(self) -> bytes:
+        return rfc8785.dumps(self.model_dump(mode="json"))
+
+    def sha256(self) -> str:
+        """The task's hash; the spec names every model by hash, so this covers the models too."""
+        return sha256_bytes(self.canonical())
+
+
+class EvaluationTask(_Strict):
+    spec: TaskSpec
+    model_bytes: dict[str, bytes]
+
+    @property
+    def sha256(self) -> str:
+        return self.spec.sha256()
+
+
+def build_task(spec: TaskSpec, model_bytes: dict[str, bytes]) -> RecordDict:
+    return RecordDict(
+        {
+            "task": ConfigRecord({"spec": spec.canonical().decode("utf-8")}),
+            "models": ConfigRecord(dict(model_bytes)),
+        }
+    )
+
+
+def parse_task(content: RecordDict) -> EvaluationTask:
+    """Validate an incoming task; raise `MessageError` saying which part is wrong."""
+    try:
+        spec_text = content.config_records["task"]["spec"]
+        models = content.config_records["models"]
+    except KeyError as exc:
+        raise MessageError(f"task message lacks {exc.args[0]!r}") from None
+    if not isinstance(spec_text, str) or len(spec_text) > MAX_SPEC_BYTES:
+        raise MessageError("task spec must be a JSON string of at most 1 MiB")
+    try:
+        spec = TaskSpec.model_validate_json(spec_text)
+    except ValidationError as exc:
+        raise MessageError(describe_validation_error("task spec", exc)) from None
+    model_bytes: dict[str, bytes] = {}
+    for ref in spec.models:
+        blob = models.get(ref.name)
+        if not isinstance(blob, bytes):
+            raise MessageError(f"task carries no bytes for model {ref.name!r}")
+        if len(blob) > MAX_MODEL_BYTES:
+            raise MessageError(f"model {ref.name!r} is {len(blob)} bytes, over the {MAX_MODEL_BYTES} byte limit")
+        digest = sha256_bytes(blob)
+        if digest != ref.sha256:
+            raise MessageError(f"model {ref.name!r} hashes to {digest}, the task declares {ref.sha256}")
+        model_bytes[ref.name] = blob
+    extra = sorted(set(models) - set(model_bytes))
+    if extra:
+        raise MessageError(f"task carries models not named in its spec: {extra}")
+    return EvaluationTask(spec=spec, model_bytes=model_bytes)
+
+
+class PartnerInfo(_Strict):
+    """Who answered and on which data (hashes and counts only)."""
+
+    partner: str
+    status: Literal["ok", "refused"]
+    clause: str = ""
+    reason: str = ""
+    release_per_partner: bool = False
+    data_sha256: str = ""
+    manifest_sha256: str = ""
+    count: int = 0
+
+
+class EvaluationReply(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    info: PartnerInfo
+    statistics: dict[str, EvaluationStatistics]
+
+    def payload_sha256(self) -> str:
+        digest_input = {
+            "info": self.info.model_dump(mode="json"),
+            "statistics": {
+                name: {key: sha256_bytes(np.ascontiguousarray(arr, dtype=np.float64).tobytes()) for key, arr in stats.arrays.items()}
+                for name, stats in sorted(self.statistics.items())
+            },
+        }
+        return sha256_bytes(rfc8785.dumps(digest_input))
+
+
+def build_reply(info: PartnerInfo, statistics: dict[str, EvaluationStatistics]) -> RecordDict:
+    records: dict[str, ConfigRecord | ArrayRecord] = {"info": ConfigRecord({"json": info.model_dump_json()})}
+    for name, stats in statistics.items():
+        records[f"stats.{name}"] = ArrayRecord(
+            {key: Array.from_numpy_ndarray(np.ascontiguousarray(value, dtype=np.float64)) for key, value in stats.arrays.items()}
+        )
+    return RecordDict(records)
+
+
+def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
+    """Validate a partner's reply against the task it answers; raise `MessageError` if it does not fit."""
+    try:
+        info = PartnerInfo.model_validate_json(content.config_records["info"]["json"])
+    except KeyError:
+        raise MessageError("reply lacks its 'info' record") from None
+    except (ValidationError, TypeError) as exc:
+        detail = describe_validation_error("reply info", exc) if isinstance(exc, ValidationError) else str(exc)
+        raise MessageError(detail) from None
+    statistics: dict[str, EvaluationStatistics] = {}
+    if info.status == "ok":
+        layout = spec.layout()
+        for ref in spec.models:
+            record = content.array_records.get(f"stats.{ref.name}")
+            if record is None:
+                raise MessageError(f"reply from {info.partner!r} lacks statistics for model {ref.name!r}")
+            arrays = {key: array.numpy() for key, array in record.items()}
+            for key, value in arrays.items():
+                if value.dtype != np.float64:
+                    raise MessageError(f"reply from {info.partner!r}: {ref.name}.{key} is {value.dtype}, expected float64")
+            try:
+                statistics[ref.name] = EvaluationStatistics(layout, arrays)
+            except MessageError as exc:
+                raise MessageError(f"reply from {info.partner!r}, model {ref.name!r}: {exc}") from None
+    return EvaluationReply(info=info, statistics=statistics)

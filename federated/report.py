@@ -1,0 +1,139 @@
+"""The study's outputs: `results.json` for machines, `report.md` and PNG plots for people.
+
+Plots are drawn from the pooled histograms only (never from partner-level data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from accord.hashing import sha256_file
+from federated.metrics import class_curve
+from federated.statistics import EvaluationStatistics
+
+_TABLE_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null, so results.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, fsynced: never half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, out_dir: Path) -> dict[str, Path]:
+    """Pooled ROC curve and reliability diagram for one model (positive class when binary)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layout = stats.layout
+    classes = [layout.positive_class] if layout.num_classes == 2 else list(range(layout.num_classes))
+    paths = {"roc": out_dir / f"roc-{name}.png", "calibration": out_dir / f"calibration-{name}.png"}
+    fig, axis = plt.subplots(figsize=(4.5, 4.5))
+    for cls in classes:
+        curve = class_curve(stats, cls, calibration_bins)
+        axis.plot(curve.false_positive_rate, curve.true_positive_rate, label=f"class {cls} (AUROC {curve.auroc:.3f})")
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title=f"Pooled ROC — {name}")
+    axis.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(paths["roc"], dpi=110)
+    plt.close(fig)
+    fig, axis = plt.subplots(figsize=(4.5, 4.5))
+    for cls in classes:
+        curve = class_curve(stats, cls, calibration_bins)
+        axis.plot(curve.mean_predicted, curve.observed_fraction, marker="o", label=f"class {cls} (ECE {curve.ece:.3f})")
+    axis.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axis.set(xlabel="mean predicted probability", ylabel="observed frequency", title=f"Pooled calibration — {name}")
+    axis.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(paths["calibration"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
+
+
+def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) -> str:
+    """`report.md`: pooled metrics, model x partner matrix, cohort, subgroup gaps, model hashes."""
+    lines = [f"# Study `{results['study']}` — evaluation report", ""]
+    lines += [f"Status: **{results['status']}**" + (f" — {results['message']}" if results.get("message") else ""), ""]
+    lines += ["## Candidate models", "", "| model | SHA-256 |", "| --- | --- |"]
+    lines += [f"| {m['name']} | `{m['sha256']}` |" for m in results["models"]]
+    final = results["rounds"][-1] if results["rounds"] else None
+    if final is not None:
+        lines += ["", f"## Pooled metrics (round {final['round']}, {len(final['contributors'])} partners)", ""]
+        lines += ["| model | " + " | ".join(_TABLE_METRICS) + " |", "| --- |" + " --- |" * len(_TABLE_METRICS)]
+        for name, metrics in final["pooled"].items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(metrics.get(k)) for k in _TABLE_METRICS) + " |")
+        lines += ["", "AUROC comes from binned score histograms; the exact AUROC lies within ±auroc_bound of it.", ""]
+        lines += ["## Model × partner matrix (accuracy / AUROC)", ""]
+        partners = final["contributors"]
+        lines += ["| model | pooled | " + " | ".join(partners) + " |", "| --- | --- |" + " --- |" * len(partners)]
+        for name, row in final["matrix"].items():
+            pooled = final["pooled"][name]
+            cells = [
+                "withheld by partner" if row.get(p) is None else f"{_fmt(row[p]['accuracy'])} / {_fmt(row[p]['auroc'])}"
+                for p in partners
+            ]
+            lines.append(f"| {name} | {_fmt(pooled['accuracy'])} / {_fmt(pooled['auroc'])} | " + " | ".join(cells) + " |")
+        if final["subgroups"]:
+            lines += ["", "## Subgroups (pooled)", ""]
+            for name, groups in final["subgroups"].items():
+                lines += [f"### {name}", "", "| level | count | accuracy | TPR | FPR | selection rate |", "| --- |" + " --- |" * 5]
+                for level, entry in groups["levels"].items():
+                    keys = ("count", "accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
+                    lines.append(f"| {level} | " + " | ".join(_fmt(entry.get(k)) for k in keys) + " |")
+                lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {_fmt(v)}" for k, v in groups["gaps"].items()), ""]
+    lines += ["", "## Cohort per round", "", "| round | contributors | refused | missing | duration (s) |", "| --- | --- | --- | --- | --- |"]
+    for entry in results["rounds"]:
+        refused = "; ".join(f"{r['partner']}: {r['clause']} — {r['reason']}" for r in entry["refused"]) or "—"
+        missing = "; ".join(f"{m['node']}: {m['reason']}" for m in entry["missing"]) or "—"
+        lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {refused} | {missing} | {entry['duration_s']} |")
+    if plots:
+        lines += ["", "## Plots", ""]
+        for name, files in plots.items():
+            lines += [f"![ROC {name}]({files['roc'].name}) ![calibration {name}]({files['calibration'].name})"]
+    lines += ["", f"Audit trail: `{results['trail']}`", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(
+    out_dir: Path,
+    results: dict[str, Any],
+    pooled_statistics: dict[str, EvaluationStatistics],
+    calibration_bins: int,
+) -> dict[str, str]:
+    """Write results.json, report.md and plots; return each file's SHA-256 for the trail."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {name: plot_model(name, stats, calibration_bins, out_dir) for name, stats in pooled_statistics.items()}
+    write_atomically(out_dir / "results.json", json.dumps(json_safe(results), indent=2, sort_keys=True) + "\n")
+    write_atomically(out_dir / "report.md", render_markdown(results, plots))
+    files = [out_dir / "results.json", out_dir / "report.md"] + [p for f in plots.values() for p in f.values()]
+    return {path.name: sha256_file(path) for path in files}

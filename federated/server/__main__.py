@@ -1,0 +1,117 @@
+"""`python -m federated.server`: run a study as the coordinator.
+
+Exit codes: 0 study completed · 2 bad usage · 3 invalid study/config · 4 fewer partners
+than the minimum cohort · 7 Flower runtime failure · 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from accord.errors import AccordError, ExitCode
+from federated.flower_runtime import require_transport
+from federated.server.coordinator import Transport, expected_duration_s, follow, submit_study
+from federated.flower_runtime import stop_process
+
+console = Console(stderr=True)
+cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+
+_SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
+
+
+def _progress_line(entry: dict[str, Any]) -> str | None:
+    kind, details = entry["kind"], entry["details"]
+    round_number = entry.get("round")
+    if kind == "study_started":
+        return f"study {entry['study']} started: {details['rounds']} round(s), minimum cohort {details['min_cohort']}; waiting for partners"
+    if kind == "cohort_ready":
+        return f"cohort ready: {details['nodes']} partner node(s) connected"
+    if kind == "result_received":
+        return f"round {round_number}: result from {details['partner']} ({details['count']} records)"
+    if kind == "task_refused":
+        who = details.get("partner", f"node {details.get('node')}")
+        return f"round {round_number}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"
+    if kind == "partner_missing":
+        return f"round {round_number}: [yellow]node {details['node']} missing[/]: {details['reason']}"
+    if kind == "round_completed":
+        return (
+            f"[bold]round {round_number} done[/] in {details['duration_s']} s: "
+            f"{len(details['contributors'])} contributor(s) ({', '.join(details['contributors'])})"
+        )
+    if kind == "study_failed":
+        return f"[red]study stopped[/]: {details.get('reason', '')}"
+    return None
+
+
+def _results_table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"Pooled metrics — study {results['study']}")
+    table.add_column("model")
+    for name in _SHOWN:
+        table.add_column(name, justify="right")
+    final = results["rounds"][-1] if results["rounds"] else {"pooled": {}}
+    for model, metrics in final["pooled"].items():
+        table.add_row(model, *("—" if metrics.get(k) is None else f"{metrics[k]:.4f}" for k in _SHOWN))
+    return table
+
+
+@cli.command()
+def main(
+    study: Annotated[Path, typer.Option(help="Study file (TOML).", exists=False)],
+    superlink: Annotated[
+        str | None, typer.Option(help="Attach to a running SuperLink at HOST:PORT instead of starting one.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the SuperLink this command starts listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the SuperLink this command starts (partners connect here).")] = 9093,
+    insecure: Annotated[bool, typer.Option(help="Plain HTTP, no TLS: only for 127.0.0.1 demos and tests.")] = False,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="SuperLink TLS certificate (secure mode).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="SuperLink TLS private key (secure mode).")] = None,
+    ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's certificate.")] = None,
+    flwr_home: Annotated[Path | None, typer.Option(help="Private Flower home (default: OUTPUT_DIR/.flwr).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print results.json to stdout when done.")] = False,
+) -> None:
+    """Submit STUDY as a Flower run, follow it round by round, print the pooled results."""
+    submission = None
+    try:
+        transport = Transport(insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile)
+        target_host = superlink.rpartition(":")[0] if superlink else host
+        require_transport(
+            target_host, insecure=insecure,
+            has_certificates=None not in (ssl_certfile, ssl_keyfile, ssl_ca_certfile), option="--superlink/--host",
+        )
+        with console.status("starting the SuperLink and submitting the study"):
+            submission = submit_study(
+                study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home
+            )
+        console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
+        with console.status("running") as status:
+            def show(entry: dict[str, Any]) -> None:
+                line = _progress_line(entry)
+                if line:
+                    console.print(line)
+                    status.update(line)
+
+            results = follow(submission, show, timeout_s=expected_duration_s(submission.study))
+    except AccordError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(int(exc.exit_code)) from None
+    finally:
+        if submission is not None and submission.superlink is not None:
+            stop_process(submission.superlink)
+    console.print(_results_table(results))
+    out = submission.study.output_dir
+    console.print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\ntrail: {results['trail']}")
+    if json_output:
+        print(json.dumps(results, indent=2))
+    if results["status"] != "completed":
+        console.print(f"[red]{results['status']}[/]: {results['message']}")
+        raise typer.Exit(int(ExitCode.COHORT_TOO_SMALL))
+
+
+if __name__ == "__main__":
+    cli()

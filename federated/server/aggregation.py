@@ -1,0 +1,73 @@
+"""Turning one round's partner replies into pooled metrics and the model x partner matrix.
+
+The coordinator only adds statistics; per-partner rows are produced only for partners whose
+reply says they allow per-partner release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from accord.hashing import sha256_bytes
+from federated.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
+from federated.protocol import EvaluationReply
+from federated.statistics import EvaluationStatistics
+
+
+@dataclass
+class RoundOutcome:
+    """What one round produced: pooled statistics and metrics, and who took part."""
+
+    round: int
+    contributors: list[str]
+    refused: list[dict[str, str]] = field(default_factory=list)
+    missing: list[dict[str, str]] = field(default_factory=list)
+    pooled_statistics: dict[str, EvaluationStatistics] = field(default_factory=dict)
+    pooled: dict[str, dict[str, float]] = field(default_factory=dict)
+    subgroups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    matrix: dict[str, dict[str, dict[str, float] | None]] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "duration_s": round(self.duration_s, 3),
+            "contributors": self.contributors,
+            "refused": self.refused,
+            "missing": self.missing,
+            "pooled": self.pooled,
+            "subgroups": self.subgroups,
+            "matrix": self.matrix,
+        }
+
+
+def statistics_sha256(statistics: dict[str, EvaluationStatistics]) -> str:
+    """A stable hash of named statistics, for the trail."""
+    digest = b"".join(
+        name.encode() + key.encode() + np.ascontiguousarray(stats.arrays[key], dtype=np.float64).tobytes()
+        for name, stats in sorted(statistics.items())
+        for key in sorted(stats.arrays)
+    )
+    return sha256_bytes(digest)
+
+
+def aggregate_round(round_number: int, replies: list[EvaluationReply], calibration_bins: int) -> RoundOutcome:
+    """Pool the accepted replies of one round (at least one) into metrics."""
+    outcome = RoundOutcome(round=round_number, contributors=[reply.info.partner for reply in replies])
+    for name in replies[0].statistics:
+        pooled = EvaluationStatistics.total([reply.statistics[name] for reply in replies])
+        outcome.pooled_statistics[name] = pooled
+        outcome.pooled[name] = compute_metrics(pooled, calibration_bins)
+        if pooled.layout.subgroup_levels:
+            groups = subgroup_metrics(pooled)
+            outcome.subgroups[name] = {"levels": groups, "gaps": subgroup_gaps(groups)}
+        outcome.matrix[name] = {
+            reply.info.partner: compute_metrics(reply.statistics[name], calibration_bins)
+            if reply.info.release_per_partner
+            else None
+            for reply in replies
+        }
+    return outcome

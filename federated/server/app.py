@@ -1,0 +1,134 @@
+"""Accord's ServerApp: the coordinator's logic for one study, run by Flower's SuperLink.
+
+It reads the study file named in the run config (and refuses it if it changed since the
+CLI hashed it), waits for the minimum cohort, runs the rounds, writes results, report and
+plots, and logs every step in the coordinator's trail.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from accord.hashing import sha256_file
+from federated.audit import AuditTrail
+from federated.errors import CohortTooSmallError, ConfigError
+from federated.protocol import ModelRef, TaskSpec
+from federated.report import write_outputs
+from federated.server.rounds import run_round
+from federated.study import ResolvedModel, Study, load_study, resolve_models
+
+app = ServerApp()
+
+TRAIL_NAME = "coordinator-trail.jsonl"
+_COHORT_POLL_S = 0.5
+
+
+def trail_path(study: Study) -> Path:
+    return study.output_dir / TRAIL_NAME
+
+
+def load_submitted_study(run_config: dict[str, Any]) -> tuple[Study, str, list[ResolvedModel]]:
+    """The study the CLI submitted; `ConfigError` if the file changed since submission."""
+    path = Path(str(run_config.get("study-file", "")))
+    declared = str(run_config.get("study-sha256", ""))
+    if not path.is_file():
+        raise ConfigError(f"run config study-file {str(path)!r} is not a file")
+    digest = sha256_file(path)
+    if digest != declared:
+        raise ConfigError(f"{path}: changed since it was submitted (SHA-256 {digest}, submitted {declared})")
+    study = load_study(path)
+    return study, digest, resolve_models(study, path)
+
+
+def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> int:
+    deadline = time.monotonic() + study.cohort_timeout_s
+    while (connected := len(list(grid.get_node_ids()))) < study.min_cohort:
+        if time.monotonic() > deadline:
+            raise CohortTooSmallError(
+                f"only {connected} of the minimum cohort of {study.min_cohort} partners connected "
+                f"within cohort_timeout_s={study.cohort_timeout_s:g}"
+            )
+        time.sleep(_COHORT_POLL_S)
+    trail.append("cohort_ready", study=study.id, nodes=connected)
+    return connected
+
+
+def run_study(
+    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, *, run_id: int
+) -> dict[str, Any]:
+    """All rounds of an evaluation study; returns the results document."""
+    model_bytes = {model.name: model.path.read_bytes() for model in models}
+    results: dict[str, Any] = {
+        "study": study.id,
+        "purpose": study.purpose,
+        "study_sha256": study_sha256,
+        "flower_run": str(run_id),
+        "status": "running",
+        "message": "",
+        "min_cohort": study.min_cohort,
+        "models": [{"name": m.name, "sha256": m.sha256, "path": str(m.path)} for m in models],
+        "rounds": [],
+        "trail": str(trail.path),
+    }
+    pooled_statistics: dict = {}
+    try:
+        wait_for_cohort(grid, study, trail)
+        for round_number in range(1, study.rounds + 1):
+            spec = TaskSpec(
+                study=study.id,
+                round=round_number,
+                study_sha256=study_sha256,
+                models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models],
+                evaluation=study.evaluation,
+            )
+            outcome = run_round(
+                grid, spec, model_bytes, trail,
+                timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins,
+            )
+            results["rounds"].append(outcome.summary())
+            trail.append(
+                "round_completed", study=study.id, round=round_number, contributors=outcome.contributors,
+                refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
+            )
+            if len(outcome.contributors) < study.min_cohort:
+                raise CohortTooSmallError(
+                    f"round {round_number}: only {len(outcome.contributors)} partners contributed "
+                    f"({', '.join(outcome.contributors) or 'none'}), below the minimum cohort of {study.min_cohort}"
+                )
+            pooled_statistics = outcome.pooled_statistics
+        results["status"] = "completed"
+    except CohortTooSmallError as exc:
+        results.update(status="cohort_too_small", message=str(exc))
+        if results["rounds"]:
+            # Metrics of a round below the minimum cohort are not released.
+            last = results["rounds"][-1]
+            if len(last["contributors"]) < study.min_cohort:
+                last.update(pooled={}, subgroups={}, matrix={})
+    hashes = write_outputs(study.output_dir, results, pooled_statistics, study.evaluation.calibration_bins)
+    trail.append("report_written", study=study.id, files=hashes)
+    if results["status"] == "completed":
+        trail.append("study_completed", study=study.id, rounds=study.rounds)
+    else:
+        trail.append("study_failed", study=study.id, status=results["status"], reason=results["message"])
+    return results
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    study, study_sha256, models = load_submitted_study(dict(context.run_config))
+    trail = AuditTrail(trail_path(study), actor="coordinator")
+    trail.append(
+        "study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
+        min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models},
+    )
+    try:
+        run_study(grid, study, study_sha256, models, trail, run_id=context.run_id)
+    except Exception as exc:
+        # Leave the reason in the trail before Flower marks the run failed.
+        trail.append("study_failed", study=study.id, status="error", reason=f"{type(exc).__name__}: {exc}")
+        raise

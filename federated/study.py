@@ -1,0 +1,149 @@
+"""The study file: what a coordinator asks of the partners, validated before anything is sent.
+
+A study is TOML validated by pydantic; unknown fields are errors, and every error names
+the file and the field. Model files are hashed here, so the SHA-256 that goes into the
+trail and the task is the hash of the bytes that are actually sent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from accord.config_files import load_toml_model
+from accord.hashing import sha256_file
+from federated.errors import ConfigError
+
+METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss")
+Metric = Literal["accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return (Path(base) / path).resolve() if base is not None and not path.is_absolute() else path
+
+
+class CandidateModel(_Strict):
+    """One ONNX model to evaluate: float32 input [N, features] -> probabilities [N, classes]."""
+
+    name: str
+    path: Path
+    sha256: str | None = Field(default=None, description="If given, the file must hash to it.")
+    output: str = "probabilities"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        value = _resolve(value, info)
+        if not value.is_file():
+            raise ValueError(f"model file not found: {value}")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lowercase hex characters")
+        return value
+
+
+class EvaluationSettings(_Strict):
+    """How predictions are summarised into sufficient statistics."""
+
+    metrics: list[Metric] = Field(default_factory=lambda: list(METRICS))
+    num_classes: Annotated[int, Field(ge=2, le=1000)] = 2
+    positive_class: Annotated[int, Field(ge=0)] = 1
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    score_bins: Annotated[int, Field(ge=10, le=10000)] = 1000
+    calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
+    subgroup_levels: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluationSettings:
+        if self.positive_class >= self.num_classes:
+            raise ValueError(f"positive_class {self.positive_class} >= num_classes {self.num_classes}")
+        if self.score_bins % self.calibration_bins:
+            raise ValueError(
+                f"score_bins ({self.score_bins}) must be a multiple of calibration_bins "
+                f"({self.calibration_bins})"
+            )
+        if len(set(self.subgroup_levels)) != len(self.subgroup_levels):
+            raise ValueError("subgroup_levels must be distinct")
+        return self
+
+
+class Study(_Strict):
+    """A study as the coordinator submits it."""
+
+    id: str
+    purpose: Literal["evaluation"]
+    title: str = ""
+    models: list[CandidateModel] = Field(min_length=1)
+    evaluation: EvaluationSettings = EvaluationSettings()
+    rounds: Annotated[int, Field(ge=1, le=10000)] = 1
+    min_cohort: Annotated[int, Field(ge=1)] = 2
+    round_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    cohort_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    output_dir: Path
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_simple(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _resolve_output(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Study:
+        names = [model.name for model in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be distinct (got {names})")
+        return self
+
+
+class ResolvedModel(_Strict):
+    """A candidate model with the hash of the bytes that will be sent."""
+
+    name: str
+    path: Path
+    sha256: str
+    output: str
+
+
+def load_study(path: Path) -> Study:
+    """Validate the study file at `path`; raise `ConfigError` naming the file and field."""
+    return load_toml_model(Path(path), Study, error=ConfigError)
+
+
+def resolve_models(study: Study, source: Path) -> list[ResolvedModel]:
+    """Hash every model file; a declared `sha256` that does not match is a `ConfigError`."""
+    resolved = []
+    for index, model in enumerate(study.models):
+        digest = sha256_file(model.path)
+        if model.sha256 is not None and model.sha256 != digest:
+            raise ConfigError(
+                f"{source}: models.{index}.sha256: {model.path} hashes to {digest}, "
+                f"not the declared {model.sha256}"
+            )
+        resolved.append(ResolvedModel(name=model.name, path=model.path, sha256=digest, output=model.output))
+    return resolved
