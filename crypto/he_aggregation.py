@@ -1,0 +1,216 @@
+"""Encrypted bundles: a partner encrypts a round's arrays, the coordinator adds bundles knowing only the
+public context, and a partner holding the secret context decrypts the aggregate.
+
+A bundle is the study key's fingerprint, the layout (`crypto.he_layout`), the number of partners summed
+into it ("addends"), and SEAL ciphertexts. On the wire it is
+
+    b"AHEB\\x01" | u32 header length | header (RFC 8785 JSON) | (u32 length | SEAL ciphertext)* | SHA-256
+
+where the trailing SHA-256 covers everything before it, so corruption and truncation are refused before
+SEAL reads a byte. The checksum is not a signature: partners sign bundles in the protocol layer.
+
+Weights are multiplied by the partner's example count *before* `encrypt_bundle` (by the caller), so the
+coordinator only adds. Decryption refuses a bundle made under another study's key (fingerprint), and
+checks that the slots the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext
+breaks with overwhelming probability.
+
+This module must never pickle, never need a secret key to add, and never return values from a bundle
+whose fingerprint, checksum or zero slots do not check out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import rfc8785
+import tenseal.sealapi as seal
+
+from crypto.he_errors import CiphertextError, HEKeyError, LayoutMismatchError
+from crypto.he_keys import PublicContext, SecretContext
+from crypto.he_layout import BundleLayout
+from crypto.seal_bytes import seal_bytes
+
+MAGIC = b"AHEB\x01"
+_U32 = struct.Struct(">I")
+_DIGEST = 32
+
+
+@dataclass(frozen=True)
+class EncryptedBundle:
+    """One partner's (or a sum of partners') encrypted arrays; `to_bytes()` is what travels."""
+
+    study_id: str
+    fingerprint: str
+    layout: BundleLayout
+    addends: int
+    ciphertexts: tuple[bytes, ...]
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "study_id": self.study_id,
+            "fingerprint": self.fingerprint,
+            "addends": self.addends,
+            "ciphertexts": len(self.ciphertexts),
+            "layout": self.layout.to_json(),
+        }
+
+    @cached_property
+    def _wire(self) -> bytes:
+        header = rfc8785.dumps(self.header())
+        parts = [MAGIC, _U32.pack(len(header)), header]
+        for blob in self.ciphertexts:
+            parts += [_U32.pack(len(blob)), blob]
+        body = b"".join(parts)
+        return body + hashlib.sha256(body).digest()
+
+    def to_bytes(self) -> bytes:
+        return self._wire
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the serialized bundle: what a partner signs and a decryptor checks."""
+        return self._wire[-_DIGEST:].hex()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._wire)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "bundle") -> EncryptedBundle:
+        """Parse a serialized bundle; refuse corrupted, truncated or malformed bytes, naming `source`."""
+        view = memoryview(data)
+        if len(view) < len(MAGIC) + _U32.size + _DIGEST or bytes(view[: len(MAGIC)]) != MAGIC:
+            raise CiphertextError(f"{source}: not an Accord encrypted bundle (bad magic or too short)")
+        body, end = view[:-_DIGEST], len(view) - _DIGEST
+        if hashlib.sha256(body).digest() != bytes(view[end:]):
+            raise CiphertextError(f"{source}: checksum mismatch, the bundle is corrupted or truncated")
+        try:
+            pos = len(MAGIC)
+            (size,) = _U32.unpack_from(body, pos)
+            header = json.loads(bytes(body[pos + _U32.size : pos + _U32.size + size]))
+            pos += _U32.size + size
+            blobs = []
+            while pos < end:
+                (size,) = _U32.unpack_from(body, pos)
+                blobs.append(bytes(body[pos + _U32.size : pos + _U32.size + size]))
+                pos += _U32.size + size
+            bundle = cls(
+                study_id=str(header["study_id"]),
+                fingerprint=str(header["fingerprint"]),
+                layout=BundleLayout.from_json(header["layout"]),
+                addends=int(header["addends"]),
+                ciphertexts=tuple(blobs),
+            )
+        except (struct.error, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise CiphertextError(f"{source}: malformed bundle ({exc!r})") from exc
+        if pos != end or len(blobs) != bundle.layout.ciphertext_count or bundle.addends < 1:
+            raise CiphertextError(
+                f"{source}: {len(blobs)} ciphertexts for {bundle.addends} addends, "
+                f"the layout needs {bundle.layout.ciphertext_count}"
+            )
+        bundle.__dict__["_wire"] = bytes(view)  # digest = hash of the bytes as received (and signed)
+        return bundle
+
+
+def encrypt_bundle(
+    arrays: Mapping[str, Any], *, context: SecretContext, layout: BundleLayout, seeded: bool = True
+) -> EncryptedBundle:
+    """Encrypt one partner's arrays (weights already multiplied by its example count) under the study key.
+
+    `seeded` (the default) sends SEAL's seed in place of each ciphertext's uniformly random half: half
+    the bytes on the wire, at the price of the coordinator re-expanding the seed when it loads them.
+    """
+    public = context.public
+    layout.check_context(public)
+    layout.check_names(arrays)
+    slots = np.zeros(layout.ciphertext_count * layout.slot_count, dtype=np.int64)
+    for array in layout.arrays:
+        slots[array.first_slot : array.first_slot + array.slots] = array.pack(array.encode(arrays[array.name]))
+    rows = np.mod(slots, layout.plain_modulus).reshape(layout.ciphertext_count, layout.slot_count)
+    encoder, encryptor, bridge = public.seal.encoder, context.encryptor, seal_bytes()
+    blobs = []
+    for row in rows:
+        plain = seal.Plaintext()
+        encoder.encode(row.tolist(), plain)
+        if seeded:
+            blobs.append(bridge.dump(encryptor.encrypt_symmetric(plain)))
+        else:
+            cipher = seal.Ciphertext()
+            encryptor.encrypt_symmetric(plain, cipher)
+            blobs.append(bridge.dump(cipher))
+    return EncryptedBundle(public.study_id, public.fingerprint, layout, 1, tuple(blobs))
+
+
+def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicContext) -> EncryptedBundle:
+    """Sum bundles of the same study and layout; needs no key, only the public parameters."""
+    if not bundles:
+        raise LayoutMismatchError("no bundles to add")
+    for index, bundle in enumerate(bundles):
+        _check_key(bundle, public_context, what=f"bundle {index}")
+        if bundle.layout != bundles[0].layout:
+            raise LayoutMismatchError(
+                f"bundle {index} has layout {bundle.layout.digest[:16]}…, bundle 0 has {bundles[0].layout.digest[:16]}…"
+            )
+    addends = sum(b.addends for b in bundles)
+    if addends > public_context.parameters.max_addends:
+        raise CiphertextError(
+            f"{addends} contributions exceed the {public_context.parameters.max_addends} this study's parameters "
+            f"can sum exactly"
+        )
+    runtime, bridge = public_context.seal, seal_bytes()
+    blobs = []
+    for position in range(bundles[0].layout.ciphertext_count):
+        loaded = [_load(b.ciphertexts[position], runtime, f"bundle {i} ciphertext {position}") for i, b in enumerate(bundles)]
+        total = seal.Ciphertext()
+        if len(loaded) == 1:
+            total = loaded[0]
+        else:
+            runtime.evaluator.add_many(loaded, total)
+        blobs.append(bridge.dump(total))
+    first = bundles[0]
+    return EncryptedBundle(first.study_id, first.fingerprint, first.layout, addends, tuple(blobs))
+
+
+def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) -> dict[str, np.ndarray]:
+    """Decrypt an aggregate: int64 arrays for counts, float64 for fixed-point arrays."""
+    public = secret_context.public
+    _check_key(bundle, public, what="bundle")
+    bundle.layout.check_context(public)
+    if bundle.addends > public.parameters.max_addends:
+        raise CiphertextError(f"bundle claims {bundle.addends} contributions, more than can decrypt exactly")
+    runtime, decryptor = public.seal, secret_context.decryptor
+    rows = []
+    for position, blob in enumerate(bundle.ciphertexts):
+        plain = seal.Plaintext()
+        decryptor.decrypt(_load(blob, runtime, f"ciphertext {position}"), plain)
+        rows.append(np.asarray(runtime.encoder.decode_int64(plain), dtype=np.int64))
+    slots = np.concatenate(rows)
+    layout = bundle.layout
+    if np.any(slots[layout.used_slots :]):
+        raise CiphertextError(
+            "the bundle does not decrypt to a well-formed aggregate (its empty slots are not zero): "
+            "wrong key or tampered ciphertext"
+        )
+    return {a.name: a.decode(a.unpack(slots[a.first_slot : a.first_slot + a.slots])) for a in layout.arrays}
+
+
+def _check_key(bundle: EncryptedBundle, public: PublicContext, *, what: str) -> None:
+    if bundle.fingerprint != public.fingerprint:
+        raise HEKeyError(
+            f"{what} was encrypted for study {bundle.study_id!r} (key fingerprint {bundle.fingerprint[:16]}…); "
+            f"this context is study {public.study_id!r} ({public.fingerprint[:16]}…)"
+        )
+
+
+def _load(blob: bytes, runtime: Any, what: str) -> Any:
+    try:
+        return seal_bytes().load_into(seal.Ciphertext(), runtime.context, blob)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CiphertextError(f"{what}: SEAL cannot load it ({exc})") from exc
