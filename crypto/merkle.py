@@ -171,7 +171,9 @@ def verify_inclusion(
         raise ProofError(f"leaf index {index} is not inside a tree of size {tree_size}")
     expected = _inclusion_proof_length(index, tree_size)
     if len(proof) != expected:
-        raise ProofError(f"an inclusion proof for {where} holds {expected} hashes, this one holds {len(proof)}")
+        raise ProofError(
+            f"an inclusion proof for {where} holds {expected} hashes, this one holds {len(proof)}"
+        )
     fn, sn, r = index, tree_size - 1, leaf_hash
     for p in proof:
         if sn == 0:
