@@ -127,6 +127,7 @@ def encrypt_bundle(
     `seeded` (the default) sends SEAL's seed in place of each ciphertext's uniformly random half: half
     the bytes on the wire, at the price of the coordinator re-expanding the seed when it loads them.
     """
+    _require_secret(context, doing="encryption")
     public = context.public
     layout.check_context(public)
     layout.check_names(arrays)
@@ -180,6 +181,7 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
 
 def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) -> dict[str, np.ndarray]:
     """Decrypt an aggregate: int64 arrays for counts, float64 for fixed-point arrays."""
+    _require_secret(secret_context, doing="decryption")
     public = secret_context.public
     _check_key(bundle, public, what="bundle")
     bundle.layout.check_context(public)
@@ -199,6 +201,11 @@ def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) ->
             "wrong key or tampered ciphertext"
         )
     return {a.name: a.decode(a.unpack(slots[a.first_slot : a.first_slot + a.slots])) for a in layout.arrays}
+
+
+def _require_secret(context: object, *, doing: str) -> None:
+    if not isinstance(context, SecretContext):
+        raise HEKeyError(f"{doing} needs a partner's secret context; {type(context).__name__} holds no key")
 
 
 def _check_key(bundle: EncryptedBundle, public: PublicContext, *, what: str) -> None:
