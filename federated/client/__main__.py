@@ -15,7 +15,7 @@ from rich.console import Console
 from accord.errors import AccordError, ExitCode
 from federated.client.node import prepare_node, run_node
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 

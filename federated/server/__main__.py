@@ -19,7 +19,7 @@ from federated.flower_runtime import require_transport
 from federated.server.coordinator import Transport, expected_duration_s, follow, submit_study
 from federated.flower_runtime import stop_process
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")

@@ -1,0 +1,42 @@
+"""End-to-end fixtures: the demo hospitals' data and models, and a local federation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from examples.hospitals.prepare import HOSPITALS, prepare
+from federated.localhost import LocalFederation, Partner
+
+
+@pytest.fixture(scope="session")
+def hospitals(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hospitals")
+    prepare(root)
+    return root
+
+
+@pytest.fixture
+def partners(hospitals: Path) -> list[Partner]:
+    return [Partner(name, hospitals / "data" / f"{name}.csv", hospitals / "data" / f"{name}.toml") for name, *_ in HOSPITALS]
+
+
+def write_study(tmp_path: Path, hospitals: Path, **fields: object) -> Path:
+    """A study of both demo models, written to tmp_path/study.toml."""
+    values = {"id": "e2e", "purpose": "evaluation", "rounds": 1, "min_cohort": 2, "round_timeout_s": 60,
+              "cohort_timeout_s": 90, "output_dir": str(tmp_path / "out")} | fields
+    lines = [f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {v}" for k, v in values.items()]
+    for name in ("logreg", "mlp"):
+        lines += ["[[models]]", f'name = "{name}"', f'path = "{hospitals / "models" / f"{name}.onnx"}"']
+    lines += ["[evaluation]", 'subgroup_levels = ["under_50", "50_plus"]']
+    path = tmp_path / "study.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def federation(tmp_path: Path):
+    local = LocalFederation(workdir=tmp_path / "nodes")
+    yield local
+    local.stop()
