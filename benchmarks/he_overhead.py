@@ -196,7 +196,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         axes[0].plot(sizes, [r["he_round_s"] for r in sel], "o-", label=f"HE {enc.name}")
         axes[1].plot(sizes, [r["round_ratio"] for r in sel], "o-", label=enc.name)
         axes[2].plot(sizes, [r["bytes_per_param_upload"] for r in sel], "o-", label=f"{enc.name} upload")
-    plain = sorted((r for r in rows if r["encoding"] == ENCODINGS[0].name and r["partners"] == top), key=lambda r: r["params"])
+    plain = sorted(
+        (r for r in rows if r["encoding"] == ENCODINGS[0].name and r["partners"] == top), key=lambda r: r["params"]
+    )
     axes[0].plot([r["params"] for r in plain], [r["plain_round_s"] for r in plain], "k--", label="plaintext")
     axes[1].axhline(TARGETS["round_ratio"], color="k", ls="--", label="target 3x")
     axes[2].axhline(TARGETS["bytes_per_param"], color="k", ls="--", label="target 16 B")
@@ -240,8 +242,10 @@ def main(
     report = {
         "benchmark": "he_overhead",
         "command": "python -m benchmarks.he_overhead" + (" --quick" if quick else f" --repeats {repeats}"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
-                    "tenseal": tenseal.__version__, "numpy": np.__version__, "threads": 1},
+        "machine": {
+            "platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+            "tenseal": tenseal.__version__, "numpy": np.__version__, "threads": 1,
+        },
         "parameters": secret.public.parameters.describe(),
         "security_bits": secret.public.parameters.security_bits,
         "keygen_s": keygen_s,

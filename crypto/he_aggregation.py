@@ -156,9 +156,8 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
     for index, bundle in enumerate(bundles):
         _check_key(bundle, public_context, what=f"bundle {index}")
         if bundle.layout != bundles[0].layout:
-            raise LayoutMismatchError(
-                f"bundle {index} has layout {bundle.layout.digest[:16]}…, bundle 0 has {bundles[0].layout.digest[:16]}…"
-            )
+            theirs, first = bundle.layout.digest[:16], bundles[0].layout.digest[:16]
+            raise LayoutMismatchError(f"bundle {index} has layout {theirs}…, bundle 0 has {first}…")
     addends = sum(b.addends for b in bundles)
     if addends > public_context.parameters.max_addends:
         raise CiphertextError(
@@ -168,11 +167,12 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
     runtime, bridge = public_context.seal, seal_bytes()
     blobs = []
     for position in range(bundles[0].layout.ciphertext_count):
-        loaded = [_load(b.ciphertexts[position], runtime, f"bundle {i} ciphertext {position}") for i, b in enumerate(bundles)]
-        total = seal.Ciphertext()
-        if len(loaded) == 1:
-            total = loaded[0]
-        else:
+        loaded = [
+            _load(b.ciphertexts[position], runtime, f"bundle {i} ciphertext {position}") for i, b in enumerate(bundles)
+        ]
+        total = loaded[0]
+        if len(loaded) > 1:
+            total = seal.Ciphertext()
             runtime.evaluator.add_many(loaded, total)
         blobs.append(bridge.dump(total))
     first = bundles[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -124,7 +124,7 @@ def _print_summary(summary: dict[str, Any], *, title: str) -> None:
     _out.print(table)
 
 
-def _fail(exc: HEError) -> None:
+def _fail(exc: HEError) -> NoReturn:
     _err.print(f"[red]error:[/] {exc}")
     raise typer.Exit(int(exc.exit_code))
 
