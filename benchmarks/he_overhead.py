@@ -13,7 +13,7 @@ uses the best of each path instead, for a machine shared with other work).
 Encodings:
 - `count-weighted` (default protocol): weights x example count, bound = partners x max examples x clip,
   16 fraction bits, seeded ciphertexts.
-- `count-weighted-unseeded`: the same with full ciphertexts (twice the bytes, cheaper for the coordinator).
+- `count-weighted-unseeded`: the same with full ciphertexts (twice the bytes; no seed to expand on load).
 - `fraction-weighted`: weights x n_i / N where the total N is public, bound = clip, 19 fraction bits:
   two values per slot.
 Run it from the repository root as a module (opacus installs an unrelated top-level `benchmarks`).
