@@ -30,6 +30,8 @@ APP_COMPONENTS = {"serverapp": "federated.server.app:app", "clientapp": "federat
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for a Flower process: private home, no telemetry, this venv's tools first."""
     env = dict(os.environ)
+    # SuperExec polls for work every second by default; a round waits on it twice.
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
     env.update(
         FLWR_HOME=str(flwr_home),
         FLWR_TELEMETRY_ENABLED="0",

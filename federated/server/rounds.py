@@ -7,7 +7,7 @@ out; the round still completes if the remaining cohort is at least the study's m
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -16,6 +16,24 @@ from federated.audit import AuditTrail
 from federated.errors import MessageError
 from federated.protocol import MESSAGE_TYPE, EvaluationReply, TaskSpec, build_task, parse_reply
 from federated.server.aggregation import RoundOutcome, aggregate_round, statistics_sha256
+
+
+# Grid.send_and_receive sleeps 3 s between pulls; a round is a few seconds, so poll faster.
+REPLY_POLL_S = 0.25
+
+
+def exchange(grid: Grid, messages: list[Message], *, timeout_s: float) -> Iterator[Message]:
+    """Push `messages` and yield replies as they arrive, until all came or `timeout_s` passed."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        replies = list(grid.pull_messages(pending))
+        for reply in replies:
+            pending.discard(reply.metadata.reply_to_message_id)
+            yield reply
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(REPLY_POLL_S)
 
 
 def collect_replies(
@@ -38,7 +56,7 @@ def collect_replies(
     refused: list[dict[str, str]] = []
     missing: list[dict[str, str]] = []
     seen_partners: set[str] = set()
-    for reply in grid.send_and_receive(messages, timeout=timeout_s):
+    for reply in exchange(grid, messages, timeout_s=timeout_s):
         node = reply.metadata.src_node_id
         answered.add(node)
         if reply.has_error():

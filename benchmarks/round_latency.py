@@ -1,0 +1,131 @@
+"""Wall time of a 3-partner evaluation round: Accord vs a bare Flower app, alternated.
+
+Both apps run on the same SuperLink and the same three SuperNodes (started once), on the
+demo hospitals' data and models; runs alternate Accord, bare (Flower's send_and_receive),
+bare polling for replies as often as Accord does, and again. Each run has several rounds;
+a round is timed inside the ServerApp from sending the tasks to having pooled the replies.
+Writes JSON with medians and the ratios.
+
+    python -m benchmarks.round_latency [--runs 3] [--rounds 3] [--out benchmarks/results/round_latency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from examples.hospitals.prepare import HOSPITALS, prepare
+from federated.client.settings import NodeSettings
+from federated.flower_runtime import start_process, stop_process, submit_run, wait_for_port, write_bundle, write_connection
+from federated.localhost import free_port
+from federated.server.coordinator import Transport, follow, submit_study
+from federated.server.rounds import REPLY_POLL_S
+
+HERE = Path(__file__).resolve().parent
+
+
+def _start_federation(work: Path, port: int) -> list:
+    home = work / "flwr"
+    processes = [start_process(
+        ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(port)],
+        home, work / "superlink.log",
+    )]
+    wait_for_port("127.0.0.1", port, timeout_s=60, process=processes[0])
+    for name, *_ in HOSPITALS:
+        settings = NodeSettings(name, work / "data" / f"{name}.csv", work / "data" / f"{name}.toml", work / "nodes" / name / "trail.jsonl")
+        command = ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()),
+                   "--node-config", settings.to_node_config()]
+        processes.append(start_process(command, work / "nodes" / name / "flwr", work / "nodes" / name / "node.log"))
+    write_connection(home, f"127.0.0.1:{port}", insecure=True, root_certificates=None)
+    return processes
+
+
+def _accord_run(work: Path, port: int, rounds: int, index: int) -> list[float]:
+    study = work / f"study-{index}.toml"
+    lines = [f'id = "latency-{index}"', 'purpose = "evaluation"', f"rounds = {rounds}", "min_cohort = 3",
+             f'output_dir = "{work / f"accord-{index}"}"', "[evaluation]", 'subgroup_levels = ["under_50", "50_plus"]']
+    for name in ("logreg", "mlp"):
+        lines[-2:-2] = ["[[models]]", f'name = "{name}"', f'path = "{work / "models" / f"{name}.onnx"}"']
+    study.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    submission = submit_study(study, superlink=f"127.0.0.1:{port}", host="127.0.0.1", port=port,
+                              transport=Transport(insecure=True), flwr_home=work / "flwr")
+    results = follow(submission, lambda entry: None, timeout_s=600)
+    return [entry["duration_s"] for entry in results["rounds"]]
+
+
+def _bare_run(work: Path, rounds: int, index: int, poll_s: float) -> list[float]:
+    out = work / f"bare-{index}-{poll_s}.json"
+    bundle = work / "bare-bundle"
+    write_bundle(bundle, name="bare-eval", run_config={
+        "rounds": rounds, "nodes": len(HOSPITALS), "out": str(out), "poll-s": poll_s,
+        "model-logreg": str(work / "models" / "logreg.onnx"), "model-mlp": str(work / "models" / "mlp.onnx"),
+    })
+    text = (bundle / "pyproject.toml").read_text(encoding="utf-8")
+    (bundle / "pyproject.toml").write_text(
+        text.replace("federated.server.app:app", "bare_eval_app:server").replace("federated.client.app:app", "bare_eval_app:client"),
+        encoding="utf-8",
+    )
+    shutil.copy(HERE / "bare_eval_app.py", bundle / "bare_eval_app.py")
+    submit_run(bundle, work / "flwr")
+    deadline = time.monotonic() + 600
+    while not out.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("bare run did not finish")
+        time.sleep(0.2)
+    return json.loads(out.read_text())["round_s"]
+
+
+def _r(values: list[float]) -> list[float]:
+    return [round(v, 3) for v in values]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per app, alternated")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per run")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/round_latency.json"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="accord-latency-"))
+    prepare(work)
+    port = free_port()
+    processes = _start_federation(work, port)
+    accord: list[float] = []
+    bare: list[float] = []
+    bare_fast: list[float] = []
+    try:
+        for index in range(args.runs):
+            accord += _accord_run(work, port, args.rounds, index)
+            bare += _bare_run(work, args.rounds, index, poll_s=0.0)
+            bare_fast += _bare_run(work, args.rounds, index, poll_s=REPLY_POLL_S)
+            print(f"run {index + 1}/{args.runs}: accord {accord[-args.rounds:]}, bare {_r(bare[-args.rounds:])}, "
+                  f"bare polling like Accord {_r(bare_fast[-args.rounds:])}")
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+    result = {
+        "setup": "3 SuperNodes + 1 SuperLink on 127.0.0.1, one machine; 2 ONNX models; demo hospitals' data",
+        "runs_per_app": args.runs,
+        "rounds_per_run": args.rounds,
+        "accord_round_s": accord,
+        "bare_round_s": bare,
+        "bare_same_polling_round_s": bare_fast,
+        "accord_median_s": statistics.median(accord),
+        "bare_median_s": statistics.median(bare),
+        "bare_same_polling_median_s": statistics.median(bare_fast),
+        "ratio_accord_over_bare": statistics.median(accord) / statistics.median(bare),
+        "ratio_accord_over_bare_same_polling": statistics.median(accord) / statistics.median(bare_fast),
+        "target_ratio": 1.2,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("round_s")}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
