@@ -1,0 +1,38 @@
+"""What may leave a partner and how: privacy accounting, calibrated noise, the budget ledger.
+
+Public names only; the modules behind them are internals. Importing this package must stay
+cheap (no torch, no opacus: those load inside the accounting computations that need them) and
+must never import `federated`.
+"""
+
+from privacy.accountants import Accountant, Segment, accountant_names, create_accountant
+from privacy.accounting import PrivacyAccount, epsilon, noise_multiplier
+from privacy.errors import (
+    AccountingError,
+    BudgetExceededError,
+    LedgerError,
+    PrivacyError,
+    ReleaseConflictError,
+)
+from privacy.gaussian import gaussian_delta, gaussian_epsilon, gaussian_sigma
+from privacy.ledger import BudgetLedger, Spend
+
+__all__ = [
+    "Accountant",
+    "AccountingError",
+    "BudgetExceededError",
+    "BudgetLedger",
+    "LedgerError",
+    "PrivacyAccount",
+    "PrivacyError",
+    "ReleaseConflictError",
+    "Segment",
+    "Spend",
+    "accountant_names",
+    "create_accountant",
+    "epsilon",
+    "gaussian_delta",
+    "gaussian_epsilon",
+    "gaussian_sigma",
+    "noise_multiplier",
+]
