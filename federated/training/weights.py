@@ -1,0 +1,172 @@
+"""Model weights as named float32 arrays: extract, load strictly, store as safetensors, hash, export to ONNX.
+
+Weights travel between partners and the coordinator as safetensors (a JSON header plus raw bytes)
+and models as ONNX: this module must never unpickle anything (no `torch.load`, no `pickle`), and
+never load weights into a model partially: `load_arrays` checks every tensor first, then copies.
+`arrays_sha256` is the model hash recorded in lineage; it depends only on names, dtypes, shapes and
+bytes, never on dict order or file layout, so the same weights always hash the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from federated.training.errors import WeightsError
+
+__all__ = ["ONNX_INPUT", "ONNX_OUTPUT", "arrays_sha256", "export_onnx", "load_arrays", "load_safetensors", "model_arrays", "save_safetensors"]
+
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "probabilities"
+_ONNX_OPSET = 17
+_ONNX_TOLERANCE = 1e-5
+_HASH_DOMAIN = b"accord-arrays-v1\x00"
+
+
+def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's state dict as float32 numpy arrays (copies), in the state dict's order."""
+    return {
+        name: tensor.detach().cpu().to(torch.float32).numpy().copy() for name, tensor in model.state_dict().items()
+    }
+
+
+def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy `arrays` into `model`'s parameters and buffers, all or nothing.
+
+    Raises `WeightsError` naming every missing and unexpected key, every shape mismatch, and every
+    tensor that is not floating point or holds NaN/Inf; the model is unchanged on error.
+    """
+    state = model.state_dict()
+    missing = [name for name in state if name not in arrays]
+    unexpected = [name for name in arrays if name not in state]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    for name, target in state.items():
+        if name not in arrays:
+            continue
+        array = np.asarray(arrays[name])
+        if array.dtype.kind != "f":
+            problems.append(f"{name!r} has dtype {array.dtype}, expected a floating-point dtype")
+        elif tuple(array.shape) != tuple(target.shape):
+            problems.append(f"{name!r} has shape {list(array.shape)}, the model expects {list(target.shape)}")
+        elif not np.all(np.isfinite(array)):
+            problems.append(f"{name!r} holds NaN or infinite values")
+    if problems:
+        raise WeightsError(f"weights do not fit {type(model).__name__}: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, target in state.items():
+            target.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])).to(target.dtype))
+
+
+def save_safetensors(path: Path | str, arrays: Mapping[str, np.ndarray], *, metadata: Mapping[str, str]) -> None:
+    """Write `arrays` and `metadata` to `path` as safetensors, atomically (temp file, fsync, rename)."""
+    from safetensors.numpy import save
+
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise WeightsError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
+    payload = save({name: np.ascontiguousarray(a) for name, a in arrays.items()}, metadata=dict(metadata))
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def load_safetensors(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays and metadata of a safetensors file; `WeightsError` naming the file if it is not one."""
+    from safetensors.numpy import load
+
+    data = Path(path).read_bytes()
+    try:
+        (header_length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + header_length])
+        arrays = load(data)
+    except Exception as error:  # struct, JSON and safetensors each raise their own types
+        raise WeightsError(f"{path} is not a valid safetensors file: {error}") from None
+    metadata = header.get("__metadata__") or {}
+    return arrays, dict(metadata)
+
+
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """Hex SHA-256 over the sorted names, dtypes, shapes and little-endian bytes of `arrays`."""
+    digest = hashlib.sha256(_HASH_DOMAIN)
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        header = json.dumps([name, array.dtype.str, list(array.shape)], ensure_ascii=True).encode()
+        digest.update(struct.pack("<Q", len(header)) + header)
+        digest.update(struct.pack("<Q", array.nbytes) + array.tobytes())
+    return digest.hexdigest()
+
+
+class _WithSoftmax(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(features), dim=1)
+
+
+def export_onnx(model: nn.Module, *, num_features: int) -> bytes:
+    """ONNX bytes: input "input" float32 [n, num_features] (any n), output "probabilities" = softmax(logits).
+
+    The exported graph is run once with onnxruntime on a fixed probe batch and must match torch
+    within 1e-5, so a model that leaves here computes what was trained; `WeightsError` otherwise.
+    """
+    import onnxruntime as ort
+
+    was_training = model.training
+    wrapped = _WithSoftmax(model).eval()
+    probe = torch.from_numpy(np.random.default_rng(0).standard_normal((3, num_features)).astype(np.float32))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the legacy (TorchScript) exporter is deprecated but fast and exact for these models
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapped,
+            (probe,),
+            buffer,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            opset_version=_ONNX_OPSET,
+            dynamo=False,
+        )
+        expected = wrapped(probe).numpy()
+    model.train(was_training)
+    onnx_bytes = buffer.getvalue()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    (actual,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: probe.numpy()})
+    if not np.allclose(actual, expected, rtol=0, atol=_ONNX_TOLERANCE):
+        worst = float(np.abs(actual - expected).max())
+        raise WeightsError(f"ONNX export of {type(model).__name__} differs from torch by {worst:.3g} (> 1e-5)")
+    return onnx_bytes
