@@ -1,0 +1,313 @@
+"""A partner's persistent privacy budget ledger for one dataset, across all studies and restarts.
+
+`BudgetLedger` keeps every ε/δ spent on a dataset in one SQLite file at the partner. A spend is
+check-then-spend in ONE transaction (`BEGIN IMMEDIATE`, which takes SQLite's write lock before
+reading): concurrent processes are serialised, and a refused, failed or killed spend changes nothing.
+
+Composition rule (deliberate): the ε of a study, and of the dataset, is the plain SUM of the ε of
+its releases (basic composition, Dwork et al. 2006), and δ likewise. It is valid for any mix of
+mechanisms and δs, needs no numerical accountant inside the lock and is exact to check against a
+cap. It is looser than composing with an accountant; a release that is itself a composition
+(a DP-SGD run, several statistics) should be accounted tightly *before* it is spent, e.g. with
+`privacy.accounting.PrivacyAccount`, and spent here as one release. Mechanism parameters
+(noise_multiplier, sample_rate, steps) are stored with a spend for the record only.
+
+This module must never let the recorded ε exceed a cap, never count a release twice, never
+half-write a spend, and never import `federated` (the audit trail plugs in through `on_spend`).
+CLI: `python -m privacy.ledger show --ledger FILE [--json]` (see `privacy/ledger/__main__.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from privacy.errors import BudgetExceededError, LedgerError, ReleaseConflictError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spends (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id TEXT NOT NULL,
+    release TEXT NOT NULL,
+    epsilon REAL NOT NULL CHECK (epsilon >= 0),
+    delta REAL NOT NULL CHECK (delta >= 0 AND delta < 1),
+    noise_multiplier REAL,
+    sample_rate REAL,
+    steps INTEGER,
+    spent_at TEXT NOT NULL,
+    UNIQUE (study_id, release)
+);
+"""
+_COLUMNS = "study_id, release, epsilon, delta, noise_multiplier, sample_rate, steps, spent_at"
+_BUSY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One release recorded in the ledger; `already_spent` is True when a spend repeated it."""
+
+    study_id: str
+    release: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float | None
+    sample_rate: float | None
+    steps: int | None
+    spent_at: str
+    already_spent: bool = False
+
+    def as_record(self) -> dict[str, Any]:
+        """The spend as a plain dict (what `on_spend` receives, without the totals)."""
+        return asdict(self)
+
+
+class BudgetLedger:
+    """The ε budget of one dataset: caps per study and in total, enforced atomically on disk.
+
+    `max_epsilon_total` caps the sum over all studies; `max_epsilon_per_study` caps each study.
+    The caps given here are the ones enforced; they are also stored in the file so that
+    `open_existing` (and the CLI) can show the remaining budget. `on_spend(record)` runs after each
+    new spend commits (not for repeats) — an exception from it propagates, the spend stands.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_epsilon_total: float,
+        max_epsilon_per_study: float,
+        on_spend: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        for name, value in (("max_epsilon_total", max_epsilon_total), ("max_epsilon_per_study", max_epsilon_per_study)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise LedgerError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        self._setup(Path(path), float(max_epsilon_total), float(max_epsilon_per_study), on_spend)
+        caps = {"max_epsilon_total": self.max_epsilon_total, "max_epsilon_per_study": self.max_epsilon_per_study}
+        with self._transaction() as conn:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            self._check_schema(conn)
+            stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            wanted = {"schema_version": str(SCHEMA_VERSION)} | {key: repr(cap) for key, cap in caps.items()}
+            changed = [(key, value) for key, value in wanted.items() if stored.get(key) != value]
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", changed)
+
+    def _setup(
+        self, path: Path, max_total: float, max_study: float, on_spend: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        self.path = path
+        self.max_epsilon_total = max_total
+        self.max_epsilon_per_study = max_study
+        self._on_spend = on_spend
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> BudgetLedger:
+        """Open a ledger that must already exist, with the caps stored in it."""
+        path = Path(path)
+        if not path.is_file():
+            raise LedgerError(f"no budget ledger at {str(path)!r}")
+        try:
+            with closing_connection(path, read_only=True) as conn:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            caps = [float(meta[key]) for key in ("max_epsilon_total", "max_epsilon_per_study")]
+        except (LedgerError, KeyError, ValueError) as error:
+            raise LedgerError(f"{str(path)!r} is not an Accord budget ledger: {error}") from None
+        ledger = cls.__new__(cls)  # read-only: no schema or cap writes, unlike __init__
+        ledger._setup(path, *caps, None)
+        with closing_connection(path) as conn:
+            ledger._check_schema(conn)
+        return ledger
+
+    def check(self, *, study_id: str, epsilon: float, release: str = "") -> None:
+        """Raise `BudgetExceededError` (with the remaining budget) if spending `epsilon` would exceed a cap.
+
+        Call it before touching data; `spend` repeats the check atomically, so a check that passes
+        is advice, not a reservation.
+        """
+        _require_epsilon(epsilon)
+        with closing_connection(self.path) as conn:
+            self._refuse_if_over(conn, study_id=study_id, release=release, epsilon=epsilon)
+
+    def spend(
+        self,
+        *,
+        study_id: str,
+        release: str,
+        epsilon: float,
+        delta: float,
+        noise_multiplier: float | None = None,
+        sample_rate: float | None = None,
+        steps: int | None = None,
+    ) -> Spend:
+        """Record `release` of `study_id` as spending (ε, δ), or refuse and change nothing.
+
+        Idempotent on (study_id, release): repeating an identical spend returns the recorded one
+        with `already_spent=True` and counts nothing; repeating it with other numbers raises
+        `ReleaseConflictError`. Raises `BudgetExceededError` when a cap would be exceeded.
+        """
+        for name, value in (("study_id", study_id), ("release", release)):
+            if not isinstance(value, str) or not value:
+                raise LedgerError(f"{name} must be a non-empty string, got {value!r}")
+        _require_epsilon(epsilon)
+        if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0 <= delta < 1):
+            raise LedgerError(f"delta must be a number in [0, 1), got {delta!r}")
+        wanted = Spend(
+            study_id=study_id,
+            release=release,
+            epsilon=float(epsilon),
+            delta=float(delta),
+            noise_multiplier=None if noise_multiplier is None else float(noise_multiplier),
+            sample_rate=None if sample_rate is None else float(sample_rate),
+            steps=None if steps is None else int(steps),
+            spent_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        )
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM spends WHERE study_id = ? AND release = ?", (study_id, release)
+            ).fetchone()
+            if row is not None:
+                return self._repeat(Spend(*row), wanted)
+            self._refuse_if_over(conn, study_id=study_id, release=release, epsilon=wanted.epsilon)
+            self._insert(conn, wanted)
+            totals = self._totals(conn, study_id)
+        if self._on_spend is not None:
+            self._on_spend(
+                wanted.as_record()
+                | {
+                    "spent_epsilon_study": totals[0],
+                    "spent_epsilon_total": totals[1],
+                    "remaining_epsilon_study": max(0.0, self.max_epsilon_per_study - totals[0]),
+                    "remaining_epsilon_total": max(0.0, self.max_epsilon_total - totals[1]),
+                }
+            )
+        return wanted
+
+    def remaining(self, *, study_id: str | None = None) -> float:
+        """ε still spendable: in total, or (with `study_id`) by that study under both caps."""
+        with closing_connection(self.path) as conn:
+            spent_study, spent_total = self._totals(conn, study_id)
+        left = self.max_epsilon_total - spent_total
+        if study_id is not None:
+            left = min(left, self.max_epsilon_per_study - spent_study)
+        return max(0.0, left)
+
+    def spent(self, *, study_id: str | None = None) -> float:
+        """ε spent: in total, or by one study (sum of its releases)."""
+        with closing_connection(self.path) as conn:
+            spent_study, spent_total = self._totals(conn, study_id)
+        return spent_total if study_id is None else spent_study
+
+    def spends(self, *, study_id: str | None = None) -> list[Spend]:
+        """Every recorded spend, oldest first; only one study's with `study_id`."""
+        query = f"SELECT {_COLUMNS} FROM spends"
+        args: tuple[str, ...] = ()
+        if study_id is not None:
+            query, args = query + " WHERE study_id = ?", (study_id,)
+        with closing_connection(self.path) as conn:
+            return [Spend(*row) for row in conn.execute(query + " ORDER BY seq", args)]
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its first read to commit."""
+        with closing_connection(self.path) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and row[0] != str(SCHEMA_VERSION):
+            raise LedgerError(
+                f"budget ledger {str(self.path)!r} has schema version {row[0]}; this Accord reads {SCHEMA_VERSION}"
+            )
+
+    def _insert(self, conn: sqlite3.Connection, spend: Spend) -> None:
+        values = asdict(spend)
+        values.pop("already_spent")
+        conn.execute(f"INSERT INTO spends ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+    def _totals(self, conn: sqlite3.Connection, study_id: str | None) -> tuple[float, float]:
+        """(ε spent by `study_id`, ε spent in total), each summed exactly (math.fsum)."""
+        study, total = self._epsilons(conn, study_id)
+        return math.fsum(study), math.fsum(total)
+
+    @staticmethod
+    def _epsilons(conn: sqlite3.Connection, study_id: str | None) -> tuple[list[float], list[float]]:
+        rows = conn.execute("SELECT study_id, epsilon FROM spends").fetchall()
+        return [eps for sid, eps in rows if sid == study_id], [eps for _, eps in rows]
+
+    def _refuse_if_over(self, conn: sqlite3.Connection, *, study_id: str, release: str, epsilon: float) -> None:
+        study, total = self._epsilons(conn, study_id)
+        spent_study, spent_total = math.fsum(study), math.fsum(total)
+        remaining = max(0.0, min(self.max_epsilon_per_study - spent_study, self.max_epsilon_total - spent_total))
+        for scope, cap, spent, epsilons in (
+            ("study", self.max_epsilon_per_study, spent_study, study),
+            ("total", self.max_epsilon_total, spent_total, total),
+        ):
+            # the very sum that `spent()` will report afterwards, so the cap holds for it exactly
+            if math.fsum([*epsilons, epsilon]) > cap:
+                raise BudgetExceededError(
+                    scope=scope,
+                    study_id=study_id,
+                    release=release,
+                    requested_epsilon=epsilon,
+                    cap_epsilon=cap,
+                    spent_epsilon=spent,
+                    remaining_epsilon=remaining,
+                )
+
+    @staticmethod
+    def _repeat(recorded: Spend, wanted: Spend) -> Spend:
+        fields = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps")
+        if any(getattr(recorded, name) != getattr(wanted, name) for name in fields):
+            raise ReleaseConflictError(
+                f"release {wanted.release!r} of study {wanted.study_id!r} was already spent with "
+                + ", ".join(f"{name}={getattr(recorded, name)!r}" for name in fields)
+                + "; it cannot be spent again with "
+                + ", ".join(f"{name}={getattr(wanted, name)!r}" for name in fields)
+            )
+        return Spend(**(asdict(recorded) | {"already_spent": True}))
+
+
+@contextmanager
+def closing_connection(path: Path, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit.
+
+    `read_only` opens without any write, for files not yet known to be ledgers.
+    """
+    try:
+        if read_only:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as error:
+        raise LedgerError(f"cannot open budget ledger {str(path)!r}: {error}") from None
+    try:
+        if not read_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        yield conn
+    except sqlite3.DatabaseError as error:
+        raise LedgerError(f"budget ledger {str(path)!r} failed: {error}") from None
+    finally:
+        conn.close()
+
+
+def _require_epsilon(epsilon: float) -> None:
+    if isinstance(epsilon, bool) or not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
+        raise LedgerError(f"epsilon must be a finite number ≥ 0, got {epsilon!r}")
