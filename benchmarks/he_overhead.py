@@ -85,20 +85,23 @@ def _layout(upload: dict[str, np.ndarray], count: int, enc: Encoding, secret: Se
 
 
 def he_round(uploads: list[dict[str, np.ndarray]], enc: Encoding, secret: SecretContext, layout: BundleLayout) -> dict:
+    cpu0 = time.process_time()
     started = time.perf_counter()
     wire, per_partner = [], []
     for upload in uploads:
         t0 = time.perf_counter()
         wire.append(encrypt_bundle(upload, context=secret, layout=layout, seeded=enc.seeded).to_bytes())
         per_partner.append(time.perf_counter() - t0)
-    t1 = time.perf_counter()
+    t1, cpu1 = time.perf_counter(), time.process_time()
     received = [EncryptedBundle.from_bytes(data, source=f"partner {i}") for i, data in enumerate(wire)]
     aggregate = add_bundles(received, public_context=secret.public).to_bytes()
-    t2 = time.perf_counter()
+    t2, cpu2 = time.perf_counter(), time.process_time()
     result = decrypt_bundle(EncryptedBundle.from_bytes(aggregate), secret_context=secret)
     mean = result["update"] if enc.fraction else result["update"] / result["examples"]
-    t3 = time.perf_counter()
+    t3, cpu3 = time.perf_counter(), time.process_time()
     return {
+        "cpu_encrypt_s": cpu1 - cpu0, "cpu_aggregate_s": cpu2 - cpu1, "cpu_decrypt_s": cpu3 - cpu2,
+        "cpu_round_s": cpu3 - cpu0,
         "encrypt_s": t1 - started, "encrypt_max_partner_s": max(per_partner), "aggregate_s": t2 - t1,
         "decrypt_s": t3 - t2, "round_s": t3 - started, "critical_path_s": max(per_partner) + (t3 - t1),
         "upload_bytes": len(wire[0]), "aggregate_bytes": len(aggregate), "mean": mean, "result": result,
@@ -106,6 +109,7 @@ def he_round(uploads: list[dict[str, np.ndarray]], enc: Encoding, secret: Secret
 
 
 def plain_round(uploads: list[dict[str, np.ndarray]], enc: Encoding) -> dict:
+    cpu0 = time.process_time()
     started = time.perf_counter()
     wire, per_partner = [], []
     for upload in uploads:
@@ -118,8 +122,10 @@ def plain_round(uploads: list[dict[str, np.ndarray]], enc: Encoding) -> dict:
         total += np.frombuffer(data, dtype=np.float32)
     mean = total if enc.fraction else total / sum(n for _, n in wire)
     t2 = time.perf_counter()
-    return {"round_s": t2 - started, "aggregate_s": t2 - t1, "critical_path_s": max(per_partner) + (t2 - t1),
-            "upload_bytes": len(wire[0][0]), "mean": mean}
+    return {
+        "cpu_round_s": time.process_time() - cpu0, "round_s": t2 - started, "aggregate_s": t2 - t1,
+        "critical_path_s": max(per_partner) + (t2 - t1), "upload_bytes": len(wire[0][0]), "mean": mean,
+    }
 
 
 def measure(size: int, count: int, enc: Encoding, secret: SecretContext, repeats: int) -> dict[str, Any]:
@@ -149,12 +155,16 @@ def measure(size: int, count: int, enc: Encoding, secret: SecretContext, repeats
             and int(he["result"]["examples"]) == sum(n for n, _, _ in partners)
         ),
         **{f"he_{k}": med(he_runs, k) for k in ("encrypt_s", "aggregate_s", "decrypt_s", "round_s", "critical_path_s")},
-        **{f"plain_{k}": med(plain_runs, k) for k in ("aggregate_s", "round_s", "critical_path_s")},
+        **{f"he_{k}": med(he_runs, k) for k in ("cpu_encrypt_s", "cpu_aggregate_s", "cpu_decrypt_s", "cpu_round_s")},
+        **{f"plain_{k}": med(plain_runs, k) for k in ("aggregate_s", "round_s", "critical_path_s", "cpu_round_s")},
     }
     row["meets_error_target"] = row["relative_error_he"] <= TARGETS["relative_error"]
     row["encrypt_params_per_s"] = size * count / row["he_encrypt_s"]
     row["decrypt_params_per_s"] = size / row["he_decrypt_s"]
+    row["encrypt_params_per_cpu_s"] = size * count / row["he_cpu_encrypt_s"]
+    row["decrypt_params_per_cpu_s"] = size / row["he_cpu_decrypt_s"]
     row["round_ratio"] = row["he_round_s"] / row["plain_round_s"]
+    row["round_ratio_cpu"] = row["he_cpu_round_s"] / row["plain_cpu_round_s"]
     # the machine may be shared: the best of the alternated repeats bounds each path's own cost
     row["round_ratio_best"] = min(r["round_s"] for r in he_runs) / min(r["round_s"] for r in plain_runs)
     row["critical_path_ratio"] = row["he_critical_path_s"] / row["plain_critical_path_s"]
@@ -162,24 +172,31 @@ def measure(size: int, count: int, enc: Encoding, secret: SecretContext, repeats
 
 
 def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, judged on the largest count-weighted setting measured."""
+    """The issue's targets, judged on the largest count-weighted setting measured.
+
+    Per-core figures use this process's CPU time (it is single-threaded), which a shared machine's load
+    does not inflate; wall-clock figures are reported beside them.
+    """
     largest = max((r for r in rows if r["encoding"] == "count-weighted"), key=lambda r: (r["params"], r["partners"]))
+
+    def judge(key: str, target: float, *, at_most: bool, **extra: Any) -> dict[str, Any]:
+        value = largest[key]
+        return {"value": value, "target": target, "met": value <= target if at_most else value >= target, **extra}
+
+    counts_exact = all(r["counts_exact"] for r in rows)
     return {
         "setting": {k: largest[k] for k in ("params", "partners", "encoding")},
-        "bytes_per_param": {"value": largest["bytes_per_param_upload"], "target": TARGETS["bytes_per_param"],
-                            "met": largest["bytes_per_param_upload"] <= TARGETS["bytes_per_param"]},
-        "relative_error": {"value": largest["relative_error_he"], "target": TARGETS["relative_error"],
-                           "met": largest["relative_error_he"] <= TARGETS["relative_error"]},
-        "counts_exact": {"value": all(r["counts_exact"] for r in rows), "met": all(r["counts_exact"] for r in rows)},
-        "encrypt_params_per_s": {"value": largest["encrypt_params_per_s"], "target": TARGETS["params_per_s"],
-                                 "met": largest["encrypt_params_per_s"] >= TARGETS["params_per_s"]},
-        "decrypt_params_per_s": {"value": largest["decrypt_params_per_s"], "target": TARGETS["params_per_s"],
-                                 "met": largest["decrypt_params_per_s"] >= TARGETS["params_per_s"]},
-        "round_ratio": {"value": largest["round_ratio"], "target": TARGETS["round_ratio"],
-                        "met": largest["round_ratio"] <= TARGETS["round_ratio"]},
-        "critical_path_ratio": {"value": largest["critical_path_ratio"], "target": TARGETS["round_ratio"],
-                                "met": largest["critical_path_ratio"] <= TARGETS["round_ratio"],
-                                "note": "partners encrypt in parallel; coordinator and one decryptor serial"},
+        "bytes_per_param": judge("bytes_per_param_upload", TARGETS["bytes_per_param"], at_most=True),
+        "relative_error": judge("relative_error_he", TARGETS["relative_error"], at_most=True),
+        "counts_exact": {"value": counts_exact, "met": counts_exact},
+        "encrypt_params_per_s": judge("encrypt_params_per_cpu_s", TARGETS["params_per_s"], at_most=False,
+                                      wall_clock=largest["encrypt_params_per_s"]),
+        "decrypt_params_per_s": judge("decrypt_params_per_cpu_s", TARGETS["params_per_s"], at_most=False,
+                                      wall_clock=largest["decrypt_params_per_s"]),
+        "round_ratio": judge("round_ratio_cpu", TARGETS["round_ratio"], at_most=True,
+                             wall_clock=largest["round_ratio"], wall_clock_best=largest["round_ratio_best"]),
+        "critical_path_ratio": judge("critical_path_ratio", TARGETS["round_ratio"], at_most=True,
+                                     note="wall clock; partners encrypt in parallel, coordinator and decryptor serial"),
     }
 
 
@@ -196,17 +213,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         if not sel:
             continue
         sizes = [r["params"] for r in sel]
-        axes[0].plot(sizes, [r["he_round_s"] for r in sel], "o-", label=f"HE {enc.name}")
-        axes[1].plot(sizes, [r["round_ratio"] for r in sel], "o-", label=enc.name)
+        axes[0].plot(sizes, [r["he_cpu_round_s"] for r in sel], "o-", label=f"HE {enc.name}")
+        axes[1].plot(sizes, [r["round_ratio_cpu"] for r in sel], "o-", label=enc.name)
         axes[2].plot(sizes, [r["bytes_per_param_upload"] for r in sel], "o-", label=f"{enc.name} upload")
     plain = sorted(
         (r for r in rows if r["encoding"] == ENCODINGS[0].name and r["partners"] == top), key=lambda r: r["params"]
     )
-    axes[0].plot([r["params"] for r in plain], [r["plain_round_s"] for r in plain], "k--", label="plaintext")
+    axes[0].plot([r["params"] for r in plain], [r["plain_cpu_round_s"] for r in plain], "k--", label="plaintext")
     axes[1].axhline(TARGETS["round_ratio"], color="k", ls="--", label="target 3x")
     axes[2].axhline(TARGETS["bytes_per_param"], color="k", ls="--", label="target 16 B")
     axes[2].axhline(4, color="gray", ls=":", label="plaintext float32")
-    titles = (f"round time, {top} partners (s)", "HE / plaintext round time", "bytes on the wire per parameter")
+    titles = (f"round CPU time, {top} partners (s)", "HE / plaintext round CPU time", "bytes on the wire per parameter")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("parameters")
@@ -238,9 +255,11 @@ def main(
                 rows.append(row := measure(size, count, enc, secret, repeats))
                 typer.echo(
                     f"{size:>9} params x {count:>2} partners {enc.name:<24} "
-                    f"{row['bytes_per_param_upload']:5.2f} B/param  enc {row['encrypt_params_per_s'] / 1e6:5.2f} M/s  "
-                    f"dec {row['decrypt_params_per_s'] / 1e6:5.2f} M/s  round {row['he_round_s']:.3f}s vs "
-                    f"{row['plain_round_s']:.4f}s ({row['round_ratio']:.0f}x)  err {row['relative_error_he']:.1e}"
+                    f"{row['bytes_per_param_upload']:5.2f} B/param  "
+                    f"enc {row['encrypt_params_per_cpu_s'] / 1e6:5.2f} M/s  "
+                    f"dec {row['decrypt_params_per_cpu_s'] / 1e6:5.2f} M/s  round CPU {row['he_cpu_round_s']:.3f}s vs "
+                    f"{row['plain_cpu_round_s']:.4f}s ({row['round_ratio_cpu']:.0f}x, wall {row['round_ratio']:.0f}x)  "
+                    f"err {row['relative_error_he']:.1e}"
                 )
     report = {
         "benchmark": "he_overhead",
