@@ -26,9 +26,18 @@ EVENT_KINDS: dict[str, str] = {
     "partner_missing": "coordinator: no reply from a node before the round timeout, or a Flower error",
     "aggregate_computed": "coordinator: sums over contributing partners (hash of the aggregate)",
     "round_completed": "coordinator: a round ended (contributors, duration)",
+    "privacy_spent": "partner: ε, δ, noise multiplier, sample rate and steps of one local DP-SGD run",
+    "update_rejected": "coordinator: a partner's update was left out (reason: shape, NaN/Inf, norm bound)",
+    "model_aggregated": "coordinator: a new global model (hash, parent hash, round, contributors, aggregator, file)",
     "report_written": "coordinator: results and report files with their hashes",
     "study_completed": "coordinator: the study ended normally",
     "study_failed": "coordinator: the study stopped (reason)",
+    # Added with signed checkpoints (issue 6). `task_sent` may now carry `checkpoint_size` (the
+    # coordinator checkpoint the task carried) and `task_received` may carry `coordinator_key`,
+    # `cosigned` (origin, size, root of the coordinator checkpoint the partner cosigned) and
+    # `countersigned_size` (its own checkpoint the coordinator countersigned); both optional.
+    "cosignature_received": "coordinator: a partner cosigned a coordinator checkpoint (partner, origin, size, key)",
+    "partner_checkpoint_countersigned": "coordinator: it cosigned a partner's checkpoint (partner, origin, size, root)",
 }
 
 

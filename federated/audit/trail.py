@@ -16,8 +16,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -148,14 +150,69 @@ class AuditTrail:
             return self._write(handle, kind, study=study, round_number=round, details=details)
 
 
-def read_entries(path: Path) -> list[dict[str, Any]]:
-    """All entries of a trail, checked with `verify_trail` first."""
-    verify_trail(path)
-    return [json.loads(line) for line in Path(path).read_bytes().splitlines()]
+class _FullCheck(Exception):
+    """Raised by the fast decoder's hooks: this line needs the full RFC 8785 comparison."""
 
 
-def verify_trail(path: Path) -> int:
-    """Check every line is canonical JSON chained to the previous one; return the entry count.
+def _needs_full_check(_text: str) -> Any:
+    raise _FullCheck
+
+
+# The fast path only ever *accepts*: for an all-ASCII line whose numbers are integers below
+# 10**15, Python's sorted, compact encoder writes exactly RFC 8785 (keys sort alike in ASCII,
+# both escape the same characters the same way, and such integers need no float formatting).
+# Floats, NaN/Infinity, 16+ digit numbers, non-ASCII text and any mismatch go to rfc8785 itself.
+_FAST_DECODER = json.JSONDecoder(parse_float=_needs_full_check, parse_constant=_needs_full_check)
+_FAST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_LONG_NUMBER = re.compile(rb"[:,\[]-?[0-9]{16}")
+
+
+def parse_canonical(line: bytes) -> dict[str, Any]:
+    """The entry `line` encodes, if `line` is exactly its RFC 8785 form; `ValueError` otherwise.
+
+    The message is "not valid JSON" or "not canonical JSON (RFC 8785)".
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not valid JSON (not UTF-8)") from None
+    if text.isascii() and _LONG_NUMBER.search(line) is None:
+        try:
+            entry = _FAST_DECODER.decode(text)
+        except _FullCheck:
+            pass
+        except ValueError:
+            raise ValueError("not valid JSON") from None
+        else:
+            if isinstance(entry, dict) and _FAST_ENCODER.encode(entry) == text:
+                return entry
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    try:
+        canonical = rfc8785.dumps(entry)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        canonical = None
+    if not isinstance(entry, dict) or canonical != line:
+        raise ValueError("not canonical JSON (RFC 8785)")
+    return entry
+
+
+@dataclass(frozen=True)
+class VerifiedTrail:
+    """A trail that passed `verify_trail`: its lines (canonical bytes) and their entries."""
+
+    path: Path
+    lines: list[bytes]
+    entries: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def load_verified(path: Path) -> VerifiedTrail:
+    """Read a trail and check every line is canonical JSON chained to the previous one.
 
     Raises `TrailError` naming the file and the first line that fails.
     """
@@ -168,13 +225,12 @@ def verify_trail(path: Path) -> int:
         raise TrailError(f"{path}: last line is torn (no newline); reopen the trail to repair it")
     prev = GENESIS
     lines = data.splitlines()
+    entries = []
     for number, line in enumerate(lines, start=1):
         try:
-            entry = json.loads(line)
-        except ValueError:
-            raise TrailError(f"{path}: line {number}: not valid JSON") from None
-        if not isinstance(entry, dict) or rfc8785.dumps(entry) != line:
-            raise TrailError(f"{path}: line {number}: not canonical JSON (RFC 8785)")
+            entry = parse_canonical(line)
+        except ValueError as exc:
+            raise TrailError(f"{path}: line {number}: {exc}") from None
         if entry.get("seq") != number - 1:
             raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
         if entry.get("prev") != prev:
@@ -182,5 +238,19 @@ def verify_trail(path: Path) -> int:
                 f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
                 f"but the previous entry hashes to {prev})"
             )
-        prev = entry_hash(line)
-    return len(lines)
+        prev = hashlib.sha256(line).hexdigest()
+        entries.append(entry)
+    return VerifiedTrail(path, lines, entries)
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """All entries of a trail, checked with `verify_trail` first."""
+    return load_verified(path).entries
+
+
+def verify_trail(path: Path) -> int:
+    """Check every line is canonical JSON chained to the previous one; return the entry count.
+
+    Raises `TrailError` naming the file and the first line that fails.
+    """
+    return len(load_verified(path))
