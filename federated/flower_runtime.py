@@ -124,9 +124,13 @@ def _flwr(args: list[str], flwr_home: Path, *, timeout_s: float = 60) -> dict[st
     return payload
 
 
-def submit_run(bundle_dir: Path, flwr_home: Path) -> int:
-    """Submit the bundle as a Flower run (`flwr run`); return the run id."""
-    payload = _flwr(["run", str(bundle_dir), CONNECTION_NAME], flwr_home)
+def submit_run(bundle_dir: Path, flwr_home: Path, *, federation_config: dict[str, int] | None = None) -> int:
+    """Submit the bundle as a Flower run (`flwr run`); return the run id.
+
+    `federation_config` (e.g. `num-supernodes`) is for a SuperLink started with `--simulation`.
+    """
+    extra = ["--federation-config", " ".join(f"{k}={v}" for k, v in federation_config.items())] if federation_config else []
+    payload = _flwr(["run", str(bundle_dir), CONNECTION_NAME, *extra], flwr_home)
     return int(payload["run-id"])
 
 

@@ -86,8 +86,10 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
     lines += [f"Status: **{results['status']}**" + (f" — {results['message']}" if results.get("message") else ""), ""]
     lines += ["## Candidate models", "", "| model | SHA-256 |", "| --- | --- |"]
     lines += [f"| {m['name']} | `{m['sha256']}` |" for m in results["models"]]
-    final = results["rounds"][-1] if results["rounds"] else None
-    if final is not None:
+    final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else None)
+    if results.get("purpose") == "training":
+        lines += _training_section(results)
+    if final is not None and final.get("pooled"):
         lines += ["", f"## Pooled metrics (round {final['round']}, {len(final['contributors'])} partners)", ""]
         lines += ["| model | " + " | ".join(_TABLE_METRICS) + " |", "| --- |" + " --- |" * len(_TABLE_METRICS)]
         for name, metrics in final["pooled"].items():
@@ -122,6 +124,26 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
             lines += [f"![ROC {name}]({files['roc'].name}) ![calibration {name}]({files['calibration'].name})"]
     lines += ["", f"Audit trail: `{results['trail']}`", ""]
     return "\n".join(lines)
+
+
+def _training_section(results: dict[str, Any]) -> list[str]:
+    lines = ["", "## Training rounds", "",
+             "Pooled metrics in round r are those of the global model the partners received in round r "
+             "(the model of round r − 1), measured on their data before local training.", "",
+             "| round | contributors | accuracy | log loss | rejected updates | ε per partner (this round) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for entry in results["rounds"]:
+        pooled = next(iter(entry.get("pooled", {}).values()), {})
+        rejected = "; ".join(f"{r['partner']}: {r['reason']}" for r in entry.get("rejected", [])) or "—"
+        spent = ", ".join(f"{p} {_fmt(v['epsilon'])}" for p, v in entry.get("privacy", {}).items()) or "DP off"
+        lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {_fmt(pooled.get('accuracy'))} | "
+                     f"{_fmt(pooled.get('log_loss'))} | {rejected} | {spent} |")
+    lines += ["", "## Model lineage", "", "| round | SHA-256 (weights) | parent | contributors | file |", "| --- | --- | --- | --- | --- |"]
+    for entry in results.get("lineage", []):
+        parent = entry["parent_sha256"][:16] + "…" if entry["parent_sha256"] else "— (initial)"
+        lines.append(f"| {entry['round']} | `{entry['sha256'][:16]}…` | {parent} | {', '.join(entry['contributors']) or '—'} | "
+                     f"{Path(entry['file']).name} |")
+    return lines
 
 
 def write_outputs(

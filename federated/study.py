@@ -87,13 +87,68 @@ class EvaluationSettings(_Strict):
         return self
 
 
+AGGREGATORS = ("fedavg", "fedmedian", "trimmed_mean", "krum", "multikrum")
+
+
+class DPSGDSettings(_Strict):
+    """DP-SGD at every partner (Opacus): give exactly one of noise_multiplier or target_epsilon."""
+
+    enabled: bool = True
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    noise_multiplier: Annotated[float, Field(gt=0)] | None = None
+    target_epsilon: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="ε each partner may spend per round of local training"
+    )
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    accountant: Literal["prv", "rdp"] = "prv"
+    grad_sample_mode: str = "auto"
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DPSGDSettings:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier or target_epsilon")
+        return self
+
+
+class TrainingSettings(_Strict):
+    """What partners train and how the coordinator combines their updates."""
+
+    architecture: str
+    num_features: Annotated[int, Field(ge=1)]
+    architecture_options: dict[str, int | float | str | list[int]] = Field(default_factory=dict)
+    initial_weights: Path | None = None
+    initial_weights_sha256: str | None = None
+    seed: int = 0
+    local_epochs: Annotated[int, Field(ge=1, le=1000)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    aggregator: Literal["fedavg", "fedmedian", "trimmed_mean", "krum", "multikrum"] = "fedavg"
+    trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    krum_byzantine: Annotated[int, Field(ge=0)] = 1
+    max_update_norm: Annotated[float, Field(gt=0)] = 100.0
+    privacy: DPSGDSettings = DPSGDSettings(enabled=False)
+
+    @field_validator("initial_weights")
+    @classmethod
+    def _weights_exist(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = _resolve(value, info)
+        if not value.is_file():
+            raise ValueError(f"initial weights file not found: {value}")
+        return value
+
+
 class Study(_Strict):
     """A study as the coordinator submits it."""
 
     id: str
-    purpose: Literal["evaluation"]
+    purpose: Literal["evaluation", "training"]
     title: str = ""
-    models: list[CandidateModel] = Field(min_length=1)
+    models: list[CandidateModel] = Field(default_factory=list)
+    training: TrainingSettings | None = None
     evaluation: EvaluationSettings = EvaluationSettings()
     rounds: Annotated[int, Field(ge=1, le=10000)] = 1
     min_cohort: Annotated[int, Field(ge=1)] = 2
@@ -114,10 +169,16 @@ class Study(_Strict):
         return _resolve(value, info)
 
     @model_validator(mode="after")
-    def _unique_models(self) -> Study:
+    def _fits_purpose(self) -> Study:
         names = [model.name for model in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be distinct (got {names})")
+        if self.purpose == "evaluation" and not self.models:
+            raise ValueError("an evaluation study needs at least one [[models]] entry")
+        if self.purpose == "training" and self.training is None:
+            raise ValueError("a training study needs a [training] table")
+        if self.purpose == "training" and self.models:
+            raise ValueError("a training study evaluates its own global model; remove [[models]]")
         return self
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from accord.hashing import sha256_file
+from accord.errors import AccordError
+from accord.hashing import sha256_bytes, sha256_file
 from federated.audit import AuditTrail
 from federated.client.evaluation import evaluate_task
 from federated.client.settings import NodeSettings
@@ -29,7 +30,7 @@ def _refuse(message: Message, trail: AuditTrail, partner: str, clause: str, reas
 
 @app.query("evaluate")
 def evaluate(message: Message, context: Context) -> Message:
-    settings = NodeSettings.from_node_config(dict(context.node_config))
+    settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
     trail = AuditTrail(settings.trail, actor=settings.partner_id)
     try:
         task = parse_task(message.content)
@@ -60,3 +61,43 @@ def evaluate(message: Message, context: Context) -> Message:
     payload_sha256 = EvaluationReply(info=info, statistics=statistics).payload_sha256()
     trail.append("result_sent", payload_sha256=payload_sha256, **where)
     return Message(build_reply(info, statistics), reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    from federated.training.protocol import arrays_sha256, build_train_reply, parse_train_task
+    from federated.training.partner import train_round
+
+    settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
+    trail = AuditTrail(settings.trail, actor=settings.partner_id)
+    try:
+        task = parse_train_task(message.content)
+    except MessageError as exc:
+        return _refuse(message, trail, settings.partner_id, "message", str(exc))
+    where = {"study": task.spec.study, "round": task.spec.round}
+    trail.append("task_received", task_sha256=sha256_bytes(task.spec.model_dump_json().encode()),
+                 global_sha256=task.spec.global_sha256, onnx_sha256=task.spec.onnx_sha256, **where)
+    try:
+        manifest = load_manifest(settings.manifest)
+        data = load_partner_data(settings.data, manifest)
+    except FederatedError as exc:
+        return _refuse(message, trail, settings.partner_id, "data", str(exc), **where)
+    try:
+        local = train_round(task, data)
+    except AccordError as exc:
+        return _refuse(message, trail, settings.partner_id, "training", str(exc), **where)
+    info = PartnerInfo(
+        partner=settings.partner_id, status="ok", release_per_partner=manifest.release_per_partner,
+        data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
+    )
+    trail.append(
+        "task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256, count=info.count, **where
+    )
+    if local.privacy is not None:
+        trail.append("privacy_spent", **local.privacy.model_dump(), **where)
+    trail.append("result_sent", update_sha256=arrays_sha256(local.arrays), num_examples=local.num_examples, **where)
+    reply = build_train_reply(
+        info, arrays=local.arrays, num_examples=local.num_examples, train_loss=local.train_loss,
+        privacy=local.privacy, statistics=local.statistics,
+    )
+    return Message(reply, reply_to=message)

@@ -28,6 +28,18 @@ class NodeSettings:
         return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items())
 
     @classmethod
+    def from_context(cls, node_config: dict[str, Any], run_config: dict[str, Any]) -> NodeSettings:
+        """Deployment: the keys above. Simulation: Flower's `partition-id` picks a partner's
+        files in the run's `simulation-dir` (written by the simulation's data preparation)."""
+        if "partition-id" in node_config and "partner-id" not in node_config:
+            directory = Path(str(run_config.get("simulation-dir", "")))
+            if not directory.is_dir():
+                raise ConfigError(f"simulation run config simulation-dir {str(directory)!r} is not a directory")
+            name = f"partner-{int(node_config['partition-id']):03d}"
+            return cls(name, directory / f"{name}.csv", directory / f"{name}.toml", directory / "trails" / f"{name}.jsonl")
+        return cls.from_node_config(node_config)
+
+    @classmethod
     def from_node_config(cls, config: dict[str, Any]) -> NodeSettings:
         missing = [key for key in KEYS if not isinstance(config.get(key), str) or not config.get(key)]
         if missing:

@@ -44,6 +44,10 @@ def _progress_line(entry: dict[str, Any]) -> str | None:
             f"[bold]round {round_number} done[/] in {details['duration_s']} s: "
             f"{len(details['contributors'])} contributor(s) ({', '.join(details['contributors'])})"
         )
+    if kind == "update_rejected":
+        return f"round {round_number}: [yellow]update from {details['partner']} rejected[/]: {details['reason']}"
+    if kind == "model_aggregated" and details.get("parent_sha256"):
+        return f"round {round_number}: new global model {details['sha256'][:12]}… ({details['aggregator']}, {details['file']})"
     if kind == "study_failed":
         return f"[red]study stopped[/]: {details.get('reason', '')}"
     return None
@@ -54,7 +58,7 @@ def _results_table(results: dict[str, Any]) -> Table:
     table.add_column("model")
     for name in _SHOWN:
         table.add_column(name, justify="right")
-    final = results["rounds"][-1] if results["rounds"] else {"pooled": {}}
+    final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else {"pooled": {}})
     for model, metrics in final["pooled"].items():
         table.add_row(model, *("—" if metrics.get(k) is None else f"{metrics[k]:.4f}" for k in _SHOWN))
     return table

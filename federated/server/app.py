@@ -58,11 +58,42 @@ def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> int:
     return connected
 
 
+def evaluation_rounds(
+    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, results: dict[str, Any]
+) -> dict:
+    """The rounds of an evaluation study; returns the last round's pooled statistics."""
+    model_bytes = {model.name: model.path.read_bytes() for model in models}
+    pooled_statistics: dict = {}
+    for round_number in range(1, study.rounds + 1):
+        spec = TaskSpec(
+            study=study.id,
+            round=round_number,
+            study_sha256=study_sha256,
+            models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models],
+            evaluation=study.evaluation,
+        )
+        outcome = run_round(
+            grid, spec, model_bytes, trail,
+            timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins,
+        )
+        results["rounds"].append(outcome.summary())
+        trail.append(
+            "round_completed", study=study.id, round=round_number, contributors=outcome.contributors,
+            refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
+        )
+        if len(outcome.contributors) < study.min_cohort:
+            raise CohortTooSmallError(
+                f"round {round_number}: only {len(outcome.contributors)} partners contributed "
+                f"({', '.join(outcome.contributors) or 'none'}), below the minimum cohort of {study.min_cohort}"
+            )
+        pooled_statistics = outcome.pooled_statistics
+    return pooled_statistics
+
+
 def run_study(
     grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, *, run_id: int
 ) -> dict[str, Any]:
-    """All rounds of an evaluation study; returns the results document."""
-    model_bytes = {model.name: model.path.read_bytes() for model in models}
+    """All rounds of a study (evaluation or training); returns the results document."""
     results: dict[str, Any] = {
         "study": study.id,
         "purpose": study.purpose,
@@ -78,29 +109,12 @@ def run_study(
     pooled_statistics: dict = {}
     try:
         wait_for_cohort(grid, study, trail)
-        for round_number in range(1, study.rounds + 1):
-            spec = TaskSpec(
-                study=study.id,
-                round=round_number,
-                study_sha256=study_sha256,
-                models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models],
-                evaluation=study.evaluation,
-            )
-            outcome = run_round(
-                grid, spec, model_bytes, trail,
-                timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins,
-            )
-            results["rounds"].append(outcome.summary())
-            trail.append(
-                "round_completed", study=study.id, round=round_number, contributors=outcome.contributors,
-                refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
-            )
-            if len(outcome.contributors) < study.min_cohort:
-                raise CohortTooSmallError(
-                    f"round {round_number}: only {len(outcome.contributors)} partners contributed "
-                    f"({', '.join(outcome.contributors) or 'none'}), below the minimum cohort of {study.min_cohort}"
-                )
-            pooled_statistics = outcome.pooled_statistics
+        if study.purpose == "training":
+            from federated.training.coordinator import run_training  # torch only for training studies
+
+            pooled_statistics = run_training(grid, study, study_sha256, trail, results)
+        else:
+            pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results)
         results["status"] = "completed"
     except CohortTooSmallError as exc:
         results.update(status="cohort_too_small", message=str(exc))

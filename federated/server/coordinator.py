@@ -51,6 +51,19 @@ class Transport:
         ]
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """Run the study under Flower's simulation engine (Ray) with `partners` virtual nodes,
+    whose data are the `partner-NNN.csv`/`.toml` files in `data_dir`."""
+
+    partners: int
+    data_dir: Path
+    cpus_per_partner: int = 1
+
+    def federation_config(self) -> dict[str, int]:
+        return {"num-supernodes": self.partners, "client-resources-num-cpus": self.cpus_per_partner}
+
+
 @dataclass
 class Submission:
     study: Study
@@ -60,10 +73,12 @@ class Submission:
     superlink: subprocess.Popen | None
 
 
-def start_superlink(host: str, port: int, transport: Transport, flwr_home: Path, log_path: Path) -> subprocess.Popen:
+def start_superlink(
+    host: str, port: int, transport: Transport, flwr_home: Path, log_path: Path, *, simulation: bool = False
+) -> subprocess.Popen:
     command = [
         "flower-superlink", *transport.superlink_args(), "--disable-runtime-dependency-installation",
-        "--host", host, "--port", str(port),
+        "--host", host, "--port", str(port), *(["--simulation"] if simulation else []),
     ]
     process = start_process(command, flwr_home, log_path)
     try:
@@ -82,6 +97,7 @@ def submit_study(
     port: int,
     transport: Transport,
     flwr_home: Path | None,
+    simulation: Simulation | None = None,
 ) -> Submission:
     """Validate and hash the study, make sure a SuperLink runs, submit the run, log it."""
     study_file = Path(study_file).resolve()
@@ -93,7 +109,9 @@ def submit_study(
     process = None
     if superlink is None:
         address = f"{host}:{port}"
-        process = start_superlink(host, port, transport, flwr_home, study.output_dir / "superlink.log")
+        process = start_superlink(
+            host, port, transport, flwr_home, study.output_dir / "superlink.log", simulation=simulation is not None
+        )
     else:
         parse_address(superlink, option="--superlink")
         address = superlink
@@ -101,9 +119,10 @@ def submit_study(
         write_connection(flwr_home, address, insecure=transport.insecure, root_certificates=transport.ssl_ca_certfile)
         bundle = write_bundle(
             flwr_home / "bundle", name=f"accord-{study.id}".lower().replace("_", "-").replace(".", "-"),
-            run_config={"study-file": str(study_file), "study-sha256": study_sha256},
+            run_config={"study-file": str(study_file), "study-sha256": study_sha256}
+            | ({"simulation-dir": str(simulation.data_dir.resolve())} if simulation else {}),
         )
-        run_id = submit_run(bundle, flwr_home)
+        run_id = submit_run(bundle, flwr_home, federation_config=simulation.federation_config() if simulation else None)
     except Exception:
         if process is not None:
             stop_process(process)

@@ -7,16 +7,20 @@ out; the round still completes if the remaining cohort is at least the study's m
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from federated.audit import AuditTrail
 from federated.errors import MessageError
-from federated.protocol import MESSAGE_TYPE, EvaluationReply, TaskSpec, build_task, parse_reply
+from federated.protocol import MESSAGE_TYPE, TaskSpec, build_task, parse_reply
 from federated.server.aggregation import RoundOutcome, aggregate_round, statistics_sha256
 
+
+ReplyT = TypeVar("ReplyT")
 
 # Grid.send_and_receive sleeps 3 s between pulls; a round is a few seconds, so poll faster.
 REPLY_POLL_S = 0.25
@@ -36,69 +40,76 @@ def exchange(grid: Grid, messages: list[Message], *, timeout_s: float) -> Iterat
         time.sleep(REPLY_POLL_S)
 
 
+@dataclass
+class Collected(Generic[ReplyT]):
+    """One round's answers: accepted replies, refusals and nodes that did not answer."""
+
+    accepted: list[ReplyT] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+    missing: list[dict[str, str]] = field(default_factory=list)
+
+    def refuse(self, trail: AuditTrail, where: dict, *, node: int, partner: str | None, clause: str, reason: str, by: str) -> None:
+        self.refused.append({"partner": partner or f"node {node}", "clause": clause, "reason": reason})
+        details = {"partner": partner} if partner else {}
+        trail.append("task_refused", node=str(node), clause=clause, reason=reason, by=by, **details, **where)
+
+
 def collect_replies(
     grid: Grid,
     node_ids: Iterable[int],
-    spec: TaskSpec,
-    model_bytes: dict[str, bytes],
+    *,
+    content: Callable[[], RecordDict],
+    message_type: str,
+    parse: Callable[[RecordDict], ReplyT],
+    where: dict,
+    task_sha256: str,
     trail: AuditTrail,
     timeout_s: float,
-) -> tuple[list[EvaluationReply], list[dict[str, str]], list[dict[str, str]]]:
-    """Send the task to every node; return accepted replies, refusals and missing nodes."""
-    where = {"study": spec.study, "round": spec.round}
-    task_sha256 = spec.sha256()
+) -> Collected[ReplyT]:
+    """Send a task to every node; sort the replies into accepted, refused and missing.
+
+    `parse` validates a reply's content (raising `MessageError`) into an object with `info`.
+    """
     messages = []
     for node_id in node_ids:
-        messages.append(Message(build_task(spec, model_bytes), node_id, MESSAGE_TYPE, ttl=timeout_s + 60))
+        messages.append(Message(content(), node_id, message_type, ttl=timeout_s + 60))
         trail.append("task_sent", node=str(node_id), task_sha256=task_sha256, **where)
     answered: set[int] = set()
-    accepted: list[EvaluationReply] = []
-    refused: list[dict[str, str]] = []
-    missing: list[dict[str, str]] = []
-    seen_partners: set[str] = set()
+    collected: Collected[ReplyT] = Collected()
     for reply in exchange(grid, messages, timeout_s=timeout_s):
         node = reply.metadata.src_node_id
         answered.add(node)
         if reply.has_error():
             reason = f"Flower error {reply.error.code}: {reply.error.reason}"
-            missing.append({"node": str(node), "reason": reason})
+            collected.missing.append({"node": str(node), "reason": reason})
             trail.append("partner_missing", node=str(node), reason=reason, **where)
             continue
         try:
-            parsed = parse_reply(reply.content, spec)
+            parsed = parse(reply.content)
         except MessageError as exc:
-            refused.append({"partner": f"node {node}", "clause": "reply", "reason": str(exc)})
-            trail.append("task_refused", node=str(node), clause="reply", reason=str(exc), by="coordinator", **where)
+            collected.refuse(trail, where, node=node, partner=None, clause="reply", reason=str(exc), by="coordinator")
             continue
-        partner = parsed.info.partner
-        if parsed.info.status == "refused":
-            refused.append({"partner": partner, "clause": parsed.info.clause, "reason": parsed.info.reason})
-            trail.append("task_refused", node=str(node), partner=partner, clause=parsed.info.clause, reason=parsed.info.reason, by="partner", **where)
+        info = parsed.info
+        if info.status == "refused":
+            collected.refuse(trail, where, node=node, partner=info.partner, clause=info.clause, reason=info.reason, by="partner")
             continue
-        if partner in seen_partners:
-            reason = f"a second node answered as partner {partner!r}; only the first reply counts"
-            refused.append({"partner": partner, "clause": "identity", "reason": reason})
-            trail.append("task_refused", node=str(node), partner=partner, clause="identity", reason=reason, by="coordinator", **where)
+        if any(other.info.partner == info.partner for other in collected.accepted):
+            reason = f"a second node answered as partner {info.partner!r}; only the first reply counts"
+            collected.refuse(trail, where, node=node, partner=info.partner, clause="identity", reason=reason, by="coordinator")
             continue
-        seen_partners.add(partner)
-        accepted.append(parsed)
+        collected.accepted.append(parsed)
         trail.append(
-            "result_received",
-            node=str(node),
-            partner=partner,
+            "result_received", node=str(node), partner=info.partner, count=info.count,
             payload_sha256=parsed.payload_sha256(),
-            count=parsed.info.count,
-            data_sha256=parsed.info.data_sha256,
-            manifest_sha256=parsed.info.manifest_sha256,
-            **where,
+            data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256, **where,
         )
     for message in messages:
         node = message.metadata.dst_node_id
         if node not in answered:
             reason = f"no reply within the round timeout of {timeout_s:g} s"
-            missing.append({"node": str(node), "reason": reason})
+            collected.missing.append({"node": str(node), "reason": reason})
             trail.append("partner_missing", node=str(node), reason=reason, **where)
-    return accepted, refused, missing
+    return collected
 
 
 def run_round(
@@ -112,7 +123,12 @@ def run_round(
 ) -> RoundOutcome:
     """Run one round over the nodes connected now; the outcome may have no contributors."""
     started = time.monotonic()
-    accepted, refused, missing = collect_replies(grid, list(grid.get_node_ids()), spec, model_bytes, trail, timeout_s)
+    collected = collect_replies(
+        grid, list(grid.get_node_ids()), content=lambda: build_task(spec, model_bytes), message_type=MESSAGE_TYPE,
+        parse=lambda content: parse_reply(content, spec), where={"study": spec.study, "round": spec.round},
+        task_sha256=spec.sha256(), trail=trail, timeout_s=timeout_s,
+    )
+    accepted = collected.accepted
     if accepted:
         outcome = aggregate_round(spec.round, accepted, calibration_bins)
         trail.append(
@@ -124,6 +140,6 @@ def run_round(
         )
     else:
         outcome = RoundOutcome(round=spec.round, contributors=[])
-    outcome.refused, outcome.missing = refused, missing
+    outcome.refused, outcome.missing = collected.refused, collected.missing
     outcome.duration_s = time.monotonic() - started
     return outcome

@@ -1,0 +1,75 @@
+"""Checking partners' updates and combining them with Flower's aggregation strategies.
+
+An update is rejected, with a reason, if its arrays do not match the global model's names
+and shapes, hold NaN or Inf, or move the model by more than `max_update_norm` (L2 over all
+parameters). Accepted updates go to Flower's own strategies (FedAvg weighted by example
+count, FedMedian, FedTrimmedAvg, Krum, MultiKrum) through their `aggregate_train`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum, Strategy
+
+from federated.errors import MessageError
+from federated.study import TrainingSettings
+
+
+def update_norm(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """L2 norm of (update - reference) over all parameters."""
+    return float(np.sqrt(sum(float(((update[k].astype(np.float64) - reference[k]) ** 2).sum()) for k in reference)))
+
+
+def check_update(update: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, max_norm: float) -> float:
+    """Return the update's norm; raise `MessageError` with the reason it must be rejected."""
+    if list(update) != list(reference):
+        missing, extra = sorted(set(reference) - set(update)), sorted(set(update) - set(reference))
+        raise MessageError(f"update arrays do not match the global model (missing {missing}, unexpected {extra})")
+    for name, array in update.items():
+        if array.shape != reference[name].shape:
+            raise MessageError(f"update array {name!r} has shape {array.shape}, the global model has {reference[name].shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise MessageError(f"update array {name!r} has dtype {array.dtype}, expected floating point")
+        if not np.all(np.isfinite(array)):
+            raise MessageError(f"update array {name!r} holds NaN or infinite values")
+    norm = update_norm(update, reference)
+    if norm > max_norm:
+        raise MessageError(f"update norm {norm:.4g} exceeds the study's max_update_norm {max_norm:g}")
+    return norm
+
+
+def create_strategy(settings: TrainingSettings, cohort: int) -> Strategy:
+    """Flower's strategy for the study's aggregator (used for `aggregate_train` only)."""
+    factories = {
+        "fedavg": lambda: FedAvg(),
+        "fedmedian": lambda: FedMedian(),
+        "trimmed_mean": lambda: FedTrimmedAvg(beta=settings.trim_fraction),
+        "krum": lambda: Krum(num_malicious_nodes=settings.krum_byzantine),
+        "multikrum": lambda: MultiKrum(
+            num_malicious_nodes=settings.krum_byzantine,
+            num_nodes_to_select=max(1, cohort - settings.krum_byzantine),
+        ),
+    }
+    return factories[settings.aggregator]()
+
+
+def aggregate_updates(
+    settings: TrainingSettings, updates: list[tuple[dict[str, np.ndarray], int]]
+) -> dict[str, np.ndarray]:
+    """Combine (weights, example count) pairs with the study's aggregator; float32 result."""
+    messages = [
+        Message(
+            RecordDict({
+                "arrays": ArrayRecord({k: Array.from_numpy_ndarray(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+                "metrics": MetricRecord({"num-examples": int(count)}),
+            }),
+            index,
+            "train",
+        )
+        for index, (arrays, count) in enumerate(updates, start=1)
+    ]
+    arrays, _ = create_strategy(settings, len(updates)).aggregate_train(1, messages)
+    if arrays is None:
+        raise MessageError(f"the {settings.aggregator} aggregator produced no model from {len(updates)} updates")
+    return {name: array.numpy().astype(np.float32) for name, array in arrays.items()}

@@ -1,0 +1,207 @@
+"""The coordinator's side of a training study: rounds of local training and aggregation.
+
+Each round sends every connected partner the global model (weights and ONNX); each
+partner evaluates it on its data and trains from it in the same message. Updates are
+checked (names, shapes, NaN/Inf, norm bound), rejected ones are logged with the reason,
+and the rest are combined with the study's Flower aggregator. Every global model is saved
+as safetensors with its lineage (parent hash, round, contributors, aggregator) in the
+trail. A last evaluation round measures the final model through the evaluation path.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from accord.hashing import sha256_bytes, sha256_file
+from federated.audit import AuditTrail
+from federated.errors import CohortTooSmallError, ConfigError, MessageError
+from federated.protocol import EvaluationReply, ModelRef, TaskSpec
+from federated.server.aggregation import aggregate_round
+from federated.server.rounds import collect_replies, run_round
+from federated.study import Study, TrainingSettings
+from federated.training.aggregation import aggregate_updates, check_update
+from federated.training.protocol import (
+    TRAIN_MESSAGE_TYPE,
+    TrainReply,
+    TrainSpec,
+    arrays_sha256,
+    build_train_task,
+    parse_train_reply,
+)
+
+
+class GlobalModel:
+    """The coordinator's current global model: torch module, its arrays and their hash."""
+
+    def __init__(self, study: Study) -> None:
+        import torch
+
+        from federated.training.models import create_model
+
+        torch.set_num_threads(1)
+        settings: TrainingSettings = study.training
+        torch.manual_seed(settings.seed)
+        self.settings = settings
+        self.module = create_model(
+            settings.architecture, num_features=settings.num_features,
+            num_classes=study.evaluation.num_classes, **settings.architecture_options,
+        )
+        if settings.initial_weights is not None:
+            self.load(self._initial_arrays(settings))
+        else:
+            from federated.training.weights import model_arrays
+
+            self.arrays = model_arrays(self.module)
+
+    @staticmethod
+    def _initial_arrays(settings: TrainingSettings) -> dict[str, np.ndarray]:
+        from federated.training.weights import load_safetensors
+
+        path = settings.initial_weights
+        digest = sha256_file(path)
+        if settings.initial_weights_sha256 not in (None, digest):
+            raise ConfigError(f"{path}: hashes to {digest}, not the declared initial_weights_sha256")
+        arrays, _ = load_safetensors(path)
+        return arrays
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        from federated.training.weights import load_arrays
+
+        try:
+            load_arrays(self.module, arrays)
+        except ValueError as exc:
+            raise ConfigError(f"weights do not fit the {self.settings.architecture!r} architecture: {exc}") from None
+        self.arrays = {name: np.asarray(a, dtype=np.float32) for name, a in arrays.items()}
+
+    @property
+    def sha256(self) -> str:
+        return arrays_sha256(self.arrays)
+
+    def onnx(self) -> bytes:
+        from federated.training.weights import export_onnx
+
+        return export_onnx(self.module, num_features=self.settings.num_features)
+
+    def save(self, path: Path, metadata: dict[str, str]) -> str:
+        from federated.training.weights import save_safetensors
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_safetensors(path, self.arrays, metadata=metadata)
+        return sha256_file(path)
+
+
+def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, round_number: int, parent: str | None,
+             contributors: list[str]) -> dict[str, str]:
+    path = study.output_dir / "models" / f"global-round-{round_number}.safetensors"
+    lineage = {
+        "study": study.id, "round": str(round_number), "parent_sha256": parent or "",
+        "contributors": ",".join(contributors), "aggregator": study.training.aggregator,
+        "architecture": study.training.architecture,
+    }
+    file_sha256 = global_model.save(path, lineage)
+    trail.append(
+        "model_aggregated", study=study.id, round=round_number, sha256=global_model.sha256, parent_sha256=parent,
+        contributors=contributors, aggregator=study.training.aggregator, file=path.name, file_sha256=file_sha256,
+    )
+    return {"round": round_number, "sha256": global_model.sha256, "parent_sha256": parent, "file": str(path),
+            "file_sha256": file_sha256, "contributors": contributors}
+
+
+def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], settings: TrainingSettings,
+                   trail: AuditTrail, where: dict) -> tuple[list[TrainReply], list[dict[str, str]]]:
+    accepted, rejected = [], []
+    for reply in replies:
+        try:
+            check_update(reply.arrays, reference, max_norm=settings.max_update_norm)
+        except MessageError as exc:
+            rejected.append({"partner": reply.info.partner, "reason": str(exc)})
+            trail.append("update_rejected", partner=reply.info.partner, reason=str(exc), **where)
+            continue
+        if reply.num_examples != reply.info.count:
+            reason = f"claims {reply.num_examples} training examples but reported {reply.info.count} records"
+            rejected.append({"partner": reply.info.partner, "reason": reason})
+            trail.append("update_rejected", partner=reply.info.partner, reason=reason, **where)
+            continue
+        accepted.append(reply)
+    return accepted, rejected
+
+
+def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail, results: dict[str, Any]) -> dict:
+    """All training rounds and the final evaluation; fills `results`, returns pooled statistics."""
+    settings = study.training
+    global_model = GlobalModel(study)
+    results["lineage"] = [_release(global_model, study, trail, round_number=0, parent=None, contributors=[])]
+    for round_number in range(1, study.rounds + 1):
+        started = time.monotonic()
+        onnx = global_model.onnx()
+        spec = TrainSpec(
+            study=study.id, round=round_number, study_sha256=study_sha256, global_sha256=global_model.sha256,
+            onnx_sha256=sha256_bytes(onnx), training=settings.model_copy(update={"initial_weights": None}),
+            evaluation=study.evaluation,
+        )
+        where = {"study": study.id, "round": round_number}
+        arrays = global_model.arrays
+        collected = collect_replies(
+            grid, list(grid.get_node_ids()), content=lambda: build_train_task(spec, arrays, onnx),
+            message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
+            task_sha256=sha256_bytes(spec.model_dump_json().encode()), trail=trail, timeout_s=study.round_timeout_s,
+        )
+        accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where)
+        summary: dict[str, Any] = {
+            "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
+            "refused": collected.refused, "missing": collected.missing, "global_sha256_in": global_model.sha256,
+            "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
+            "train_loss": {r.info.partner: r.train_loss for r in accepted},
+        }
+        if accepted:
+            # Pooled metrics of the model the partners received (the previous round's global model).
+            evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins)
+            summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix)
+        results["rounds"].append(summary)
+        if len(accepted) < study.min_cohort:
+            summary.update(pooled={}, subgroups={}, matrix={}, duration_s=round(time.monotonic() - started, 3))
+            raise CohortTooSmallError(
+                f"round {round_number}: only {len(accepted)} partners contributed an accepted update "
+                f"({', '.join(summary['contributors']) or 'none'}), below the minimum cohort of {study.min_cohort}"
+            )
+        parent = global_model.sha256
+        global_model.load(aggregate_updates(settings, [(r.arrays, r.num_examples) for r in accepted]))
+        results["lineage"].append(
+            _release(global_model, study, trail, round_number=round_number, parent=parent, contributors=summary["contributors"])
+        )
+        summary["global_sha256_out"] = global_model.sha256
+        summary["duration_s"] = round(time.monotonic() - started, 3)
+        trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
+                     refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
+                     duration_s=summary["duration_s"])
+    return _final_evaluation(grid, study, study_sha256, global_model, trail, results)
+
+
+def _as_evaluation(reply: TrainReply) -> EvaluationReply:
+    return EvaluationReply(info=reply.info, statistics=reply.statistics)
+
+
+def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model: GlobalModel, trail: AuditTrail,
+                      results: dict[str, Any]) -> dict:
+    onnx = global_model.onnx()
+    final_round = study.rounds + 1
+    spec = TaskSpec(
+        study=study.id, round=final_round, study_sha256=study_sha256,
+        models=[ModelRef(name="global", sha256=sha256_bytes(onnx), output="probabilities")], evaluation=study.evaluation,
+    )
+    outcome = run_round(grid, spec, {"global": onnx}, trail, timeout_s=study.round_timeout_s,
+                        calibration_bins=study.evaluation.calibration_bins)
+    results["final_evaluation"] = outcome.summary() | {"model_sha256": global_model.sha256}
+    trail.append("round_completed", study=study.id, round=final_round, contributors=outcome.contributors,
+                 refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3))
+    if len(outcome.contributors) < study.min_cohort:
+        results["final_evaluation"].update(pooled={}, subgroups={}, matrix={})
+        raise CohortTooSmallError(
+            f"final evaluation: only {len(outcome.contributors)} partners answered, below the minimum cohort of {study.min_cohort}"
+        )
+    return outcome.pooled_statistics

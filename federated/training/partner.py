@@ -1,0 +1,73 @@
+"""The partner's side of a training round: evaluate the incoming global model, train locally.
+
+One message does both, because Flower starts a process per message. The global model is
+evaluated through the same ONNX path as an evaluation study; local training is DP-SGD
+(Opacus) when the study asks for it. With DP on, the training seed comes from the
+operating system's CSPRNG, never from the coordinator, so the coordinator cannot predict
+a partner's noise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from federated.client.evaluation import evaluate_task
+from federated.data import PartnerData
+from federated.training.protocol import GLOBAL_MODEL, PrivacySpent, TrainTask
+from federated.statistics import EvaluationStatistics
+
+
+@dataclass(frozen=True)
+class LocalRound:
+    arrays: dict
+    num_examples: int
+    train_loss: float
+    privacy: PrivacySpent | None
+    statistics: dict[str, EvaluationStatistics]
+
+
+def train_round(task: TrainTask, data: PartnerData) -> LocalRound:
+    """Evaluate the global model on local data, then train from it; return only weights and sums."""
+    import torch  # only training pays for torch; evaluation-only partners never import it
+
+    from federated.training.models import create_model
+    from federated.training.weights import load_arrays
+    from privacy.dp_sgd import DPSGDSettings, train_locally
+
+    statistics = evaluate_task(task.evaluation_task(), data)
+    torch.set_num_threads(1)
+    settings = task.spec.training
+    model = create_model(
+        settings.architecture, num_features=settings.num_features,
+        num_classes=task.spec.evaluation.num_classes, **settings.architecture_options,
+    )
+    load_arrays(model, task.arrays)
+    dp = settings.privacy
+    dp_settings = (
+        DPSGDSettings(
+            max_grad_norm=dp.max_grad_norm, delta=dp.delta, noise_multiplier=dp.noise_multiplier,
+            target_epsilon=dp.target_epsilon, accountant=dp.accountant, grad_sample_mode=dp.grad_sample_mode,
+        )
+        if dp.enabled
+        else None
+    )
+    seed = secrets.randbits(31) if dp.enabled else settings.seed + task.spec.round
+    result = train_locally(
+        model, data.features, data.labels, epochs=settings.local_epochs, batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, optimizer=settings.optimizer, momentum=settings.momentum,
+        dp=dp_settings, seed=seed,
+    )
+    privacy = (
+        PrivacySpent(
+            epsilon=result.epsilon, delta=result.delta, noise_multiplier=result.noise_multiplier,
+            sample_rate=result.sample_rate, steps=result.steps, accountant=result.accountant,
+            grad_sample_mode=result.grad_sample_mode,
+        )
+        if dp.enabled
+        else None
+    )
+    return LocalRound(
+        arrays=result.arrays, num_examples=result.num_examples, train_loss=result.mean_loss,
+        privacy=privacy, statistics={GLOBAL_MODEL: statistics[GLOBAL_MODEL]},
+    )

@@ -1,0 +1,182 @@
+"""Training messages: the global model out, a partner's locally trained weights back.
+
+A train task carries the global weights (numeric arrays; Flower serialises them with
+`np.save(allow_pickle=False)`), the same model as ONNX bytes for the evaluation path, and
+a JSON spec naming both by hash. A reply carries the partner's new weights, its example
+count, the privacy it spent and the statistics of the global model on its data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accord.config_files import describe_validation_error
+from accord.hashing import sha256_bytes
+from federated.errors import MessageError
+from federated.protocol import (
+    MAX_MODEL_BYTES,
+    MAX_SPEC_BYTES,
+    EvaluationReply,
+    EvaluationTask,
+    ModelRef,
+    PartnerInfo,
+    TaskSpec,
+    build_reply,
+    parse_reply,
+)
+from federated.statistics import EvaluationStatistics
+from federated.study import EvaluationSettings, TrainingSettings
+
+TRAIN_MESSAGE_TYPE = "train"
+GLOBAL_MODEL = "global"
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """A stable hash over names, dtypes, shapes and bytes of named arrays."""
+    digest = b"".join(
+        f"{name}|{array.dtype.str}|{array.shape}|".encode() + np.ascontiguousarray(array).tobytes()
+        for name, array in arrays.items()
+    )
+    return sha256_bytes(digest)
+
+
+class TrainSpec(BaseModel):
+    """The JSON part of a train task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    study: str
+    round: int = Field(ge=1)
+    study_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    global_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    training: TrainingSettings
+    evaluation: EvaluationSettings
+
+    def evaluation_spec(self) -> TaskSpec:
+        """The evaluation of the incoming global model, as the evaluation path expects it."""
+        return TaskSpec(
+            study=self.study, round=self.round, study_sha256=self.study_sha256,
+            models=[ModelRef(name=GLOBAL_MODEL, sha256=self.onnx_sha256, output="probabilities")],
+            evaluation=self.evaluation,
+        )
+
+
+class TrainTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    spec: TrainSpec
+    arrays: dict[str, np.ndarray]
+    onnx: bytes
+
+    def evaluation_task(self) -> EvaluationTask:
+        return EvaluationTask(spec=self.spec.evaluation_spec(), model_bytes={GLOBAL_MODEL: self.onnx})
+
+
+def _array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array.from_numpy_ndarray(np.ascontiguousarray(a)) for name, a in arrays.items()})
+
+
+def build_train_task(spec: TrainSpec, arrays: dict[str, np.ndarray], onnx: bytes) -> RecordDict:
+    return RecordDict({
+        "task": ConfigRecord({"spec": spec.model_dump_json()}),
+        "arrays": _array_record(arrays),
+        "models": ConfigRecord({GLOBAL_MODEL: onnx}),
+    })
+
+
+def parse_train_task(content: RecordDict) -> TrainTask:
+    """Validate an incoming train task; `MessageError` names the part that is wrong."""
+    try:
+        spec_text = content.config_records["task"]["spec"]
+        record = content.array_records["arrays"]
+        onnx = content.config_records["models"][GLOBAL_MODEL]
+    except KeyError as exc:
+        raise MessageError(f"train task lacks {exc.args[0]!r}") from None
+    if not isinstance(spec_text, str) or len(spec_text) > MAX_SPEC_BYTES:
+        raise MessageError("train task spec must be a JSON string of at most 1 MiB")
+    try:
+        spec = TrainSpec.model_validate_json(spec_text)
+    except ValidationError as exc:
+        raise MessageError(describe_validation_error("train task spec", exc)) from None
+    if not isinstance(onnx, bytes) or len(onnx) > MAX_MODEL_BYTES:
+        raise MessageError("train task's ONNX model is missing or over the size limit")
+    if sha256_bytes(onnx) != spec.onnx_sha256:
+        raise MessageError(f"global ONNX model hashes to {sha256_bytes(onnx)}, the task declares {spec.onnx_sha256}")
+    arrays = {name: array.numpy() for name, array in record.items()}
+    if arrays_sha256(arrays) != spec.global_sha256:
+        raise MessageError(f"global weights hash to {arrays_sha256(arrays)}, the task declares {spec.global_sha256}")
+    return TrainTask(spec=spec, arrays=arrays, onnx=onnx)
+
+
+class PrivacySpent(BaseModel):
+    """What one partner's local training cost in privacy (absent when DP is off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float | None
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    grad_sample_mode: str
+
+
+class TrainReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    info: PartnerInfo
+    arrays: dict[str, np.ndarray] = Field(default_factory=dict)
+    num_examples: int = 0
+    train_loss: float = 0.0
+    privacy: PrivacySpent | None = None
+    statistics: dict[str, EvaluationStatistics] = Field(default_factory=dict)
+
+    def payload_sha256(self) -> str:
+        """Hash of what the partner sent: its identity record, its weights and its statistics."""
+        evaluation = EvaluationReply(info=self.info, statistics=self.statistics).payload_sha256()
+        return sha256_bytes(f"{evaluation}|{arrays_sha256(self.arrays)}|{self.num_examples}".encode())
+
+
+def build_train_reply(
+    info: PartnerInfo,
+    *,
+    arrays: dict[str, np.ndarray] | None = None,
+    num_examples: int = 0,
+    train_loss: float = 0.0,
+    privacy: PrivacySpent | None = None,
+    statistics: dict[str, EvaluationStatistics] | None = None,
+) -> RecordDict:
+    content = build_reply(info, statistics or {})
+    if arrays is not None:
+        content["arrays"] = _array_record(arrays)
+        content["metrics"] = MetricRecord({"num-examples": int(num_examples), "train-loss": float(train_loss)})
+    if privacy is not None:
+        content["privacy"] = ConfigRecord({"json": privacy.model_dump_json()})
+    return content
+
+
+def parse_train_reply(content: RecordDict, spec: TrainSpec) -> TrainReply:
+    """Validate a partner's train reply; `MessageError` if any part does not fit."""
+    evaluation: EvaluationReply = parse_reply(content, spec.evaluation_spec())
+    fields: dict[str, Any] = {"info": evaluation.info, "statistics": evaluation.statistics}
+    if evaluation.info.status == "ok":
+        try:
+            record = content.array_records["arrays"]
+            metrics = content.metric_records["metrics"]
+        except KeyError as exc:
+            raise MessageError(f"train reply from {evaluation.info.partner!r} lacks {exc.args[0]!r}") from None
+        fields["arrays"] = {name: array.numpy() for name, array in record.items()}
+        fields["num_examples"] = int(metrics["num-examples"])
+        fields["train_loss"] = float(metrics["train-loss"])
+        if "privacy" in content.config_records:
+            try:
+                fields["privacy"] = PrivacySpent.model_validate_json(content.config_records["privacy"]["json"])
+            except ValidationError as exc:
+                raise MessageError(describe_validation_error(f"privacy of {evaluation.info.partner!r}", exc)) from None
+    return TrainReply(**fields)
