@@ -5,7 +5,10 @@ integers first — exact integer counts as they are, floats as fixed-point `roun
 and as many of them as fit ("lanes") share one slot: slot = sum_k v_k * 2**(lane_bits * k). Packing is
 linear, so adding ciphertexts adds every lane independently, as long as no lane's sum leaves its signed
 range. A lane is wide enough for the array's declared `bound` (the largest absolute value any entry of the
-*aggregate* may reach), plus the rounding slack of the most partners the parameters allow.
+*aggregate* may reach), plus the rounding slack of the most partners the parameters allow. The bound is
+a contract: a partner's own values beyond it are refused before encryption, and an aggregate whose top
+lane leaves its range is refused at decryption, but a lower lane overflowing into its neighbour cannot be
+told apart from a legitimate value, so bounds must hold for the sum, not just for each partner.
 
 Precision of a fixed-point array: each partner's rounding error is at most 2**-(scale_bits+1) per entry,
 so a sum over P partners is within P * 2**-(scale_bits+1); a count-weighted mean (sum / total count) is
