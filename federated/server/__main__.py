@@ -16,7 +16,8 @@ from rich.table import Table
 
 from accord.errors import AccordError, ExitCode
 from federated.flower_runtime import require_transport
-from federated.server.coordinator import Transport, expected_duration_s, follow, submit_study
+from federated.errors import ConfigError
+from federated.server.coordinator import Simulation, Transport, expected_duration_s, follow, submit_study
 from federated.flower_runtime import stop_process
 
 console = Console(stderr=True, soft_wrap=True)
@@ -78,6 +79,12 @@ def main(
     ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's certificate.")] = None,
     flwr_home: Annotated[Path | None, typer.Option(help="Private Flower home (default: OUTPUT_DIR/.flwr).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print results.json to stdout when done.")] = False,
+    simulate: Annotated[
+        int | None, typer.Option(help="Run under Flower's simulation engine (Ray) with this many virtual partners.")
+    ] = None,
+    simulation_data: Annotated[
+        Path | None, typer.Option(help="With --simulate: directory of partner-NNN.csv/.toml files, one per partner.")
+    ] = None,
 ) -> None:
     """Submit STUDY as a Flower run, follow it round by round, print the pooled results."""
     submission = None
@@ -88,9 +95,15 @@ def main(
             target_host, insecure=insecure,
             has_certificates=None not in (ssl_certfile, ssl_keyfile, ssl_ca_certfile), option="--superlink/--host",
         )
+        simulation = None
+        if simulate is not None:
+            if simulation_data is None or not simulation_data.is_dir():
+                raise ConfigError("--simulate needs --simulation-data DIR holding partner-NNN.csv/.toml files")
+            simulation = Simulation(partners=simulate, data_dir=simulation_data)
         with console.status("starting the SuperLink and submitting the study"):
             submission = submit_study(
-                study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home
+                study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home,
+                simulation=simulation,
             )
         console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
         with console.status("running") as status:
