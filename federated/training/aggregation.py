@@ -23,7 +23,7 @@ def update_norm(update: dict[str, np.ndarray], reference: dict[str, np.ndarray])
 
 def check_update(update: dict[str, np.ndarray], reference: dict[str, np.ndarray], *, max_norm: float) -> float:
     """Return the update's norm; raise `MessageError` with the reason it must be rejected."""
-    if list(update) != list(reference):
+    if set(update) != set(reference):
         missing, extra = sorted(set(reference) - set(update)), sorted(set(update) - set(reference))
         raise MessageError(f"update arrays do not match the global model (missing {missing}, unexpected {extra})")
     for name, array in update.items():
@@ -72,4 +72,4 @@ def aggregate_updates(
     arrays, _ = create_strategy(settings, len(updates)).aggregate_train(1, messages)
     if arrays is None:
         raise MessageError(f"the {settings.aggregator} aggregator produced no model from {len(updates)} updates")
-    return {name: array.numpy().astype(np.float32) for name, array in arrays.items()}
+    return {name: arrays[name].numpy().astype(np.float32) for name in updates[0][0]}
