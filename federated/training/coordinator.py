@@ -139,6 +139,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
     for round_number in range(1, study.rounds + 1):
         started = time.monotonic()
         onnx = global_model.onnx()
+        timings = {"export_s": time.monotonic() - started}
         spec = TrainSpec(
             study=study.id, round=round_number, study_sha256=study_sha256, global_sha256=global_model.sha256,
             onnx_sha256=sha256_bytes(onnx), training=settings.model_copy(update={"initial_weights": None}),
@@ -151,6 +152,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
             task_sha256=sha256_bytes(spec.model_dump_json().encode()), trail=trail, timeout_s=study.round_timeout_s,
         )
+        timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
         accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where)
         summary: dict[str, Any] = {
             "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
@@ -170,12 +172,17 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
                 f"({', '.join(summary['contributors']) or 'none'}), below the minimum cohort of {study.min_cohort}"
             )
         parent = global_model.sha256
+        mark = time.monotonic()
         global_model.load(aggregate_updates(settings, [(r.arrays, r.num_examples) for r in accepted]))
+        timings["aggregate_s"] = time.monotonic() - mark
+        mark = time.monotonic()
         results["lineage"].append(
             _release(global_model, study, trail, round_number=round_number, parent=parent, contributors=summary["contributors"])
         )
+        timings["save_s"] = time.monotonic() - mark
         summary["global_sha256_out"] = global_model.sha256
         summary["duration_s"] = round(time.monotonic() - started, 3)
+        summary["timings_s"] = {name: round(value, 4) for name, value in timings.items()}
         trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
                      refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
                      duration_s=summary["duration_s"])
