@@ -54,6 +54,7 @@ class TaskSpec(_Strict):
             subgroup_levels=tuple(settings.subgroup_levels),
             threshold=settings.threshold,
             positive_class=settings.positive_class,
+            loss_bound=settings.privacy.loss_bound if settings.privacy.enabled else None,
         )
 
     def canonical(self) -> bytes:
@@ -112,6 +113,15 @@ def parse_task(content: RecordDict) -> EvaluationTask:
     return EvaluationTask(spec=spec, model_bytes=model_bytes)
 
 
+class NoiseInfo(_Strict):
+    """The Gaussian noise a partner added to its statistics (see federated.dp_evaluation)."""
+
+    epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+    l2_sensitivity: float = Field(gt=0)
+    sigma: float = Field(gt=0)
+
+
 class PartnerInfo(_Strict):
     """Who answered and on which data (hashes and counts only)."""
 
@@ -123,6 +133,7 @@ class PartnerInfo(_Strict):
     data_sha256: str = ""
     manifest_sha256: str = ""
     count: int = 0
+    noise: NoiseInfo | None = None  # set when the statistics carry DP noise
 
 
 class EvaluationReply(_Strict):

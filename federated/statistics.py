@@ -29,6 +29,7 @@ class StatisticsLayout:
     subgroup_levels: tuple[str, ...]
     threshold: float = 0.5
     positive_class: int = 1
+    loss_bound: float | None = None  # per-record log loss is clipped to it (set when DP is on)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         k, b, g = self.num_classes, self.score_bins, len(self.subgroup_levels)
@@ -118,6 +119,9 @@ def compute_statistics(
     np.add.at(confusion, (labels, predicted), 1)
 
     true_probability = np.clip(probabilities[np.arange(n), labels], LOG_LOSS_EPSILON, 1.0)
+    record_loss = -np.log(true_probability)
+    if layout.loss_bound is not None:
+        record_loss = np.minimum(record_loss, layout.loss_bound)
     onehot = np.eye(k)[labels]
     brier_terms = ((probabilities - onehot) ** 2).sum(axis=1)
     if k == 2:
@@ -150,7 +154,7 @@ def compute_statistics(
         {
             "count": np.array([float(n)]),
             "confusion": confusion,
-            "log_loss_sum": np.array([float(-np.log(true_probability).sum())]),
+            "log_loss_sum": np.array([float(record_loss.sum())]),
             "brier_sum": np.array([float(brier_terms.sum())]),
             "hist_pos": hist_pos,
             "hist_neg": hist_neg,

@@ -62,6 +62,20 @@ class CandidateModel(_Strict):
         return value
 
 
+class EvaluationPrivacy(_Strict):
+    """Differential privacy for evaluation statistics: one Gaussian release per partner per round.
+
+    The neighbouring relation is add/remove one record. `epsilon` and `delta` cover one
+    round's release of every model's statistics together; each record's log loss is clipped
+    to `loss_bound` so that its contribution is bounded.
+    """
+
+    enabled: bool = False
+    epsilon: Annotated[float, Field(gt=0)] = 1.0
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-6
+    loss_bound: Annotated[float, Field(gt=0, le=100)] = 10.0
+
+
 class EvaluationSettings(_Strict):
     """How predictions are summarised into sufficient statistics."""
 
@@ -72,6 +86,7 @@ class EvaluationSettings(_Strict):
     score_bins: Annotated[int, Field(ge=10, le=10000)] = 1000
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
     subgroup_levels: list[str] = Field(default_factory=list)
+    privacy: EvaluationPrivacy = EvaluationPrivacy()
 
     @model_validator(mode="after")
     def _consistent(self) -> EvaluationSettings:

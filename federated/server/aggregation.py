@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from accord.hashing import sha256_bytes
+from federated.dp_evaluation import array_scales, clamp, standard_errors
+from federated.errors import MessageError
 from federated.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
 from federated.protocol import EvaluationReply
 from federated.statistics import EvaluationStatistics
@@ -29,6 +31,8 @@ class RoundOutcome:
     pooled: dict[str, dict[str, float]] = field(default_factory=dict)
     subgroups: dict[str, dict[str, Any]] = field(default_factory=dict)
     matrix: dict[str, dict[str, dict[str, float] | None]] = field(default_factory=dict)
+    standard_errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     duration_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -41,6 +45,8 @@ class RoundOutcome:
             "pooled": self.pooled,
             "subgroups": self.subgroups,
             "matrix": self.matrix,
+            "standard_errors": self.standard_errors,
+            "privacy": self.privacy,
         }
 
 
@@ -54,18 +60,38 @@ def statistics_sha256(statistics: dict[str, EvaluationStatistics]) -> str:
     return sha256_bytes(digest)
 
 
+def _noise_variance(replies: list[EvaluationReply], layout) -> dict[str, float] | None:
+    """Variance of the summed DP noise per array, or None if no partner added noise."""
+    if all(reply.info.noise is None for reply in replies):
+        return None
+    if any(reply.info.noise is None for reply in replies):
+        raise MessageError("some partners sent DP-noised statistics and some did not; they cannot be pooled")
+    scales = array_scales(layout)
+    return {name: sum((reply.info.noise.sigma * scale) ** 2 for reply in replies) for name, scale in scales.items()}
+
+
 def aggregate_round(round_number: int, replies: list[EvaluationReply], calibration_bins: int) -> RoundOutcome:
-    """Pool the accepted replies of one round (at least one) into metrics."""
+    """Pool the accepted replies of one round (at least one) into metrics.
+
+    With DP noise, metrics come from clamped sums (post-processing) and carry standard errors.
+    """
     outcome = RoundOutcome(round=round_number, contributors=[reply.info.partner for reply in replies])
+    outcome.privacy = {r.info.partner: r.info.noise.model_dump() for r in replies if r.info.noise is not None}
     for name in replies[0].statistics:
         pooled = EvaluationStatistics.total([reply.statistics[name] for reply in replies])
+        variance = _noise_variance(replies, pooled.layout)
+        if variance is not None:
+            outcome.standard_errors[name] = standard_errors(pooled, variance, calibration_bins)
+            pooled = clamp(pooled)
         outcome.pooled_statistics[name] = pooled
         outcome.pooled[name] = compute_metrics(pooled, calibration_bins)
         if pooled.layout.subgroup_levels:
             groups = subgroup_metrics(pooled)
             outcome.subgroups[name] = {"levels": groups, "gaps": subgroup_gaps(groups)}
         outcome.matrix[name] = {
-            reply.info.partner: compute_metrics(reply.statistics[name], calibration_bins)
+            reply.info.partner: compute_metrics(
+                clamp(reply.statistics[name]) if variance is not None else reply.statistics[name], calibration_bins
+            )
             if reply.info.release_per_partner
             else None
             for reply in replies

@@ -1,0 +1,105 @@
+"""Differentially private evaluation statistics: noise at the partner, post-processing after.
+
+Neighbouring relation: add or remove one record. One record changes, for each model:
+`count` by 1, one `confusion` cell by 1, `log_loss_sum` by at most `loss_bound` (the loss
+is clipped), `brier_sum` by at most 1 (binary) or 2, one bin of `hist_pos[k]` or
+`hist_neg[k]` by 1 for every class k, one bin of `score_sum[k]` by at most 1 for every k,
+and one `subgroup_confusion` cell by 1 (when the study has subgroups). So it touches
+5 + 2K coordinates per model (4 + 2K without subgroups), each by at most its array's
+scale; all models of a round form one release, calibrated with the analytic Gaussian
+mechanism to the study's (ε, δ) (see `privacy.release`).
+
+The coordinator only post-processes: it clamps counts at zero, makes the record count the
+sum of the confusion matrix, keeps loss and score sums in range, and estimates each
+metric's noise-induced standard error by redrawing noise of the released variance around
+the pooled sums (a parametric bootstrap; post-processing, so it costs no privacy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from federated.metrics import compute_metrics
+from federated.statistics import EvaluationStatistics, StatisticsLayout
+from federated.study import EvaluationPrivacy
+from privacy.release import GaussianRelease, add_gaussian_noise, calibrate_release
+
+BOOTSTRAP_DRAWS = 200
+
+
+def array_scales(layout: StatisticsLayout) -> dict[str, float]:
+    """How far one record can move each coordinate it touches, per statistics array."""
+    return {
+        "count": 1.0,
+        "confusion": 1.0,
+        "log_loss_sum": float(layout.loss_bound if layout.loss_bound is not None else np.inf),
+        "brier_sum": 1.0 if layout.num_classes == 2 else 2.0,
+        "hist_pos": 1.0,
+        "hist_neg": 1.0,
+        "score_sum": 1.0,
+        "subgroup_confusion": 1.0,
+    }
+
+
+def coordinates_per_record(layout: StatisticsLayout) -> int:
+    """Unit coordinates one record touches in one model's statistics."""
+    return 4 + 2 * layout.num_classes + (1 if layout.subgroup_levels else 0)
+
+
+def calibrate(layout: StatisticsLayout, settings: EvaluationPrivacy, models: int) -> GaussianRelease:
+    """The Gaussian release for one round: every model's statistics together."""
+    if layout.loss_bound is None:
+        raise ValueError("DP evaluation needs a loss bound in the statistics layout")
+    return calibrate_release(
+        epsilon=settings.epsilon, delta=settings.delta, coordinates_per_record=models * coordinates_per_record(layout)
+    )
+
+
+def privatize(
+    statistics: dict[str, EvaluationStatistics], settings: EvaluationPrivacy, rng: np.random.Generator | None = None
+) -> tuple[dict[str, EvaluationStatistics], GaussianRelease]:
+    """Add calibrated noise to every model's statistics (at the partner, before sending)."""
+    layout = next(iter(statistics.values())).layout
+    release = calibrate(layout, settings, len(statistics))
+    scales = array_scales(layout)
+    noisy = {
+        name: EvaluationStatistics(layout, add_gaussian_noise(stats.arrays, scales=scales, release=release, rng=rng))
+        for name, stats in statistics.items()
+    }
+    return noisy, release
+
+
+def clamp(stats: EvaluationStatistics) -> EvaluationStatistics:
+    """Post-process noisy sums into a consistent, in-range set of statistics."""
+    layout = stats.layout
+    arrays = {name: np.array(value, dtype=np.float64) for name, value in stats.arrays.items()}
+    for name in ("confusion", "hist_pos", "hist_neg", "subgroup_confusion"):
+        arrays[name] = np.maximum(arrays[name], 0.0)
+    count = arrays["confusion"].sum()
+    arrays["count"] = np.array([count])
+    bound = layout.loss_bound if layout.loss_bound is not None else np.inf
+    arrays["log_loss_sum"] = np.clip(arrays["log_loss_sum"], 0.0, count * bound)
+    arrays["brier_sum"] = np.clip(arrays["brier_sum"], 0.0, count * (1.0 if layout.num_classes == 2 else 2.0))
+    arrays["score_sum"] = np.clip(arrays["score_sum"], 0.0, arrays["hist_pos"] + arrays["hist_neg"])
+    return EvaluationStatistics(layout, arrays)
+
+
+def standard_errors(
+    pooled: EvaluationStatistics,
+    noise_variance: dict[str, float],
+    calibration_bins: int,
+    rng: np.random.Generator | None = None,
+    draws: int = BOOTSTRAP_DRAWS,
+) -> dict[str, float]:
+    """Noise-induced standard error of each metric, by redrawing the released noise."""
+    generator = rng if rng is not None else np.random.default_rng()
+    samples: dict[str, list[float]] = {}
+    for _ in range(draws):
+        arrays = {
+            name: value + generator.normal(0.0, np.sqrt(noise_variance[name]), value.shape)
+            for name, value in pooled.arrays.items()
+        }
+        metrics = compute_metrics(clamp(EvaluationStatistics(pooled.layout, arrays)), calibration_bins)
+        for name, value in metrics.items():
+            samples.setdefault(name, []).append(value)
+    return {name: float(np.nanstd(values)) for name, values in samples.items() if name != "auroc_bound"}

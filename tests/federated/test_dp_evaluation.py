@@ -1,0 +1,88 @@
+"""DP evaluation: calibrated noise with the stated σ, in-range post-processing, standard errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from federated.dp_evaluation import array_scales, clamp, coordinates_per_record, privatize, standard_errors
+from federated.metrics import compute_metrics
+from federated.statistics import StatisticsLayout, compute_statistics
+from federated.study import EvaluationPrivacy
+from privacy.gaussian import gaussian_sigma
+from privacy.release import add_gaussian_noise, calibrate_release
+
+LAYOUT = StatisticsLayout(num_classes=2, score_bins=20, subgroup_levels=("a", "b"), loss_bound=10.0)
+SETTINGS = EvaluationPrivacy(enabled=True, epsilon=1.0, delta=1e-6, loss_bound=10.0)
+
+
+def _stats(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    score = np.clip(rng.normal(0.3 + 0.4 * labels, 0.2), 0, 1)
+    return compute_statistics(np.column_stack([1 - score, score]), labels, rng.choice(["a", "b"], n), LAYOUT)
+
+
+def test_one_record_touches_the_documented_coordinates():
+    one = compute_statistics(np.array([[0.3, 0.7]]), np.array([1]), np.array(["a"]), LAYOUT)
+    scales = array_scales(LAYOUT)
+    touched = sum(int(np.count_nonzero(value)) for name, value in one.arrays.items())
+    assert touched == coordinates_per_record(LAYOUT) == 9
+    for name, value in one.arrays.items():
+        assert np.all(np.abs(value) <= scales[name])
+
+
+def test_release_is_calibrated_to_the_study_epsilon():
+    release = calibrate_release(epsilon=1.0, delta=1e-6, coordinates_per_record=2 * coordinates_per_record(LAYOUT))
+    assert release.l2_sensitivity == pytest.approx(math.sqrt(18))
+    assert release.sigma == pytest.approx(gaussian_sigma(epsilon=1.0, delta=1e-6, l2_sensitivity=math.sqrt(18)))
+
+
+def test_added_noise_has_the_stated_standard_deviation():
+    release = calibrate_release(epsilon=1.0, delta=1e-6, coordinates_per_record=9)
+    zeros = {"x": np.zeros(200_000), "y": np.zeros(200_000)}
+    noisy = add_gaussian_noise(zeros, scales={"x": 1.0, "y": 10.0}, release=release, rng=np.random.default_rng(3))
+    assert np.std(noisy["x"]) == pytest.approx(release.sigma, rel=0.01)
+    assert np.std(noisy["y"]) == pytest.approx(10 * release.sigma, rel=0.01)
+    assert abs(np.mean(noisy["x"])) < 0.05
+
+
+def test_arrays_without_a_scale_are_never_released():
+    release = calibrate_release(epsilon=1.0, delta=1e-6, coordinates_per_record=1)
+    with pytest.raises(ValueError, match="no sensitivity scale"):
+        add_gaussian_noise({"secret": np.ones(3)}, scales={}, release=release)
+
+
+def test_privatize_changes_every_array_and_reports_the_release():
+    stats = {"m1": _stats(), "m2": _stats(seed=1)}
+    noisy, release = privatize(stats, SETTINGS, rng=np.random.default_rng(0))
+    assert release.epsilon == 1.0 and release.l2_sensitivity == pytest.approx(math.sqrt(18))
+    for name in stats:
+        for key, value in stats[name].arrays.items():
+            assert not np.array_equal(noisy[name][key], value)
+
+
+def test_clamped_metrics_stay_in_range():
+    noisy, _ = privatize({"m": _stats(n=20)}, EvaluationPrivacy(enabled=True, epsilon=0.1), rng=np.random.default_rng(5))
+    cleaned = clamp(noisy["m"])
+    assert cleaned["count"][0] == cleaned["confusion"].sum()
+    assert np.all(cleaned["hist_pos"] >= 0) and np.all(cleaned["score_sum"] <= cleaned["hist_pos"] + cleaned["hist_neg"])
+    metrics = compute_metrics(cleaned, calibration_bins=10)
+    for name in ("accuracy", "precision", "recall", "f1", "auroc", "ece"):
+        assert 0.0 <= metrics[name] <= 1.0
+
+
+def test_standard_error_shrinks_with_more_records_and_matches_the_spread_of_noisy_accuracy():
+    release = calibrate_release(epsilon=1.0, delta=1e-6, coordinates_per_record=9)
+    variance = {name: (release.sigma * scale) ** 2 for name, scale in array_scales(LAYOUT).items()}
+    small, large = _stats(n=200), _stats(n=5000)
+    se_small = standard_errors(small, variance, 10, rng=np.random.default_rng(1))["accuracy"]
+    se_large = standard_errors(large, variance, 10, rng=np.random.default_rng(1))["accuracy"]
+    assert se_large < se_small / 5
+    spread = np.std([
+        compute_metrics(clamp(privatize({"m": small}, SETTINGS, rng=np.random.default_rng(s))[0]["m"]), 10)["accuracy"]
+        for s in range(200)
+    ])
+    assert se_small == pytest.approx(spread, rel=0.3)
