@@ -92,8 +92,13 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
     if final is not None and final.get("pooled"):
         lines += ["", f"## Pooled metrics (round {final['round']}, {len(final['contributors'])} partners)", ""]
         lines += ["| model | " + " | ".join(_TABLE_METRICS) + " |", "| --- |" + " --- |" * len(_TABLE_METRICS)]
+        errors = final.get("standard_errors", {})
         for name, metrics in final["pooled"].items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(metrics.get(k)) for k in _TABLE_METRICS) + " |")
+            se = errors.get(name, {})
+            cells = [_fmt(metrics.get(k)) + (f" ± {se[k]:.3f}" if k in se and k != "count" else "") for k in _TABLE_METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if errors:
+            lines += ["", "± is the standard error caused by the partners' DP noise (parametric bootstrap)."]
         lines += ["", "AUROC comes from binned score histograms; the exact AUROC lies within ±auroc_bound of it.", ""]
         lines += ["## Model × partner matrix (accuracy / AUROC)", ""]
         partners = final["contributors"]
@@ -113,6 +118,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
                     keys = ("count", "accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
                     lines.append(f"| {level} | " + " | ".join(_fmt(entry.get(k)) for k in keys) + " |")
                 lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {_fmt(v)}" for k, v in groups["gaps"].items()), ""]
+    lines += _privacy_section(results)
     lines += ["", "## Cohort per round", "", "| round | contributors | refused | missing | duration (s) |", "| --- | --- | --- | --- | --- |"]
     for entry in results["rounds"]:
         refused = "; ".join(f"{r['partner']}: {r['clause']} — {r['reason']}" for r in entry["refused"]) or "—"
@@ -124,6 +130,23 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
             lines += [f"![ROC {name}]({files['roc'].name}) ![calibration {name}]({files['calibration'].name})"]
     lines += ["", f"Audit trail: `{results['trail']}`", ""]
     return "\n".join(lines)
+
+
+def _privacy_section(results: dict[str, Any]) -> list[str]:
+    report = results.get("privacy") or {}
+    if not report:
+        return ["", "## Privacy", "", "Differential privacy was off in this study: no noise was added, no ε was spent."]
+    lines = ["", "## Privacy", "",
+             "ε per partner per release (neighbouring relation: add/remove one record), and in total by basic "
+             "composition (what partners' ledgers count) and by the PRV accountant.", "",
+             "| partner | releases (round: ε) | δ per release | total ε (basic) | total ε (PRV) | total δ |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for partner, entry in report.items():
+        releases = ", ".join(f"{r['round']}: {r['epsilon']:.3g}" for r in entry["releases"])
+        deltas = ", ".join(sorted({f"{r['delta']:.0e}" for r in entry["releases"]}))
+        lines.append(f"| {partner} | {releases} | {deltas} | {entry['basic_composition']['epsilon']:.4g} | "
+                     f"{entry['prv_composition']['epsilon']:.4g} | {entry['basic_composition']['delta']:.1e} |")
+    return lines
 
 
 def _training_section(results: dict[str, Any]) -> list[str]:
