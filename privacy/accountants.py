@@ -11,7 +11,9 @@ statistic is the segment (σ/Δ, 1, 1). Accountants are stateless and looked up 
   q = 1 (plain Gaussian releases) compose exactly into one Gaussian (Dong, Roth & Su 2019); when
   nothing is subsampled, ε comes from the exact analytic profile (`privacy.gaussian`). If the PRV
   computation fails (float overflow for ε ≳ 700, δ too small for the grid) the RDP bound, always
-  valid and looser, is reported instead.
+  valid and looser, is reported instead. Opacus's PRV models the remove-one pair; the tests and
+  `benchmarks/privacy_accounting_grid.py` check it against dp_accounting's PLD, which takes the
+  worse of add and remove, and it is never below it.
 - "rdp": Opacus's RDP accountant (Mironov 2017; Balle et al. 2020 conversion), always an upper
   bound, usually a loose one.
 
@@ -33,7 +35,8 @@ from typing import ClassVar
 import numpy as np
 
 from privacy.errors import AccountingError
-from privacy.gaussian import gaussian_epsilon, require_delta
+from privacy.gaussian import gaussian_epsilon
+from privacy.validation import require_delta, require_number
 
 # The PRV bound is estimate + eps_error; eps_error = 1% of ε keeps the reported value within
 # ~1-1.5% of the true ε (the estimate itself is far more accurate than its certified band).
@@ -53,14 +56,7 @@ class Segment:
     steps: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.noise_multiplier, bool) or not (
-            isinstance(self.noise_multiplier, (int, float))
-            and math.isfinite(self.noise_multiplier)
-            and self.noise_multiplier > 0
-        ):
-            raise AccountingError(
-                f"noise_multiplier must be a finite number > 0, got {self.noise_multiplier!r}"
-            )
+        require_number("noise_multiplier", self.noise_multiplier, positive=True)
         if isinstance(self.sample_rate, bool) or not (
             isinstance(self.sample_rate, (int, float)) and 0 < self.sample_rate <= 1
         ):

@@ -20,7 +20,8 @@ from typing import Any
 
 from privacy.accountants import Accountant, Segment, accountant_names, create_accountant
 from privacy.errors import AccountingError
-from privacy.gaussian import gaussian_sigma, require_delta
+from privacy.gaussian import gaussian_sigma
+from privacy.validation import require_delta, require_number
 
 __all__ = ["PrivacyAccount", "epsilon", "gaussian_sigma", "noise_multiplier", "create_accountant"]
 
@@ -53,10 +54,7 @@ def noise_multiplier(
     guarantee does not rest on ε being monotone in σ. Raises `AccountingError` when no σ up to
     1e6 reaches the target.
     """
-    if isinstance(target_epsilon, bool) or not (
-        isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0
-    ):
-        raise AccountingError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
+    require_number("target_epsilon", target_epsilon, positive=True)
     require_delta(delta)
     Segment(1.0, sample_rate, steps)  # validate before any search
     engine = create_accountant(accountant)
@@ -121,11 +119,8 @@ class PrivacyAccount:
 
     def add_gaussian_release(self, *, sigma: float, l2_sensitivity: float) -> None:
         """Record one release of a statistic with L2 sensitivity Δ plus N(0, σ²) noise."""
-        for name, value in (("sigma", sigma), ("l2_sensitivity", l2_sensitivity)):
-            if isinstance(value, bool) or not (
-                isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-            ):
-                raise AccountingError(f"{name} must be a finite number > 0, got {value!r}")
+        sigma = require_number("sigma", sigma, positive=True)
+        l2_sensitivity = require_number("l2_sensitivity", l2_sensitivity, positive=True)
         self._segments.append(Segment(sigma / l2_sensitivity, 1.0, 1))
 
     def epsilon(self, *, delta: float) -> float:
@@ -155,7 +150,8 @@ class PrivacyAccount:
                 raise AccountingError(f"state_dict has no key {key!r}; cannot load it into a PrivacyAccount")
         if state_dict["version"] != _STATE_VERSION:
             raise AccountingError(
-                f"state_dict has version {state_dict['version']!r}; this PrivacyAccount reads version {_STATE_VERSION}"
+                f"state_dict has version {state_dict['version']!r}; "
+                f"this PrivacyAccount reads version {_STATE_VERSION}"
             )
         if state_dict["accountant"] != self.accountant:
             known = state_dict["accountant"] in accountant_names()
@@ -171,7 +167,8 @@ class PrivacyAccount:
         for index, item in enumerate(raw):
             if not isinstance(item, (list, tuple)) or len(item) != 3:
                 raise AccountingError(
-                    f"state_dict['segments'][{index}] must be [noise_multiplier, sample_rate, steps], got {item!r}"
+                    f"state_dict['segments'][{index}] must be "
+                    f"[noise_multiplier, sample_rate, steps], got {item!r}"
                 )
             try:
                 segments.append(Segment(*item))

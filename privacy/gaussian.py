@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from privacy.errors import AccountingError
+from privacy.validation import require_delta, require_number
 
 # Relative margin added to every root so floating-point error in the profile and the root
 # finder can only make the answer more conservative (ε up, σ up); far below any practical
@@ -47,8 +47,7 @@ def gaussian_delta(*, epsilon: float, mu: float) -> float:
 def gaussian_epsilon(*, mu: float, delta: float) -> float:
     """The smallest ε (rounded up) with δ(ε) ≤ `delta` for the μ-Gaussian mechanism."""
     require_delta(delta)
-    if not (math.isfinite(mu) and mu > 0):
-        raise AccountingError(f"mu (L2 sensitivity / σ) must be a finite number > 0, got {mu!r}")
+    require_number("mu (L2 sensitivity / σ)", mu, positive=True)
     log_target = math.log(delta)
 
     def excess(eps: float) -> float:
@@ -76,11 +75,9 @@ def gaussian_sigma(*, epsilon: float, delta: float, l2_sensitivity: float) -> fl
     Exact for every ε > 0 (analytic Gaussian mechanism, Balle & Wang 2018), so never larger than
     the classic sqrt(2 ln(1.25/δ))·Δ/ε and, unlike it, valid for ε ≥ 1.
     """
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise AccountingError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    require_number("epsilon", epsilon, positive=True)
     require_delta(delta)
-    if not (math.isfinite(l2_sensitivity) and l2_sensitivity > 0):
-        raise AccountingError(f"l2_sensitivity must be a finite number > 0, got {l2_sensitivity!r}")
+    require_number("l2_sensitivity", l2_sensitivity, positive=True)
     log_target = math.log(delta)
 
     def excess(log_mu: float) -> float:  # increasing in μ: more signal, less privacy
@@ -104,8 +101,3 @@ def classic_gaussian_sigma(*, epsilon: float, delta: float, l2_sensitivity: floa
     """The textbook σ = Δ·sqrt(2 ln(1.25/δ))/ε, only proven for ε < 1; kept for comparison."""
     return l2_sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
 
-
-def require_delta(delta: float) -> None:
-    """Raise `AccountingError` unless 0 < δ < 1."""
-    if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0 < delta < 1):
-        raise AccountingError(f"delta must be a number in (0, 1), got {delta!r}")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from privacy.errors import BudgetExceededError, LedgerError, ReleaseConflictError
+from privacy.validation import require_number
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -86,11 +87,11 @@ class BudgetLedger:
         max_epsilon_per_study: float,
         on_spend: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        for name, value in (("max_epsilon_total", max_epsilon_total), ("max_epsilon_per_study", max_epsilon_per_study)):
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise LedgerError(f"{name} must be a finite number ≥ 0, got {value!r}")
-        self._setup(Path(path), float(max_epsilon_total), float(max_epsilon_per_study), on_spend)
-        caps = {"max_epsilon_total": self.max_epsilon_total, "max_epsilon_per_study": self.max_epsilon_per_study}
+        caps = {
+            "max_epsilon_total": _non_negative("max_epsilon_total", max_epsilon_total),
+            "max_epsilon_per_study": _non_negative("max_epsilon_per_study", max_epsilon_per_study),
+        }
+        self._setup(Path(path), caps["max_epsilon_total"], caps["max_epsilon_per_study"], on_spend)
         with self._transaction() as conn:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
@@ -101,7 +102,11 @@ class BudgetLedger:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", changed)
 
     def _setup(
-        self, path: Path, max_total: float, max_study: float, on_spend: Callable[[dict[str, Any]], None] | None
+        self,
+        path: Path,
+        max_total: float,
+        max_study: float,
+        on_spend: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         self.path = path
         self.max_epsilon_total = max_total
@@ -132,7 +137,7 @@ class BudgetLedger:
         Call it before touching data; `spend` repeats the check atomically, so a check that passes
         is advice, not a reservation.
         """
-        _require_epsilon(epsilon)
+        _non_negative("epsilon", epsilon)
         with closing_connection(self.path) as conn:
             self._refuse_if_over(conn, study_id=study_id, release=release, epsilon=epsilon)
 
@@ -156,7 +161,7 @@ class BudgetLedger:
         for name, value in (("study_id", study_id), ("release", release)):
             if not isinstance(value, str) or not value:
                 raise LedgerError(f"{name} must be a non-empty string, got {value!r}")
-        _require_epsilon(epsilon)
+        _non_negative("epsilon", epsilon)
         if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and 0 <= delta < 1):
             raise LedgerError(f"delta must be a number in [0, 1), got {delta!r}")
         wanted = Spend(
@@ -232,13 +237,15 @@ class BudgetLedger:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is not None and row[0] != str(SCHEMA_VERSION):
             raise LedgerError(
-                f"budget ledger {str(self.path)!r} has schema version {row[0]}; this Accord reads {SCHEMA_VERSION}"
+                f"budget ledger {str(self.path)!r} has schema version {row[0]}; "
+                f"this Accord reads {SCHEMA_VERSION}"
             )
 
     def _insert(self, conn: sqlite3.Connection, spend: Spend) -> None:
         values = asdict(spend)
         values.pop("already_spent")
-        conn.execute(f"INSERT INTO spends ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+        placeholders = ", ".join("?" * len(values))
+        conn.execute(f"INSERT INTO spends ({_COLUMNS}) VALUES ({placeholders})", tuple(values.values()))
 
     def _totals(self, conn: sqlite3.Connection, study_id: str | None) -> tuple[float, float]:
         """(ε spent by `study_id`, ε spent in total), each summed exactly (math.fsum)."""
@@ -250,10 +257,14 @@ class BudgetLedger:
         rows = conn.execute("SELECT study_id, epsilon FROM spends").fetchall()
         return [eps for sid, eps in rows if sid == study_id], [eps for _, eps in rows]
 
-    def _refuse_if_over(self, conn: sqlite3.Connection, *, study_id: str, release: str, epsilon: float) -> None:
+    def _refuse_if_over(
+        self, conn: sqlite3.Connection, *, study_id: str, release: str, epsilon: float
+    ) -> None:
         study, total = self._epsilons(conn, study_id)
         spent_study, spent_total = math.fsum(study), math.fsum(total)
-        remaining = max(0.0, min(self.max_epsilon_per_study - spent_study, self.max_epsilon_total - spent_total))
+        remaining = max(
+            0.0, min(self.max_epsilon_per_study - spent_study, self.max_epsilon_total - spent_total)
+        )
         for scope, cap, spent, epsilons in (
             ("study", self.max_epsilon_per_study, spent_study, study),
             ("total", self.max_epsilon_total, spent_total, total),
@@ -308,6 +319,5 @@ def closing_connection(path: Path, *, read_only: bool = False) -> Iterator[sqlit
         conn.close()
 
 
-def _require_epsilon(epsilon: float) -> None:
-    if isinstance(epsilon, bool) or not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
-        raise LedgerError(f"epsilon must be a finite number ≥ 0, got {epsilon!r}")
+def _non_negative(name: str, value: object) -> float:
+    return require_number(name, value, positive=False, error=LedgerError)

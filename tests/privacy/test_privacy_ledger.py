@@ -150,9 +150,10 @@ def test_spends_persist_across_reopening_and_the_caps_are_stored(ledger_path):
 
 def test_on_spend_runs_after_commit_with_the_record_and_the_totals(ledger_path):
     seen: list[tuple[dict, list]] = []
-    ledger = open_ledger(
-        ledger_path, on_spend=lambda record: seen.append((record, BudgetLedger.open_existing(ledger_path).spends()))
-    )
+    def record_with_committed_spends(record: dict) -> None:
+        seen.append((record, BudgetLedger.open_existing(ledger_path).spends()))
+
+    ledger = open_ledger(ledger_path, on_spend=record_with_committed_spends)
     ledger.spend(study_id="s1", release="r1", epsilon=0.4, delta=1e-6)
     [(record, committed)] = seen
     assert [s.release for s in committed] == ["r1"]  # another connection already sees it

@@ -60,7 +60,8 @@ def test_show_json_lists_each_study_and_release_with_the_remaining_budget(scratc
 def test_show_prints_tables_for_people(scratch):
     shown = run(README_SHOW, cwd=scratch)
     assert shown.returncode == 0, shown.stderr
-    for text in ("sepsis-eval", "round-1/metrics", "round-1/dpsgd", "remaining ε", "total (all studies)", "7.7"):
+    expected = ("sepsis-eval", "round-1/metrics", "round-1/dpsgd", "remaining ε", "total (all studies)", "7.7")
+    for text in expected:
         assert text in shown.stdout
 
 
