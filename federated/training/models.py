@@ -75,7 +75,10 @@ class DigitsCNN(nn.Module):
         if not _positive_ints(channels) or len(channels) != 2:
             raise ModelConfigError(f"cnn option 'channels' must be two positive integers, got {channels!r}")
         if not _positive_ints((groups,)) or any(c % groups for c in channels):
-            raise ModelConfigError(f"cnn option 'groups'={groups} must divide every channel count {list(channels)}")
+            raise ModelConfigError(
+                f"cnn option 'groups'={groups!r} must be a positive integer that divides "
+                f"every channel count {list(channels)}"
+            )
         blocks: list[nn.Module] = []
         width_in = 1
         for width in channels:
@@ -118,7 +121,9 @@ def create_model(architecture: str, *, num_features: int, num_classes: int, **op
         cls = ARCHITECTURES[architecture]
     except (KeyError, TypeError):
         known = ", ".join(map(repr, ARCHITECTURES))
-        raise ModelConfigError(f"unknown model architecture {architecture!r}; known architectures: {known}") from None
+        raise ModelConfigError(
+            f"unknown model architecture {architecture!r}; known architectures: {known}"
+        ) from None
     for name, value in (("num_features", num_features), ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ModelConfigError(f"{architecture} needs {name} as a positive integer, got {value!r}")
