@@ -15,6 +15,8 @@ This module must never accept a reply whose cosignature or checkpoint fails.
 
 from __future__ import annotations
 
+import weakref
+from pathlib import Path
 from typing import Any
 
 from flwr.app import RecordDict
@@ -30,13 +32,15 @@ from federated.audit.exchange import (
     parse_vkey,
     partner_origin,
     read_reply_audit,
-    sign_spec,
+    sign_task,
 )
+from federated.audit.keys import load_or_create_identity
 from federated.audit.log import SignedCheckpoint, TrailLog, same_key, signature_names
 from federated.audit.trail import AuditTrail
 from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
 from federated.errors import MessageError
-from federated.protocol import TaskSpec
+
+_BOUND: weakref.WeakKeyDictionary[AuditTrail, CoordinatorAudit] = weakref.WeakKeyDictionary()
 
 
 class CoordinatorAudit:
@@ -58,8 +62,23 @@ class CoordinatorAudit:
                 self._held[origin] = latest.text
         self._node_origin: dict[int, str] = {}
         self._sent: dict[int, SignedCheckpoint] = {}
-        self._spec_signatures: dict[str, str] = {}
+        self._task_signatures: dict[str, str] = {}
         self._current: SignedCheckpoint | None = None
+
+    @classmethod
+    def for_study(cls, trail: AuditTrail, key: Path, *, study_id: str) -> CoordinatorAudit:
+        """The ServerApp's audit: the coordinator key (created if absent), bound to its trail."""
+        identity, _ = load_or_create_identity(key)
+        return cls(trail, identity, study_id=study_id).bind()
+
+    def bind(self) -> CoordinatorAudit:
+        """Make every round sent with this trail (`rounds.collect_replies`) carry checkpoints."""
+        _BOUND[self.trail] = self
+        return self
+
+    @staticmethod
+    def bound_to(trail: AuditTrail) -> CoordinatorAudit | None:
+        return _BOUND.get(trail)
 
     @property
     def origin(self) -> str:
@@ -77,19 +96,18 @@ class CoordinatorAudit:
         self._current = signed
         return signed
 
-    def attach_task(self, content: RecordDict, node_id: int, spec: TaskSpec) -> dict[str, Any]:
+    def attach_task(self, content: RecordDict, node_id: int, task_sha256: str) -> dict[str, Any]:
         """Add the audit record to a task for `node_id`; return the fields `task_sent` records."""
         current = self._current or self.checkpoint()
         size = current.checkpoint.size
         origin = self._node_origin.get(node_id)
         floor = self._cosigned.get(origin, 0) if origin is not None else min(self._cosigned.values(), default=size)
         sizes = {c.checkpoint.size for c in self._checkpoints if 0 < c.checkpoint.size < size and c.checkpoint.size >= floor}
-        spec_sha256 = spec.sha256()
-        if spec_sha256 not in self._spec_signatures:
-            self._spec_signatures[spec_sha256] = sign_spec(self.identity, spec.canonical())
+        if task_sha256 not in self._task_signatures:
+            self._task_signatures[task_sha256] = sign_task(self.identity, task_sha256)
         record = TaskAudit(
             coordinator=self.log.verifier.to_vkey(),
-            spec_signature=self._spec_signatures[spec_sha256],
+            task_signature=self._task_signatures[task_sha256],
             checkpoint=current.note.text,
             proofs={old: encode_hashes(self.log.consistency_proof(old, size)) for old in sorted(sizes)},
             held={peer: _size_of(text) for peer, text in self._held.items()},

@@ -4,7 +4,7 @@ Flower starts a process per message, so checkpoints and cosignatures ride on the
 reply a round sends anyway, in a ConfigRecord named `audit` holding one JSON document:
 
 - task (coordinator -> partner): the coordinator's verifier key, its Ed25519 signature over
-  the task spec (which names every model by SHA-256), its latest signed checkpoint, RFC 9162
+  the task's SHA-256 (the spec it hashes names every model by SHA-256), its latest signed checkpoint, RFC 9162
   consistency proofs to it from every earlier checkpoint the partner may hold, the size of
   the newest checkpoint of each partner log the coordinator holds, and, for a node it knows,
   that partner's latest checkpoint countersigned by the coordinator;
@@ -30,7 +30,7 @@ from crypto import CryptoError, Identity, NoteVerifier, verify
 from federated.errors import MessageError
 
 AUDIT_RECORD = "audit"
-SPEC_SIGNATURE_CONTEXT = b"accord/task-spec/v1\n"  # domain separation: this key signs notes too
+TASK_SIGNATURE_CONTEXT = b"accord/task/v1\n"  # domain separation: the same key signs notes
 MAX_AUDIT_BYTES = 4 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -51,7 +51,7 @@ class _Record(BaseModel):
 
 class TaskAudit(_Record):
     coordinator: str = Field(description="C2SP verifier key of the coordinator's log")
-    spec_signature: str = Field(description="base64 Ed25519 signature over SPEC_SIGNATURE_CONTEXT + spec")
+    task_signature: str = Field(description="base64 Ed25519 signature over TASK_SIGNATURE_CONTEXT + task SHA-256 (hex)")
     checkpoint: str = Field(description="the coordinator's latest signed checkpoint (signed note)")
     proofs: dict[int, list[str]] = Field(default_factory=dict, description="old size -> base64 hashes")
     held: dict[str, int] = Field(default_factory=dict, description="partner origin -> size held")
@@ -111,14 +111,15 @@ def parse_vkey(vkey: str, *, what: str) -> NoteVerifier:
         raise MessageError(f"{what}: {exc}") from None
 
 
-def sign_spec(identity: Identity, spec_canonical: bytes) -> str:
-    return base64.b64encode(identity.sign(SPEC_SIGNATURE_CONTEXT + spec_canonical)).decode()
+def sign_task(identity: Identity, task_sha256: str) -> str:
+    """Sign a task by its hash; the spec it hashes names every model (and weights) by SHA-256."""
+    return base64.b64encode(identity.sign(TASK_SIGNATURE_CONTEXT + task_sha256.encode())).decode()
 
 
-def verify_spec(verifier: NoteVerifier, spec_canonical: bytes, signature: str) -> None:
-    """Raises `SignatureError` (a `CryptoError`) unless the coordinator signed exactly this spec."""
+def verify_task(verifier: NoteVerifier, task_sha256: str, signature: str) -> None:
+    """Raises `SignatureError` (a `CryptoError`) unless the coordinator signed exactly this task."""
     try:
         raw = base64.b64decode(signature, validate=True)
     except binascii.Error:
         raw = b""
-    verify(verifier.public_key, SPEC_SIGNATURE_CONTEXT + spec_canonical, raw)
+    verify(verifier.public_key, TASK_SIGNATURE_CONTEXT + task_sha256.encode(), raw)

@@ -17,6 +17,14 @@ from federated.audit.store import make_directory
 from federated.errors import ConfigError
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+COORDINATOR_KEY_NAME = "coordinator.key"
+RUN_CONFIG_KEY = "coordinator-key"
+
+
+def coordinator_key_path(run_config: dict[str, object], output_dir: Path) -> Path:
+    """The coordinator key the CLI named in the run config, else OUTPUT_DIR/coordinator.key."""
+    named = run_config.get(RUN_CONFIG_KEY)
+    return Path(str(named)) if named else Path(output_dir) / COORDINATOR_KEY_NAME
 
 
 def load_or_create_identity(path: Path) -> tuple[Identity, bool]:

@@ -2,7 +2,7 @@
 
 For each task, before any data is touched, a partner node checks that:
 - the coordinator's key is the one it pinned (`--coordinator-key`, or the first key it saw);
-- the task spec, which names every model by SHA-256, carries that key's signature;
+- the task, by its SHA-256 (its spec names every model by SHA-256), carries that key's signature;
 - the coordinator's checkpoint is signed by that key and extends the newest checkpoint of the
   same log this node cosigned (never smaller, never another root, consistency proven).
 Any failure is an `AuditRefusal` (clause "audit"). Otherwise the node cosigns the checkpoint,
@@ -17,7 +17,7 @@ This module must never cosign a checkpoint before all of the checks above have p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
@@ -32,13 +32,16 @@ from federated.audit.exchange import (
     parse_vkey,
     partner_origin,
     read_task_audit,
-    verify_spec,
+    verify_task,
 )
+from federated.audit.keys import load_or_create_identity
 from federated.audit.log import TrailLog, cosigner
 from federated.audit.store import make_directory
 from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
 from federated.errors import MessageError
-from federated.protocol import TaskSpec
+
+if TYPE_CHECKING:
+    from federated.client.settings import NodeSettings
 
 PINNED_COORDINATOR_KEY = "coordinator.pub"
 
@@ -54,7 +57,13 @@ class PartnerAudit:
         self._cosignature = ""
         self._proof_from = 0
 
-    def check_task(self, content: RecordDict, spec: TaskSpec) -> dict[str, Any]:
+    @classmethod
+    def for_node(cls, settings: NodeSettings) -> PartnerAudit:
+        """The audit of a node started by `python -m federated.client` (key created if absent)."""
+        identity, _ = load_or_create_identity(settings.key_path)
+        return cls(settings.trail, identity, partner_id=settings.partner_id, coordinator_key=settings.coordinator_key)
+
+    def check_task(self, content: RecordDict, task_sha256: str) -> dict[str, Any]:
         """Check and cosign the coordinator's checkpoint; return the fields `task_received` records."""
         try:
             record = read_task_audit(content)
@@ -67,10 +76,10 @@ class PartnerAudit:
         with self.store.locked():
             self._check_pin(coordinator)
             try:
-                verify_spec(coordinator, spec.canonical(), record.spec_signature)
+                verify_task(coordinator, task_sha256, record.task_signature)
             except CryptoError:
                 raise AuditRefusal(
-                    f"the task spec is not signed by the coordinator key {fingerprint(coordinator.public_key)}: "
+                    f"task {task_sha256} is not signed by the coordinator key {fingerprint(coordinator.public_key)}: "
                     "its models or settings were changed after signing"
                 ) from None
             checkpoint = open_checkpoint(record.checkpoint, coordinator, what="the coordinator's checkpoint")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from accord.errors import AccordError, ExitCode
+from federated.audit.keys import load_or_create_identity
 from federated.client.node import prepare_node, run_node
 
 console = Console(stderr=True, soft_wrap=True)
@@ -31,17 +32,22 @@ def main(
     root_certificates: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's TLS certificate.")] = None,
     max_retries: Annotated[int | None, typer.Option(help="Give up after this many failed connection attempts (default: never).")] = None,
     max_wait_time: Annotated[float | None, typer.Option(help="Give up reconnecting after this many seconds (default: never).")] = None,
+    key: Annotated[Path | None, typer.Option(help="This node's Ed25519 signing key (PEM); created if absent (default: WORKDIR/node.key).")] = None,
+    coordinator_key: Annotated[str | None, typer.Option(help="Accept only this coordinator key: a PEM public key file or its SHA-256 fingerprint (default: pin the first key seen).")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
     try:
         launch, loaded = prepare_node(
             data=data, manifest=manifest, coordinator=coordinator, partner_id=partner_id, workdir=workdir,
             runtime_port=port, insecure=insecure, root_certificates=root_certificates,
-            max_retries=max_retries, max_wait_time_s=max_wait_time,
+            max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
         )
+        identity, created = load_or_create_identity(launch.settings.key_path)
     except AccordError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(int(exc.exit_code)) from None
+    if created:
+        console.print(f"created this node's signing key {launch.settings.key_path} (fingerprint {identity.fingerprint}); keep it")
     console.print(
         f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records, data SHA-256 {loaded.data_sha256[:16]}…, "
         f"connecting to {coordinator}; trail {launch.settings.trail}"

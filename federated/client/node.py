@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federated.audit import AuditTrail
+from federated.audit.keys import pinned_fingerprint
 from federated.client.settings import NodeSettings
 from federated.data import PartnerData, load_manifest, load_partner_data
 from federated.flower_runtime import flower_env, parse_address, require_transport
@@ -56,6 +57,8 @@ def prepare_node(
     root_certificates: Path | None,
     max_retries: int | None = None,
     max_wait_time_s: float | None = None,
+    key: Path | None = None,
+    coordinator_key: str | None = None,
 ) -> tuple[NodeLaunch, PartnerData]:
     host, _ = parse_address(coordinator, option="--coordinator")
     require_transport(host, insecure=insecure, has_certificates=root_certificates is not None, option="--coordinator")
@@ -66,6 +69,8 @@ def prepare_node(
         data=data.resolve(),
         manifest=manifest.resolve(),
         trail=workdir / "trail.jsonl",
+        key=(key or workdir / "node.key").resolve(),
+        coordinator_key=pinned_fingerprint(coordinator_key) if coordinator_key else None,
     )
     settings.to_node_config()  # refuses paths Flower's node-config syntax cannot carry
     launch = NodeLaunch(

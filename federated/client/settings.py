@@ -21,11 +21,18 @@ class NodeSettings:
     data: Path
     manifest: Path
     trail: Path
+    key: Path | None = None  # the node's Ed25519 signing key; default: beside the trail
+    coordinator_key: str | None = None  # fingerprint of the only coordinator key accepted
+
+    @property
+    def key_path(self) -> Path:
+        return self.key or self.trail.with_name(f"{self.trail.stem}.key")
 
     def to_node_config(self) -> str:
         """The `--node-config` argument for `flower-supernode` (TOML-style key="value" pairs)."""
-        values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail}
-        return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items())
+        values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail,
+                  "key": self.key, "coordinator-key": self.coordinator_key}
+        return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items() if value is not None)
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any], run_config: dict[str, Any]) -> NodeSettings:
@@ -49,6 +56,8 @@ class NodeSettings:
             data=Path(config["data"]),
             manifest=Path(config["manifest"]),
             trail=Path(config["trail"]),
+            key=Path(config["key"]) if config.get("key") else None,
+            coordinator_key=str(config["coordinator-key"]) if config.get("coordinator-key") else None,
         )
 
 

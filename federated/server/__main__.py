@@ -85,6 +85,9 @@ def main(
     simulation_data: Annotated[
         Path | None, typer.Option(help="With --simulate: directory of partner-NNN.csv/.toml files, one per partner.")
     ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The coordinator's Ed25519 signing key (PEM); created if absent (default: OUTPUT_DIR/coordinator.key).")
+    ] = None,
 ) -> None:
     """Submit STUDY as a Flower run, follow it round by round, print the pooled results."""
     submission = None
@@ -103,7 +106,12 @@ def main(
         with console.status("starting the SuperLink and submitting the study"):
             submission = submit_study(
                 study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home,
-                simulation=simulation,
+                simulation=simulation, key=key,
+            )
+        if submission.key_created:
+            console.print(
+                f"created the coordinator's signing key {submission.coordinator_key}; keep it: partners pin it on "
+                "first contact and refuse a coordinator whose key changes"
             )
         console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
         with console.status("running") as status:

@@ -16,6 +16,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
+from federated.audit.coordinator_audit import CoordinatorAudit
+from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.protocol import ModelRef, TaskSpec
 from federated.report import write_outputs
@@ -136,13 +138,19 @@ def run_study(
 def main(grid: Grid, context: Context) -> None:
     study, study_sha256, models = load_submitted_study(dict(context.run_config))
     trail = AuditTrail(trail_path(study), actor="coordinator")
-    trail.append(
-        "study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
-        min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models},
-    )
+    audit = None
     try:
+        # Signs a checkpoint before every round (rounds.collect_replies) and one when the study ends.
+        audit = CoordinatorAudit.for_study(trail, coordinator_key_path(dict(context.run_config), study.output_dir), study_id=study.id)
+        trail.append(
+            "study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
+            min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models}, coordinator_key=audit.fingerprint,
+        )
         run_study(grid, study, study_sha256, models, trail, run_id=context.run_id)
     except Exception as exc:
         # Leave the reason in the trail before Flower marks the run failed.
         trail.append("study_failed", study=study.id, status="error", reason=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        if audit is not None:
+            audit.checkpoint()

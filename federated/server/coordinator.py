@@ -16,6 +16,8 @@ from typing import Any
 
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
+from federated.audit.evidence import keep_submitted_study
+from federated.audit.keys import COORDINATOR_KEY_NAME, RUN_CONFIG_KEY, load_or_create_identity
 from federated.errors import FlowerRuntimeError
 from federated.flower_runtime import (
     parse_address,
@@ -71,6 +73,8 @@ class Submission:
     run_id: int
     flwr_home: Path
     superlink: subprocess.Popen | None
+    coordinator_key: Path | None = None
+    key_created: bool = False  # the CLI says so: partners pin this key on first contact
 
 
 def start_superlink(
@@ -98,6 +102,7 @@ def submit_study(
     transport: Transport,
     flwr_home: Path | None,
     simulation: Simulation | None = None,
+    key: Path | None = None,
 ) -> Submission:
     """Validate and hash the study, make sure a SuperLink runs, submit the run, log it."""
     study_file = Path(study_file).resolve()
@@ -105,6 +110,9 @@ def submit_study(
     models = resolve_models(study, study_file)
     study_sha256 = sha256_file(study_file)
     study.output_dir.mkdir(parents=True, exist_ok=True)
+    key = (key or study.output_dir / COORDINATOR_KEY_NAME).resolve()
+    identity, key_created = load_or_create_identity(key)
+    keep_submitted_study(study_file, study.output_dir)
     flwr_home = (flwr_home or study.output_dir / ".flwr").resolve()
     process = None
     if superlink is None:
@@ -119,7 +127,7 @@ def submit_study(
         write_connection(flwr_home, address, insecure=transport.insecure, root_certificates=transport.ssl_ca_certfile)
         bundle = write_bundle(
             flwr_home / "bundle", name=f"accord-{study.id}".lower().replace("_", "-").replace(".", "-"),
-            run_config={"study-file": str(study_file), "study-sha256": study_sha256}
+            run_config={"study-file": str(study_file), "study-sha256": study_sha256, RUN_CONFIG_KEY: str(key)}
             | ({"simulation-dir": str(simulation.data_dir.resolve())} if simulation else {}),
         )
         run_id = submit_run(bundle, flwr_home, federation_config=simulation.federation_config() if simulation else None)
@@ -129,9 +137,9 @@ def submit_study(
         raise
     AuditTrail(trail_path(study), actor="coordinator").append(
         "study_submitted", study=study.id, study_sha256=study_sha256, flower_run=str(run_id),
-        superlink=address, models={m.name: m.sha256 for m in models},
+        superlink=address, models={m.name: m.sha256 for m in models}, coordinator_key=identity.fingerprint,
     )
-    return Submission(study, study_file, run_id, flwr_home, process)
+    return Submission(study, study_file, run_id, flwr_home, process, key, key_created)
 
 
 def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from federated.audit import AuditTrail
+from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.errors import MessageError
 from federated.protocol import MESSAGE_TYPE, TaskSpec, build_task, parse_reply
 from federated.server.aggregation import RoundOutcome, aggregate_round, statistics_sha256
@@ -70,10 +71,15 @@ def collect_replies(
 
     `parse` validates a reply's content (raising `MessageError`) into an object with `info`.
     """
+    audit = CoordinatorAudit.bound_to(trail)  # checkpoints and cosignatures ride on tasks and replies
+    if audit is not None:
+        audit.checkpoint()  # covers everything up to this round, the previous round included
     messages = []
     for node_id in node_ids:
-        messages.append(Message(content(), node_id, message_type, ttl=timeout_s + 60))
-        trail.append("task_sent", node=str(node_id), task_sha256=task_sha256, **where)
+        task = content()
+        sent = audit.attach_task(task, node_id, task_sha256) if audit is not None else {}
+        messages.append(Message(task, node_id, message_type, ttl=timeout_s + 60))
+        trail.append("task_sent", node=str(node_id), task_sha256=task_sha256, **sent, **where)
     answered: set[int] = set()
     collected: Collected[ReplyT] = Collected()
     for reply in exchange(grid, messages, timeout_s=timeout_s):
@@ -90,6 +96,11 @@ def collect_replies(
             collected.refuse(trail, where, node=node, partner=None, clause="reply", reason=str(exc), by="coordinator")
             continue
         info = parsed.info
+        if audit is not None:
+            problem = audit.receive(node, reply.content, partner=info.partner, accepted=info.status == "ok", where=where)
+            if problem is not None:
+                collected.refuse(trail, where, node=node, partner=info.partner, clause="audit", reason=problem, by="coordinator")
+                continue
         if info.status == "refused":
             collected.refuse(trail, where, node=node, partner=info.partner, clause=info.clause, reason=info.reason, by="partner")
             continue

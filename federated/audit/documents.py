@@ -1,0 +1,238 @@
+"""The human-readable documents of an evidence pack, derived from what the study recorded.
+
+Model cards (one per model), the record of processing (GDPR Art. 30(1) headings), the
+privacy section and the chronological timeline are rendered from `results.json`, the study
+file, partners' manifests and the trail: nothing here is typed by hand, so a document says
+no more than the study declared. Where the study declares nothing (controller contact,
+retention), the documents say so rather than invent it.
+
+This module must never read partner data, only what the trail and manifests declare about it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+_CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
+
+
+def _final_round(results: dict[str, Any]) -> dict[str, Any] | None:
+    rounds = [r for r in results.get("rounds", []) if r.get("pooled")]
+    return rounds[-1] if rounds else None
+
+
+def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, Any], dp_enabled: bool) -> str:
+    """A Markdown model card: identity, intended use, results from this study, privacy, limits."""
+    name = model["name"]
+    final = _final_round(results)
+    lines = [
+        f"# Model card — `{name}`",
+        "",
+        f"- SHA-256: `{model['sha256']}` (the hash every task of study `{results['study']}` named; see the trail)",
+        f"- Format: ONNX, output `{model.get('output', 'probabilities')}`",
+        f"- Study: `{results['study']}` ({results.get('purpose', 'evaluation')}), status **{results.get('status', '?')}**",
+        "",
+        "## Intended use",
+        "",
+        f"Candidate model evaluated in this study: {study.get('title') or 'no title declared in the study file'}. "
+        "Use beyond what the study's purpose declares is not covered by this evidence.",
+        "",
+        "## Evaluation results (pooled across partners)",
+        "",
+    ]
+    if final is None or name not in final.get("pooled", {}):
+        lines += ["No pooled results were released (the study stopped before a round reached the minimum cohort).", ""]
+    else:
+        metrics = final["pooled"][name]
+        lines += [
+            f"Round {final['round']}, {len(final['contributors'])} partners ({', '.join(final['contributors'])}).",
+            "",
+            "| " + " | ".join(_CARD_METRICS) + " |",
+            "|" + " --- |" * len(_CARD_METRICS),
+            "| " + " | ".join(_fmt(metrics.get(k)) for k in _CARD_METRICS) + " |",
+            "",
+        ]
+        row = final.get("matrix", {}).get(name, {})
+        if row:
+            lines += ["Per partner (accuracy / AUROC), where the partner allowed release:", ""]
+            lines += [
+                f"- {partner}: " + ("withheld by the partner" if cell is None else f"{_fmt(cell.get('accuracy'))} / {_fmt(cell.get('auroc'))}")
+                for partner, cell in row.items()
+            ]
+            lines.append("")
+        groups = final.get("subgroups", {}).get(name, {})
+        if groups.get("gaps"):
+            lines += ["Subgroup gaps (largest difference between levels): "
+                      + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(groups["gaps"].items())), ""]
+    lines += [
+        "## Privacy parameters",
+        "",
+        "Differential privacy was "
+        + ("on for this study; see `privacy/privacy-report.md`." if dp_enabled else
+           "**off** in this study: partners released exact sufficient statistics (counts, sums, histograms) to the "
+           "coordinator, never records."),
+        "",
+        "## Known limits",
+        "",
+        "- AUROC comes from binned score histograms; the exact AUROC lies within ± `auroc_bound` of it.",
+        "- Results describe the contributing partners' data only; refused or missing partners are listed in the report.",
+        "- Metrics are point estimates without confidence intervals.",
+    ]
+    if final is not None and len(final.get("contributors", [])) < 5:
+        lines.append(f"- Small cohort ({len(final['contributors'])} partners): pooled figures may not generalise.")
+    return "\n".join(lines) + "\n"
+
+
+def record_of_processing(
+    results: dict[str, Any],
+    study: dict[str, Any],
+    manifests: dict[str, dict[str, Any]],
+    partners: dict[str, dict[str, Any]],
+    coordinator_fingerprint: str,
+) -> dict[str, Any]:
+    """A record of processing with the headings of GDPR Art. 30(1), from what the study declared.
+
+    `manifests` are the partners' manifests handed over with the pack (partner -> fields);
+    `partners` are what the trail records per partner (manifest and data hashes, counts).
+    """
+    categories = {
+        partner: {
+            "dataset": manifest.get("dataset_id"),
+            "description": manifest.get("description", ""),
+            "features": manifest.get("features", []),
+            "label": manifest.get("label"),
+            "special_or_sensitive_attribute": manifest.get("subgroup"),
+        }
+        for partner, manifest in sorted(manifests.items())
+    }
+    return {
+        "shape": "GDPR Art. 30(1) record of processing activities",
+        "controller": {
+            "declared": None,
+            "note": "The study file declares no controller name or contact; the coordinator is identified by its "
+                    f"signing key {coordinator_fingerprint}. Each partner remains controller of its own data.",
+        },
+        "purposes": {
+            "purpose": results.get("purpose"),
+            "study": results.get("study"),
+            "title": study.get("title", ""),
+            "models": [m["name"] for m in results.get("models", [])],
+        },
+        "categories_of_data_subjects_and_personal_data": categories or {
+            "note": "No partner manifest was handed over; the trail names each dataset by hash only.",
+        },
+        "partners": partners,
+        "recipients": [
+            "the coordinator: per-partner sufficient statistics (counts, sums, histograms), per the study's metrics",
+            "partners allowing per-partner release: none beyond the coordinator's report",
+            "readers of the report: pooled metrics only, and per-partner rows where the partner's manifest allows it",
+        ],
+        "transfers_to_third_countries": "No record-level data leaves any partner; where the coordinator is located "
+                                        "is not declared by the study file.",
+        "retention": "Not declared by the study or the manifests (data contracts with retention clauses come later); "
+                     "partners keep their data where it was; the coordinator keeps aggregates, report and trail.",
+        "technical_and_organisational_measures": [
+            "computation brought to the data: partners run the evaluation locally and send sufficient statistics",
+            "append-only, hash-chained, fsynced audit trails on both sides (RFC 8785 canonical JSON entries)",
+            "RFC 9162 Merkle checkpoints signed with Ed25519 (C2SP signed notes), cosigned by every partner each round",
+            "task specs signed by the coordinator, naming every model by SHA-256; partners refuse anything else",
+            "differential privacy: off in this study",
+        ],
+    }
+
+
+def record_of_processing_markdown(record: dict[str, Any]) -> str:
+    lines = [f"# Record of processing — study `{record['purposes']['study']}`", "", f"_{record['shape']}_", ""]
+    for heading, value in record.items():
+        if heading == "shape":
+            continue
+        lines += [f"## {heading.replace('_', ' ').capitalize()}", ""]
+        if isinstance(value, list):
+            lines += [f"- {item}" for item in value]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                lines.append(f"- **{key}**: {item}")
+        else:
+            lines.append(str(value))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def privacy_report(results: dict[str, Any], *, dp_enabled: bool) -> str:
+    if dp_enabled:
+        return (f"# Privacy report — study `{results['study']}`\n\nDifferential privacy was on; the per-release ε "
+                "report is produced by the privacy module.\n")
+    return (
+        f"# Privacy report — study `{results['study']}`\n\n"
+        "Differential privacy was **off** in this study: no noise was added and no privacy budget (ε, δ) was spent. "
+        "Partners released exact sufficient statistics (confusion counts, loss sums, score histograms, subgroup "
+        "counts) to the coordinator; no record left a partner.\n\n"
+        "A per-partner, per-release ε report appears here for studies run with differential privacy.\n"
+    )
+
+
+def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:
+    """Per partner: the manifest and data hashes and record counts its results declared, by round."""
+    partners: dict[str, dict[str, Any]] = defaultdict(lambda: {"manifest_sha256": set(), "data_sha256": set(), "rounds": {}})
+    for entry in entries:
+        if entry["kind"] == "result_received" and entry.get("study") == study_id:
+            details = entry["details"]
+            record = partners[details["partner"]]
+            record["manifest_sha256"].add(details.get("manifest_sha256", ""))
+            record["data_sha256"].add(details.get("data_sha256", ""))
+            record["rounds"][str(entry.get("round"))] = details.get("count")
+    return {
+        name: {"manifest_sha256": sorted(r["manifest_sha256"]), "data_sha256": sorted(r["data_sha256"]), "records_per_round": r["rounds"]}
+        for name, r in sorted(partners.items())
+    }
+
+
+def describe_entry(entry: dict[str, Any]) -> str:
+    """One line saying what an entry records, for timelines."""
+    details = entry.get("details", {})
+    kind = entry["kind"]
+    who = details.get("partner") or (f"node {details['node']}" if "node" in details else "")
+    if kind == "task_sent":
+        extra = f", carrying checkpoint size {details['checkpoint_size']}" if "checkpoint_size" in details else ""
+        return f"task {details.get('task_sha256', '')[:12]}… sent to {who}{extra}"
+    if kind == "task_received":
+        cosigned = details.get("cosigned")
+        extra = f"; cosigned coordinator checkpoint size {cosigned['size']}" if cosigned else ""
+        return f"task {details.get('task_sha256', '')[:12]}… received{extra}"
+    if kind == "result_received":
+        return f"result from {who}: {details.get('count')} records, payload {details.get('payload_sha256', '')[:12]}…"
+    if kind == "task_refused":
+        return f"{who or 'task'} refused ({details.get('clause')}): {details.get('reason')}"
+    if kind == "cosignature_received":
+        return f"{who} cosigned coordinator checkpoint size {details.get('size')}"
+    if kind == "partner_checkpoint_countersigned":
+        return f"countersigned {who}'s checkpoint size {details.get('size')}"
+    if kind == "round_completed":
+        return f"round done: contributors {', '.join(details.get('contributors', [])) or 'none'}"
+    if kind == "report_written":
+        return "report written: " + ", ".join(sorted(details.get("files", {})))
+    shown = ", ".join(f"{k}={v}" for k, v in details.items() if isinstance(v, (str, int, float)) and len(str(v)) < 70)
+    return shown
+
+
+def timeline_markdown(study_id: str, rows: list[dict[str, Any]]) -> str:
+    """The chronological narrative: one line per entry and checkpoint, in time order."""
+    lines = [f"# Timeline — study `{study_id}`", "", "| time (UTC) | who | what | round | detail |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['time']} | {row['actor']} | {row['kind']} | {_fmt(row.get('round'))} | {row['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
