@@ -39,9 +39,9 @@ __all__ = [
     "DPSGDSettings",
     "GRAD_SAMPLE_MODES",
     "LocalTrainer",
-    "auto_grad_sample_mode",
     "LocalTrainingError",
     "LocalTrainingResult",
+    "auto_grad_sample_mode",
     "train_locally",
 ]
 
@@ -152,6 +152,8 @@ def train_locally(
         raise LocalTrainingError(f"epochs must be an integer ≥ 1, got {epochs!r}")
     if seed is None:
         seed = secrets.randbits(62)
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise LocalTrainingError(f"seed must be None or an integer in [0, 2**63), got {seed!r}")
     threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
@@ -234,7 +236,7 @@ class LocalTrainer:
         sigma = dp.noise_multiplier or _noise_for_target(dp, self.sample_rate, planned_steps)
         with warnings.catch_warnings():
             # Opacus warns that secure_mode is off; the module docstring says what the seed means
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
             self.engine = PrivacyEngine(accountant=dp.accountant)
             private = self.engine.make_private(
                 module=self.model,
@@ -256,7 +258,8 @@ class LocalTrainer:
 
     def run_epoch(self) -> float:
         """One pass of `len(loader)` steps; returns the per-example mean loss (NaN if all batches were empty)."""
-        if self.dp is not None and self.dp.target_epsilon is not None and len(self.epoch_losses) >= self.planned_epochs:
+        sized_for_target = self.dp is not None and self.dp.target_epsilon is not None
+        if sized_for_target and len(self.epoch_losses) >= self.planned_epochs:
             raise LocalTrainingError(
                 f"σ was sized for {self.planned_epochs} epoch(s) at target ε={self.dp.target_epsilon}; "
                 "another epoch would exceed it"
@@ -371,7 +374,11 @@ def _noise_for_target(dp: DPSGDSettings, sample_rate: float, steps: int) -> floa
     from privacy.accounting import noise_multiplier
 
     return noise_multiplier(
-        target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant
+        target_epsilon=dp.target_epsilon,
+        sample_rate=sample_rate,
+        steps=steps,
+        delta=dp.delta,
+        accountant=dp.accountant,
     )
 
 
@@ -402,7 +409,9 @@ def _check_data(model: nn.Module, features: np.ndarray, labels: np.ndarray) -> t
     features = np.asarray(features)
     labels = np.asarray(labels)
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise LocalTrainingError(f"features must be a non-empty 2-D array [n, features], got shape {features.shape}")
+        raise LocalTrainingError(
+            f"features must be a non-empty 2-D array [n, features], got shape {features.shape}"
+        )
     if features.dtype.kind not in "fiu" or not np.all(np.isfinite(features)):
         raise LocalTrainingError("features must be finite numbers (found NaN, Inf or a non-numeric dtype)")
     if labels.shape != (features.shape[0],):
@@ -425,7 +434,9 @@ def _check_data(model: nn.Module, features: np.ndarray, labels: np.ndarray) -> t
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def _check_hyperparameters(epochs: int, batch_size: int, learning_rate: float, optimizer: str, momentum: float) -> None:
+def _check_hyperparameters(
+    epochs: int, batch_size: int, learning_rate: float, optimizer: str, momentum: float
+) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LocalTrainingError(f"{name} must be an integer ≥ 1, got {value!r}")

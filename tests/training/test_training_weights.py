@@ -98,7 +98,8 @@ def test_loading_names_missing_and_unexpected_keys_and_changes_nothing():
 def test_loading_names_a_shape_mismatch():
     arrays = model_arrays(_model())
     arrays["layers.0.weight"] = np.zeros((10, 64), np.float32)
-    with pytest.raises(WeightsError, match=r"'layers.0.weight' has shape \[10, 64\], the model expects \[64, 64\]"):
+    expected = r"'layers.0.weight' has shape \[10, 64\], the model expects \[64, 64\]"
+    with pytest.raises(WeightsError, match=expected):
         load_arrays(_model(), arrays)
 
 
