@@ -52,13 +52,13 @@ class LocalFederation:
         wait_for_port("127.0.0.1", self.port, timeout_s=90, process=self.coordinator)
         return self.coordinator
 
-    def start_partner(self, partner: Partner) -> subprocess.Popen:
+    def start_partner(self, partner: Partner, *extra: str) -> subprocess.Popen:
         node_dir = self.workdir / partner.name
         node_dir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "federated.client", "--data", str(partner.data), "--manifest", str(partner.manifest),
             "--coordinator", f"127.0.0.1:{self.port}", "--insecure", "--port", str(free_port()),
-            "--partner-id", partner.name, "--workdir", str(node_dir),
+            "--partner-id", partner.name, "--workdir", str(node_dir), *extra,
         ]
         with open(node_dir / "node.log", "ab") as log:
             process = subprocess.Popen(command, env=_quiet_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -34,6 +34,9 @@ def main(
     max_wait_time: Annotated[float | None, typer.Option(help="Give up reconnecting after this many seconds (default: never).")] = None,
     key: Annotated[Path | None, typer.Option(help="This node's Ed25519 signing key (PEM); created if absent (default: WORKDIR/node.key).")] = None,
     coordinator_key: Annotated[str | None, typer.Option(help="Accept only this coordinator key: a PEM public key file or its SHA-256 fingerprint (default: pin the first key seen).")] = None,
+    ledger: Annotated[Path | None, typer.Option(help="This dataset's privacy budget ledger (SQLite; default: WORKDIR/budget.sqlite).")] = None,
+    max_epsilon: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset over all studies (default: no cap).")] = None,
+    max_epsilon_per_study: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset in one study (default: no cap).")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
     try:
@@ -41,6 +44,7 @@ def main(
             data=data, manifest=manifest, coordinator=coordinator, partner_id=partner_id, workdir=workdir,
             runtime_port=port, insecure=insecure, root_certificates=root_certificates,
             max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
+            ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study,
         )
         identity, created = load_or_create_identity(launch.settings.key_path)
     except AccordError as exc:

@@ -15,6 +15,7 @@ from federated.audit import AuditTrail
 from federated.audit.keys import pinned_fingerprint
 from federated.client.settings import NodeSettings
 from federated.data import PartnerData, load_manifest, load_partner_data
+from federated.errors import ConfigError
 from federated.flower_runtime import flower_env, parse_address, require_transport
 
 
@@ -59,6 +60,9 @@ def prepare_node(
     max_wait_time_s: float | None = None,
     key: Path | None = None,
     coordinator_key: str | None = None,
+    ledger: Path | None = None,
+    max_epsilon: float | None = None,
+    max_epsilon_per_study: float | None = None,
 ) -> tuple[NodeLaunch, PartnerData]:
     host, _ = parse_address(coordinator, option="--coordinator")
     require_transport(host, insecure=insecure, has_certificates=root_certificates is not None, option="--coordinator")
@@ -71,12 +75,23 @@ def prepare_node(
         trail=workdir / "trail.jsonl",
         key=(key or workdir / "node.key").resolve(),
         coordinator_key=pinned_fingerprint(coordinator_key) if coordinator_key else None,
+        ledger=(ledger or workdir / "budget.sqlite").resolve(),
+        max_epsilon_total=_cap("--max-epsilon", max_epsilon),
+        max_epsilon_per_study=_cap("--max-epsilon-per-study", max_epsilon_per_study),
     )
     settings.to_node_config()  # refuses paths Flower's node-config syntax cannot carry
     launch = NodeLaunch(
         settings, coordinator, runtime_port, insecure, root_certificates, workdir / ".flwr", max_retries, max_wait_time_s
     )
     return launch, loaded
+
+
+def _cap(option: str, value: float | None) -> float:
+    if value is None:
+        return float("inf")
+    if not value > 0:
+        raise ConfigError(f"{option}: must be a positive number of ε (got {value})")
+    return value
 
 
 def run_node(launch: NodeLaunch) -> int:

@@ -23,15 +23,23 @@ class NodeSettings:
     trail: Path
     key: Path | None = None  # the node's Ed25519 signing key; default: beside the trail
     coordinator_key: str | None = None  # fingerprint of the only coordinator key accepted
+    ledger: Path | None = None  # the privacy budget ledger; default: beside the trail
+    max_epsilon_total: float = float("inf")  # cap on ε over every study, ever
+    max_epsilon_per_study: float = float("inf")  # cap on ε within one study
 
     @property
     def key_path(self) -> Path:
         return self.key or self.trail.with_name(f"{self.trail.stem}.key")
 
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger or self.trail.with_name("budget.sqlite")
+
     def to_node_config(self) -> str:
         """The `--node-config` argument for `flower-supernode` (TOML-style key="value" pairs)."""
         values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail,
-                  "key": self.key, "coordinator-key": self.coordinator_key}
+                  "key": self.key, "coordinator-key": self.coordinator_key, "ledger": self.ledger,
+                  "max-epsilon": _finite(self.max_epsilon_total), "max-epsilon-per-study": _finite(self.max_epsilon_per_study)}
         return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items() if value is not None)
 
     @classmethod
@@ -58,10 +66,30 @@ class NodeSettings:
             trail=Path(config["trail"]),
             key=Path(config["key"]) if config.get("key") else None,
             coordinator_key=str(config["coordinator-key"]) if config.get("coordinator-key") else None,
+            ledger=Path(config["ledger"]) if config.get("ledger") else None,
+            max_epsilon_total=_cap(config, "max-epsilon"),
+            max_epsilon_per_study=_cap(config, "max-epsilon-per-study"),
         )
 
 
 def _escape(value: str) -> str:
     if '"' in value or "\\" in value:
         raise ConfigError(f"node setting {value!r} may not contain quotes or backslashes")
+    return value
+
+
+def _finite(value: float) -> float | None:
+    return value if value != float("inf") else None
+
+
+def _cap(config: dict[str, Any], key: str) -> float:
+    raw = config.get(key)
+    if raw in (None, ""):
+        return float("inf")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"node config {key}={raw!r} is not a number") from None
+    if not value >= 0:
+        raise ConfigError(f"node config {key}={raw!r} must be a non-negative number")
     return value

@@ -20,6 +20,7 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.protocol import ModelRef, TaskSpec
+from federated.privacy_report import privacy_report
 from federated.report import write_outputs
 from federated.server.rounds import run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
@@ -125,6 +126,7 @@ def run_study(
             last = results["rounds"][-1]
             if len(last["contributors"]) < study.min_cohort:
                 last.update(pooled={}, subgroups={}, matrix={})
+    results["privacy"] = privacy_report(results)
     hashes = write_outputs(study.output_dir, results, pooled_statistics, study.evaluation.calibration_bins)
     trail.append("report_written", study=study.id, files=hashes)
     if results["status"] == "completed":

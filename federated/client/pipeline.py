@@ -1,0 +1,142 @@
+"""The steps every task takes on a partner's node, in the order that protects the data.
+
+1. parse and validate the message; 2. check the coordinator's signatures and checkpoint;
+3. log the task; 4. check the privacy budget (refuse before touching data); 5. load and
+check the data; 6. run the task; 7. spend the budget and log what leaves; 8. reply.
+Any failure is a structured refusal, logged, returned to the coordinator; nothing is spent
+for a refused task, and the node keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from flwr.app import Context, Message, RecordDict
+
+from accord.errors import AccordError
+from accord.hashing import sha256_file
+from federated.audit import AuditTrail
+from federated.audit.errors import AuditRefusal
+from federated.audit.partner_audit import PartnerAudit
+from federated.client.settings import NodeSettings
+from federated.data import DataManifest, PartnerData, load_manifest, load_partner_data
+from federated.errors import FederatedError, MessageError
+from federated.protocol import PartnerInfo, build_reply
+from privacy import BudgetExceededError, BudgetLedger
+
+TaskT = TypeVar("TaskT")
+
+
+class Refusal(Exception):
+    """Raised inside a task to refuse it: `clause` says which check failed."""
+
+    def __init__(self, clause: str, reason: str) -> None:
+        super().__init__(reason)
+        self.clause = clause
+
+
+@dataclass(frozen=True)
+class PrivacyCost:
+    """What a task will spend from the partner's budget, known before data is used."""
+
+    release: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskKind(Generic[TaskT]):
+    """How one kind of task is parsed, described, costed and run."""
+
+    parse: Callable[[RecordDict], TaskT]
+    task_sha256: Callable[[TaskT], str]
+    where: Callable[[TaskT], dict[str, Any]]
+    received: Callable[[TaskT], dict[str, Any]]
+    # Privacy cost given the data's size (None: releases nothing that needs DP accounting).
+    cost: Callable[[TaskT, int], PrivacyCost | None]
+    # Runs the task; returns (reply content given the partner's info, details for the trail).
+    run: Callable[[TaskT, PartnerData, PartnerInfo], tuple[RecordDict, dict[str, Any]]]
+
+
+def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) -> BudgetLedger:
+    return BudgetLedger(
+        settings.ledger_path,
+        max_epsilon_total=settings.max_epsilon_total,
+        max_epsilon_per_study=settings.max_epsilon_per_study,
+        on_spend=lambda record: trail.append("privacy_spent", **{k: v for k, v in record.items() if k != "study_id"}, **where),
+    )
+
+
+def _budget_check(settings: NodeSettings, cost: PrivacyCost | None, study: str, trail: AuditTrail, where: dict) -> BudgetLedger | None:
+    """Refuse, before the data is used, a task the budget cannot pay for."""
+    if cost is None:
+        if settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf"):
+            raise Refusal(
+                "privacy",
+                "the study releases statistics without differential privacy (unbounded ε), and this node caps ε at "
+                f"{min(settings.max_epsilon_total, settings.max_epsilon_per_study):g}",
+            )
+        return None
+    ledger = _ledger(settings, trail, where)
+    try:
+        ledger.check(study_id=study, epsilon=cost.epsilon, release=cost.release)
+    except BudgetExceededError as exc:
+        raise Refusal("privacy", str(exc)) from None
+    return ledger
+
+
+def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
+    """Run one task through the steps above; always returns a reply (result or refusal)."""
+    settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
+    trail = AuditTrail(settings.trail, actor=settings.partner_id)
+    audit = PartnerAudit.for_node(settings)
+    where: dict[str, Any] = {}
+
+    def refuse(clause: str, reason: str, **details: Any) -> Message:
+        trail.append("task_refused", clause=clause, reason=reason, **details, **where)
+        info = PartnerInfo(partner=settings.partner_id, status="refused", clause=clause, reason=reason)
+        return Message(audit.seal(build_reply(info, {})), reply_to=message)
+
+    try:
+        task = kind.parse(message.content)
+    except MessageError as exc:
+        return refuse("message", str(exc))
+    where = kind.where(task)
+    task_sha256 = kind.task_sha256(task)
+    try:
+        checked = audit.check_task(message.content, task_sha256)
+    except AuditRefusal as exc:
+        return refuse("audit", str(exc), task_sha256=task_sha256)
+    trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where)
+    try:
+        manifest: DataManifest = load_manifest(settings.manifest)
+        data = load_partner_data(settings.data, manifest)
+    except FederatedError as exc:
+        return refuse("data", str(exc))
+    try:
+        cost = kind.cost(task, data.size)
+        ledger = _budget_check(settings, cost, where["study"], trail, where)
+        info = PartnerInfo(
+            partner=settings.partner_id, status="ok", release_per_partner=manifest.release_per_partner,
+            data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
+        )
+        trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
+                     count=info.count, **where)
+        content, details = kind.run(task, data, info)
+    except Refusal as exc:
+        return refuse(exc.clause, str(exc))
+    except AccordError as exc:
+        return refuse("task", str(exc))
+    if ledger is not None and cost is not None:
+        try:
+            ledger.spend(study_id=where["study"], release=cost.release, epsilon=cost.epsilon, delta=cost.delta,
+                         noise_multiplier=cost.noise_multiplier, sample_rate=cost.sample_rate, steps=cost.steps)
+        except BudgetExceededError as exc:  # another process spent in between: release nothing
+            return refuse("privacy", str(exc))
+    trail.append("result_sent", **details, **where)
+    return Message(audit.seal(content), reply_to=message)
