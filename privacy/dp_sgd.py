@@ -4,6 +4,7 @@
 partner must know to account for them: steps, Poisson sampling rate q, noise multiplier σ, δ and ε.
 With `DPSGDSettings` it uses Opacus's `PrivacyEngine.make_private`: Poisson sampling, per-example
 clipping at `max_grad_norm` (flat), Gaussian noise σ·max_grad_norm on the clipped sum.
+`LocalTrainer` is the same run stepped one epoch at a time (`benchmarks/dp_training.py` times it).
 
 What it must never do:
 - report an ε smaller than the true one: ε comes from `privacy.accounting.epsilon` (certified PRV
@@ -13,7 +14,9 @@ What it must never do:
 
 Determinism: a fixed `seed` fixes the data order, Poisson batches and DP noise. Anyone who knows the
 seed can regenerate the noise and subtract it, so in deployment a partner passes `seed=None` (a
-secret seed from the OS) or its own secret; never a seed chosen or seen by the coordinator.
+secret seed from the OS) or its own secret; never a seed chosen or seen by the coordinator. The
+noise comes from torch's Mersenne Twister, not a CSPRNG (Opacus's secure_mode needs torchcsprng,
+which is not installed), and floating-point attacks on Gaussian sampling are not defended against.
 
 `mean_loss` and `num_examples` are computed from the private data without noise: ε does not cover
 them.

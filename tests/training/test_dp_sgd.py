@@ -16,6 +16,7 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from federated.training import create_model, model_arrays
 from privacy.dp_sgd import (
     DPSGDSettings,
+    LocalTrainer,
     LocalTrainingError,
     LocalTrainingResult,
     auto_grad_sample_mode,
@@ -64,10 +65,8 @@ def test_dp_training_still_learns_on_digits(digits):
 
 def test_a_fixed_seed_reproduces_the_same_dp_weights_and_another_seed_does_not(digits):
     features, labels = digits[0][:400], digits[1][:400]
-    runs = [
-        train_locally(_model("cnn"), features, labels, epochs=1, batch_size=64, learning_rate=0.1, dp=dp, seed=seed)
-        for dp, seed in ((_dp(), 7), (_dp(), 7), (_dp(), 8))
-    ]
+    settings = {"epochs": 1, "batch_size": 64, "learning_rate": 0.1, "dp": _dp()}
+    runs = [train_locally(_model("cnn"), features, labels, **settings, seed=seed) for seed in (7, 7, 8)]
     assert runs[0].arrays.keys() == runs[2].arrays.keys()
     assert all(np.array_equal(runs[0].arrays[n], runs[1].arrays[n]) for n in runs[0].arrays)
     assert not all(np.array_equal(runs[0].arrays[n], runs[2].arrays[n]) for n in runs[0].arrays)
@@ -125,10 +124,19 @@ def test_a_target_epsilon_is_never_exceeded_and_nearly_reached(digits, accountan
     assert result.noise_multiplier > 0
 
 
+def test_a_run_sized_for_a_target_epsilon_refuses_an_extra_epoch(digits):
+    dp = DPSGDSettings(max_grad_norm=1.0, delta=DELTA, target_epsilon=3.0, accountant="rdp")  # rdp: faster
+    trainer = LocalTrainer(_model(), digits[0][:200], digits[1][:200], batch_size=50, learning_rate=0.1, dp=dp)
+    trainer.run_epoch()
+    with pytest.raises(LocalTrainingError, match="σ was sized for 1 epoch"):
+        trainer.run_epoch()
+    assert trainer.result().epsilon <= 3.0
+
+
 @pytest.mark.parametrize("architecture", ["mlp", "cnn"])
 def test_every_grad_sample_mode_gives_the_same_weights_so_auto_is_exact(digits, architecture):
     features, labels = digits[0][:300], digits[1][:300]
-    weights = {}
+    weights, epsilons = {}, set()
     for mode in ("hooks", "ew", "functorch", "ghost"):
         result = train_locally(
             _model(architecture), features, labels, epochs=1, batch_size=64, learning_rate=0.1,
@@ -136,6 +144,8 @@ def test_every_grad_sample_mode_gives_the_same_weights_so_auto_is_exact(digits, 
         )
         assert result.grad_sample_mode == mode
         weights[mode] = result.arrays
+        epsilons.add(result.epsilon)
+    assert len(epsilons) == 1
     for mode in ("ew", "functorch", "ghost"):
         for name, array in weights["hooks"].items():
             np.testing.assert_allclose(weights[mode][name], array, rtol=0, atol=1e-5, err_msg=f"{mode} {name}")
@@ -155,7 +165,7 @@ def test_empty_poisson_batches_still_take_a_noisy_step_in_every_mode(mode):
     result, reference = (
         train_locally(
             _model("cnn"), features, labels, epochs=4, batch_size=2, learning_rate=0.1,
-            dp=_dp(grad_sample_mode=m), seed=3,
+            dp=_dp(grad_sample_mode=m, accountant="rdp"), seed=3,
         )
         for m in (mode, "hooks")
     )
