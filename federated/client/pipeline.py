@@ -9,6 +9,7 @@ for a refused task, and the node keeps serving.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,7 +25,7 @@ from federated.client.settings import NodeSettings
 from federated.data import DataManifest, PartnerData, load_manifest, load_partner_data
 from federated.errors import FederatedError, MessageError
 from federated.protocol import PartnerInfo, build_reply
-from privacy import BudgetExceededError, BudgetLedger
+from privacy import BudgetExceededError, BudgetLedger, PrivacyError
 
 TaskT = TypeVar("TaskT")
 
@@ -63,11 +64,16 @@ class TaskKind(Generic[TaskT]):
     run: Callable[[TaskT, PartnerData, PartnerInfo], tuple[RecordDict, dict[str, Any]]]
 
 
+def _finite_cap(value: float) -> float:
+    # The ledger stores finite caps; "no cap" is the largest float, which no sum of ε reaches.
+    return min(value, sys.float_info.max)
+
+
 def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) -> BudgetLedger:
     return BudgetLedger(
         settings.ledger_path,
-        max_epsilon_total=settings.max_epsilon_total,
-        max_epsilon_per_study=settings.max_epsilon_per_study,
+        max_epsilon_total=_finite_cap(settings.max_epsilon_total),
+        max_epsilon_per_study=_finite_cap(settings.max_epsilon_per_study),
         on_spend=lambda record: trail.append("privacy_spent", **{k: v for k, v in record.items() if k != "study_id"}, **where),
     )
 
@@ -132,11 +138,13 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         return refuse(exc.clause, str(exc))
     except AccordError as exc:
         return refuse("task", str(exc))
+    except Exception as exc:  # a bug: still logged and answered, so the coordinator learns why
+        return refuse("internal", f"{type(exc).__name__}: {exc}")
     if ledger is not None and cost is not None:
         try:
             ledger.spend(study_id=where["study"], release=cost.release, epsilon=cost.epsilon, delta=cost.delta,
                          noise_multiplier=cost.noise_multiplier, sample_rate=cost.sample_rate, steps=cost.steps)
-        except BudgetExceededError as exc:  # another process spent in between: release nothing
+        except PrivacyError as exc:  # another process spent in between, or the release id clashes: release nothing
             return refuse("privacy", str(exc))
     trail.append("result_sent", **details, **where)
     return Message(audit.seal(content), reply_to=message)

@@ -33,7 +33,7 @@ class NodeSettings:
 
     @property
     def ledger_path(self) -> Path:
-        return self.ledger or self.trail.with_name("budget.sqlite")
+        return self.ledger or self.trail.with_name(f"{self.trail.stem}-budget.sqlite")
 
     def to_node_config(self) -> str:
         """The `--node-config` argument for `flower-supernode` (TOML-style key="value" pairs)."""

@@ -49,7 +49,7 @@ EVALUATE = TaskKind(
 def _train_cost(task: Any, size: int) -> PrivacyCost | None:
     from federated.training.partner import plan_privacy
 
-    return plan_privacy(task.spec.training, size)
+    return plan_privacy(task, size)
 
 
 def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:

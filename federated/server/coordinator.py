@@ -153,6 +153,14 @@ def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *
     deadline = time.monotonic() + timeout_s
     next_status = time.monotonic() + _STATUS_EVERY_S
     while True:
+        # Flower's status is read before the trail, so a run that finished after writing its
+        # last entry is never mistaken for one that finished without results.
+        now = time.monotonic()
+        finished = False
+        if now > next_status:
+            next_status = now + _STATUS_EVERY_S
+            status = run_status(submission.run_id, submission.flwr_home)
+            finished = status.startswith("finished")
         with open(path, "rb") as handle:
             handle.seek(position)
             chunk = handle.read()
@@ -163,13 +171,9 @@ def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *
             on_entry(entry)
             if entry["kind"] in ("study_completed", "study_failed"):
                 return _read_results(submission, entry)
-        now = time.monotonic()
-        if now > next_status:
-            next_status = now + _STATUS_EVERY_S
-            status = run_status(submission.run_id, submission.flwr_home)
-            if status.startswith("finished"):
-                log = run_log(submission.run_id, submission.flwr_home)
-                raise FlowerRuntimeError(f"Flower run {submission.run_id} ended ({status}) without results:\n{log[-3000:]}")
+        if finished:
+            log = run_log(submission.run_id, submission.flwr_home)
+            raise FlowerRuntimeError(f"Flower run {submission.run_id} ended ({status}) without results:\n{log[-3000:]}")
         if now > deadline:
             raise FlowerRuntimeError(f"study {submission.study.id} did not finish within {timeout_s:g} s")
         time.sleep(_POLL_S)
