@@ -11,6 +11,7 @@ This module must never sign a checkpoint over a trail it has not verified.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from crypto import (
     NoteVerifier,
     SignatureType,
     fingerprint,
-    leaf_hash,
     open_note,
     public_key_bytes,
     sign_note,
@@ -34,7 +34,8 @@ from federated.audit.trail import VerifiedTrail, load_verified
 
 def tree_of(trail: VerifiedTrail) -> MerkleTree:
     """The RFC 9162 tree whose leaves are the trail's entries."""
-    return MerkleTree(leaf_hash(line) for line in trail.lines)
+    sha256 = hashlib.sha256
+    return MerkleTree.from_leaf_hashes([sha256(b"\x00" + line).digest() for line in trail.lines])
 
 
 def cosigner(verifier: NoteVerifier) -> NoteVerifier:

@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,13 +157,39 @@ def _needs_full_check(_text: str) -> Any:
     raise _FullCheck
 
 
-# The fast path only ever *accepts*: for an all-ASCII line whose numbers are integers below
-# 10**15, Python's sorted, compact encoder writes exactly RFC 8785 (keys sort alike in ASCII,
-# both escape the same characters the same way, and such integers need no float formatting).
-# Floats, NaN/Infinity, 16+ digit numbers, non-ASCII text and any mismatch go to rfc8785 itself.
-_FAST_DECODER = json.JSONDecoder(parse_float=_needs_full_check, parse_constant=_needs_full_check)
+def _plain_float(text: str) -> float:
+    """A float token already in the form RFC 8785 writes: rfc8785 writes str(x) unchanged when it
+    has no exponent and does not end in ".0", and json writes floats as repr(x) == str(x)."""
+    value = float(text)
+    if text != repr(value) or "e" in text or text.endswith(".0"):
+        raise _FullCheck
+    return value
+
+
+# The fast path only ever *accepts*: for an all-ASCII line whose integers are below 10**15 and
+# whose floats are plain (above), Python's sorted, compact encoder writes exactly RFC 8785 (keys
+# sort alike in ASCII, both escape the same characters the same way). Other floats, NaN and
+# Infinity, 16+ digit numbers, non-ASCII text and any mismatch go to rfc8785 itself.
+_FAST_SCAN = json.JSONDecoder(parse_float=_plain_float, parse_constant=_needs_full_check).scan_once
 _FAST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_LONG_NUMBER = re.compile(rb"[:,\[]-?[0-9]{16}")
+if json.encoder.c_make_encoder is not None:  # the one-shot C encoder JSONEncoder.encode builds per call, built once
+    _C_ENCODE = json.encoder.c_make_encoder(
+        None, _FAST_ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+
+    def _fast_encode(entry: dict[str, Any]) -> str:
+        return "".join(_C_ENCODE(entry, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _fast_encode = _FAST_ENCODER.encode
+# A number of 16+ digits (beyond what RFC 8785's doubles hold exactly) follows ':', ',', '[' or '-'.
+# Digits are mapped to '0' so four substring searches replace a regular expression (3x faster).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_AFTER_COLON, _AFTER_COMMA, _AFTER_BRACKET, _AFTER_MINUS = (prefix + b"0" * 16 for prefix in (b":", b",", b"[", b"-"))
+
+
+def _has_long_number(line: bytes) -> bool:
+    zeroed = line.translate(_DIGITS_TO_ZERO)
+    return _AFTER_COLON in zeroed or _AFTER_COMMA in zeroed or _AFTER_BRACKET in zeroed or _AFTER_MINUS in zeroed
 
 
 def parse_canonical(line: bytes) -> dict[str, Any]:
@@ -176,15 +201,13 @@ def parse_canonical(line: bytes) -> dict[str, Any]:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("not valid JSON (not UTF-8)") from None
-    if text.isascii() and _LONG_NUMBER.search(line) is None:
+    if text.isascii() and not _has_long_number(line):
         try:
-            entry = _FAST_DECODER.decode(text)
-        except _FullCheck:
-            pass
-        except ValueError:
-            raise ValueError("not valid JSON") from None
+            entry, end = _FAST_SCAN(text, 0)
+        except (_FullCheck, StopIteration, ValueError):
+            pass  # the full check below decides, and names the error
         else:
-            if isinstance(entry, dict) and _FAST_ENCODER.encode(entry) == text:
+            if end == len(text) and isinstance(entry, dict) and _fast_encode(entry) == text:
                 return entry
     try:
         entry = json.loads(text)

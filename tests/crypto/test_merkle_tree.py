@@ -447,3 +447,17 @@ def test_property_a_random_consistency_mutation_fails(sizes: tuple[int, int], da
     with pytest.raises(ProofError):
         verify_consistency(**kwargs)
         pytest.fail(f"mutation accepted: {description}")
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70))
+def test_bulk_construction_builds_the_same_tree_as_appending(hashes):
+    appended, bulk = MerkleTree(hashes), MerkleTree.from_leaf_hashes(hashes)
+    assert bulk._levels == appended._levels
+    bulk.append_leaf_hash(b"\x07" * 32)
+    appended.append_leaf_hash(b"\x07" * 32)
+    assert bulk.root() == appended.root()
+
+
+def test_bulk_construction_refuses_a_malformed_leaf_hash():
+    with pytest.raises(MerkleTreeError, match="a leaf hash must be 32 bytes, got 31 bytes"):
+        MerkleTree.from_leaf_hashes([b"\x00" * 32, b"\x00" * 31])
