@@ -390,16 +390,17 @@ def auto_grad_sample_mode(model: nn.Module) -> str:
 
     All four modes compute exact per-example gradients (or their norms) for the layers below: a
     fixed-seed run gives the same weights in each (tests/training check it). Measured by
-    `python -m benchmarks.dp_training` (digits, batch 256, one thread):
+    `python -m benchmarks.dp_training` (digits, batch 256, one thread; two full runs, per-epoch
+    time DP / non-private):
     - only Linear/Embedding layers → "ghost": Opacus computes their per-example norms from
       activations and backprops without materialising per-example gradients, so its cost grows with
-      batch × (in + out) rather than batch × in × out (MLP 64-256-128-10: ghost 3.1× non-private,
-      the others 18-24×; MLP 64-64-10: ghost 3.5×, ew 5.1×); on a single Linear, hooks, ew and ghost
-      are within noise of each other (3.6-3.8×);
+      batch × (in + out) rather than batch × in × out (MLP 64-256-128-10: ghost 3.1-3.6×, the
+      others 18-27×; MLP 64-64-10: ghost 3.5×, ew 5.1-5.2×, hooks 6.3×); on a single Linear, hooks,
+      ew and ghost are within noise of each other (3.1-3.8×);
     - otherwise, if every layer has an ExpandedWeights rule → "ew" (torch computes per-example
       conv gradients inside autograd, one backward pass; ghost has no conv norm rule in Opacus 1.6
-      and runs two backward passes with per-example gradients anyway). Digits CNN: ew 2.2×,
-      hooks 2.7×, ghost 3.1×, functorch 3.8×;
+      and runs two backward passes with per-example gradients anyway). Digits CNN: ew 2.2-2.3×,
+      hooks 2.7-2.8×, ghost 3.1×, functorch 3.8×;
     - anything else → "hooks", which falls back to functorch per layer and stays exact.
     """
     layers = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
