@@ -21,8 +21,11 @@ def _partner_releases(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]
     if results.get("final_evaluation"):
         rounds.append(results["final_evaluation"])
     for entry in rounds:
-        for partner, spent in entry.get("privacy", {}).items():
-            releases.setdefault(partner, []).append({"round": entry["round"], **spent})
+        # Training rounds release DP-SGD weights ("privacy") and noisy statistics of the
+        # incoming model ("evaluation_privacy"); evaluation rounds only the latter ("privacy").
+        for key in ("privacy", "evaluation_privacy"):
+            for partner, spent in entry.get(key, {}).items():
+                releases.setdefault(partner, []).append({"round": entry["round"], **spent})
     return releases
 
 

@@ -51,6 +51,14 @@ class PrivacyCost:
 
 
 @dataclass(frozen=True)
+class TaskCost:
+    """A task's privacy cost: the DP part (one ledger release) and what it releases without DP."""
+
+    private: PrivacyCost | None = None
+    unprotected: str = ""  # e.g. "evaluation statistics"; empty when everything released is DP
+
+
+@dataclass(frozen=True)
 class TaskKind(Generic[TaskT]):
     """How one kind of task is parsed, described, costed and run."""
 
@@ -58,8 +66,8 @@ class TaskKind(Generic[TaskT]):
     task_sha256: Callable[[TaskT], str]
     where: Callable[[TaskT], dict[str, Any]]
     received: Callable[[TaskT], dict[str, Any]]
-    # Privacy cost given the data's size (None: releases nothing that needs DP accounting).
-    cost: Callable[[TaskT, int], PrivacyCost | None]
+    # Privacy cost given the data's size.
+    cost: Callable[[TaskT, int], TaskCost]
     # Runs the task; returns (reply content given the partner's info, details for the trail).
     run: Callable[[TaskT, PartnerData, PartnerInfo], tuple[RecordDict, dict[str, Any]]]
 
@@ -78,19 +86,22 @@ def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) ->
     )
 
 
-def _budget_check(settings: NodeSettings, cost: PrivacyCost | None, study: str, trail: AuditTrail, where: dict) -> BudgetLedger | None:
+def _budget_check(
+    settings: NodeSettings, cost: TaskCost, study: str, trail: AuditTrail, where: dict
+) -> BudgetLedger | None:
     """Refuse, before the data is used, a task the budget cannot pay for."""
-    if cost is None:
-        if settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf"):
-            raise Refusal(
-                "privacy",
-                "the study releases statistics without differential privacy (unbounded ε), and this node caps ε at "
-                f"{min(settings.max_epsilon_total, settings.max_epsilon_per_study):g}",
-            )
+    capped = settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf")
+    if cost.unprotected and capped:
+        raise Refusal(
+            "privacy",
+            f"the study releases {cost.unprotected} without differential privacy (unbounded ε), and this node caps ε at "
+            f"{min(settings.max_epsilon_total, settings.max_epsilon_per_study):g}",
+        )
+    if cost.private is None:
         return None
     ledger = _ledger(settings, trail, where)
     try:
-        ledger.check(study_id=study, epsilon=cost.epsilon, release=cost.release)
+        ledger.check(study_id=study, epsilon=cost.private.epsilon, release=cost.private.release)
     except BudgetExceededError as exc:
         raise Refusal("privacy", str(exc)) from None
     return ledger
@@ -140,10 +151,11 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         return refuse("task", str(exc))
     except Exception as exc:  # a bug: still logged and answered, so the coordinator learns why
         return refuse("internal", f"{type(exc).__name__}: {exc}")
-    if ledger is not None and cost is not None:
+    if ledger is not None and cost.private is not None:
+        spent = cost.private
         try:
-            ledger.spend(study_id=where["study"], release=cost.release, epsilon=cost.epsilon, delta=cost.delta,
-                         noise_multiplier=cost.noise_multiplier, sample_rate=cost.sample_rate, steps=cost.steps)
+            ledger.spend(study_id=where["study"], release=spent.release, epsilon=spent.epsilon, delta=spent.delta,
+                         noise_multiplier=spent.noise_multiplier, sample_rate=spent.sample_rate, steps=spent.steps)
         except PrivacyError as exc:  # another process spent in between, or the release id clashes: release nothing
             return refuse("privacy", str(exc))
     trail.append("result_sent", **details, **where)

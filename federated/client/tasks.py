@@ -9,18 +9,29 @@ from flwr.app import RecordDict
 from accord.errors import AccordError
 from accord.hashing import sha256_bytes
 from federated.client.evaluation import evaluate_task
-from federated.client.pipeline import PrivacyCost, Refusal, TaskKind
+from federated.client.pipeline import PrivacyCost, Refusal, TaskCost, TaskKind
 from federated.data import PartnerData
 from federated.dp_evaluation import privatize
 from federated.errors import FederatedError
 from federated.protocol import EvaluationReply, EvaluationTask, NoiseInfo, PartnerInfo, build_reply, parse_task
 
 
-def _evaluation_cost(task: EvaluationTask, size: int) -> PrivacyCost | None:
+def _statistics_cost(task: EvaluationTask) -> TaskCost:
     privacy = task.spec.evaluation.privacy
     if not privacy.enabled:
-        return None
-    return PrivacyCost(release=f"round-{task.spec.round}/evaluation", epsilon=privacy.epsilon, delta=privacy.delta)
+        return TaskCost(unprotected="evaluation statistics")
+    release = PrivacyCost(release=f"round-{task.spec.round}/evaluation", epsilon=privacy.epsilon, delta=privacy.delta)
+    return TaskCost(private=release)
+
+
+def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple[dict, PartnerInfo]:
+    """Statistics as they may leave the node: with the study's DP noise, if it asks for DP."""
+    privacy = task.spec.evaluation.privacy
+    if not privacy.enabled:
+        return statistics, info
+    statistics, release = privatize(statistics, privacy)
+    # The exact record count is not covered by ε (add/remove neighbours): withhold it.
+    return statistics, info.model_copy(update={"noise": NoiseInfo(**release.as_record()), "count": 0})
 
 
 def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:
@@ -28,10 +39,7 @@ def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo) -> tup
         statistics = evaluate_task(task, data)
     except FederatedError as exc:
         raise Refusal("model", str(exc)) from None
-    privacy = task.spec.evaluation.privacy
-    if privacy.enabled:
-        statistics, release = privatize(statistics, privacy)
-        info = info.model_copy(update={"noise": NoiseInfo(**release.as_record())})
+    statistics, info = _release(statistics, task, info)
     payload_sha256 = EvaluationReply(info=info, statistics=statistics).payload_sha256()
     return build_reply(info, statistics), {"payload_sha256": payload_sha256}
 
@@ -41,15 +49,30 @@ EVALUATE = TaskKind(
     task_sha256=lambda task: task.sha256,
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"models": {m.name: m.sha256 for m in task.spec.models}},
-    cost=_evaluation_cost,
+    cost=lambda task, size: _statistics_cost(task),
     run=_evaluate,
 )
 
 
-def _train_cost(task: Any, size: int) -> PrivacyCost | None:
+def _train_cost(task: Any, size: int) -> TaskCost:
+    """DP-SGD's ε plus the evaluation release of the incoming model (basic composition)."""
     from federated.training.partner import plan_privacy
 
-    return plan_privacy(task, size)
+    training = plan_privacy(task, size)
+    statistics = _statistics_cost(task.evaluation_task())
+    unprotected = ["model updates"] if training is None else []
+    if statistics.unprotected:
+        unprotected.append(statistics.unprotected)
+    parts = [cost for cost in (training, statistics.private) if cost is not None]
+    if not parts:
+        return TaskCost(unprotected=" and ".join(unprotected))
+    combined = PrivacyCost(
+        release=f"round-{task.spec.round}/" + "+".join(p.release.split("/")[1] for p in parts),
+        epsilon=sum(p.epsilon for p in parts), delta=sum(p.delta for p in parts),
+        noise_multiplier=training.noise_multiplier if training else None,
+        sample_rate=training.sample_rate if training else None, steps=training.steps if training else None,
+    )
+    return TaskCost(private=combined, unprotected=" and ".join(unprotected))
 
 
 def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:
@@ -60,11 +83,17 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict,
         local = train_round(task, data)
     except AccordError as exc:
         raise Refusal("training", str(exc)) from None
+    statistics, info = _release(local.statistics, task.evaluation_task(), info)
+    if local.privacy is None:
+        weight, loss = local.num_examples, local.train_loss
+    else:
+        # ε covers the weights only: the example count and the training loss would leak beyond
+        # it, so a DP partner withholds both and FedAvg weighs it like every other partner.
+        weight, loss, info = 1, None, info.model_copy(update={"count": 0})
     content = build_train_reply(
-        info, arrays=local.arrays, num_examples=local.num_examples, train_loss=local.train_loss,
-        privacy=local.privacy, statistics=local.statistics,
+        info, arrays=local.arrays, num_examples=weight, train_loss=loss, privacy=local.privacy, statistics=statistics,
     )
-    return content, {"update_sha256": arrays_sha256(local.arrays), "num_examples": local.num_examples}
+    return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight}
 
 
 def _parse_train(content: RecordDict) -> Any:

@@ -122,8 +122,9 @@ def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], 
             rejected.append({"partner": reply.info.partner, "reason": str(exc)})
             trail.append("update_rejected", partner=reply.info.partner, reason=str(exc), **where)
             continue
-        if reply.num_examples != reply.info.count:
-            reason = f"claims {reply.num_examples} training examples but reported {reply.info.count} records"
+        expected = 1 if reply.privacy is not None else reply.info.count  # DP partners weigh 1, see client.tasks
+        if reply.num_examples != expected:
+            reason = f"claims weight {reply.num_examples} but reported {reply.info.count} records"
             rejected.append({"partner": reply.info.partner, "reason": reason})
             trail.append("update_rejected", partner=reply.info.partner, reason=reason, **where)
             continue
@@ -163,7 +164,8 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         if accepted:
             # Pooled metrics of the model the partners received (the previous round's global model).
             evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins)
-            summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix)
+            summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix,
+                           standard_errors=evaluation.standard_errors, evaluation_privacy=evaluation.privacy)
         results["rounds"].append(summary)
         if len(accepted) < study.min_cohort:
             summary.update(pooled={}, subgroups={}, matrix={}, duration_s=round(time.monotonic() - started, 3))

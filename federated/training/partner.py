@@ -36,7 +36,9 @@ def plan_privacy(task: TrainTask, num_examples: int) -> PrivacyCost | None:
     sample_rate, steps = 1.0 / batches, settings.local_epochs * batches
     sigma = dp.noise_multiplier
     if sigma is None:
-        sigma = noise_multiplier(target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta)
+        sigma = noise_multiplier(
+            target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant
+        )
     spent = epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant)
     return PrivacyCost(
         release=f"round-{task.spec.round}/dpsgd", epsilon=spent, delta=dp.delta,

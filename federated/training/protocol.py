@@ -133,7 +133,7 @@ class TrainReply(BaseModel):
     info: PartnerInfo
     arrays: dict[str, np.ndarray] = Field(default_factory=dict)
     num_examples: int = 0
-    train_loss: float = 0.0
+    train_loss: float | None = None  # withheld under DP: the guarantee does not cover it
     privacy: PrivacySpent | None = None
     statistics: dict[str, EvaluationStatistics] = Field(default_factory=dict)
 
@@ -148,14 +148,17 @@ def build_train_reply(
     *,
     arrays: dict[str, np.ndarray] | None = None,
     num_examples: int = 0,
-    train_loss: float = 0.0,
+    train_loss: float | None = None,
     privacy: PrivacySpent | None = None,
     statistics: dict[str, EvaluationStatistics] | None = None,
 ) -> RecordDict:
     content = build_reply(info, statistics or {})
     if arrays is not None:
         content["arrays"] = _array_record(arrays)
-        content["metrics"] = MetricRecord({"num-examples": int(num_examples), "train-loss": float(train_loss)})
+        metrics = {"num-examples": int(num_examples)}
+        if train_loss is not None:
+            metrics["train-loss"] = float(train_loss)
+        content["metrics"] = MetricRecord(metrics)
     if privacy is not None:
         content["privacy"] = ConfigRecord({"json": privacy.model_dump_json()})
     return content
@@ -173,7 +176,7 @@ def parse_train_reply(content: RecordDict, spec: TrainSpec) -> TrainReply:
             raise MessageError(f"train reply from {evaluation.info.partner!r} lacks {exc.args[0]!r}") from None
         fields["arrays"] = {name: array.numpy() for name, array in record.items()}
         fields["num_examples"] = int(metrics["num-examples"])
-        fields["train_loss"] = float(metrics["train-loss"])
+        fields["train_loss"] = float(metrics["train-loss"]) if "train-loss" in metrics else None
         if "privacy" in content.config_records:
             try:
                 fields["privacy"] = PrivacySpent.model_validate_json(content.config_records["privacy"]["json"])
