@@ -11,8 +11,10 @@ This module must never read partner data, only what the trail and manifests decl
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,29 +34,41 @@ def _final_round(results: dict[str, Any]) -> dict[str, Any] | None:
     return rounds[-1] if rounds else None
 
 
-def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, Any], dp_enabled: bool) -> str:
+def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, Any]) -> str:
     """A Markdown model card: identity, intended use, results from this study, privacy, limits."""
     name = model["name"]
-    final = _final_round(results)
+    final, key = _final_round(results), name
+    lineage = results.get("lineage") or []
+    if lineage and model.get("sha256") == lineage[-1].get("sha256") and results.get("final_evaluation"):
+        final, key = results["final_evaluation"], "global"  # a training study's released model
+    trained = key == "global"
+    identity = (
+        [f"- Weights SHA-256: `{model['sha256']}` (the trail's `model_aggregated` entry of round {lineage[-1]['round']})",
+         f"- Format: safetensors weights `{Path(str(lineage[-1].get('file', ''))).name}` (SHA-256 "
+         f"`{lineage[-1].get('file_sha256', '')}`), evaluated as ONNX"]
+        if trained else
+        [f"- SHA-256: `{model['sha256']}` (the hash every task of study `{results['study']}` named; see the trail)",
+         f"- Format: ONNX, output `{model.get('output', 'probabilities')}`"]
+    )
     lines = [
         f"# Model card — `{name}`",
         "",
-        f"- SHA-256: `{model['sha256']}` (the hash every task of study `{results['study']}` named; see the trail)",
-        f"- Format: ONNX, output `{model.get('output', 'probabilities')}`",
+        *identity,
         f"- Study: `{results['study']}` ({results.get('purpose', 'evaluation')}), status **{results.get('status', '?')}**",
         "",
         "## Intended use",
         "",
-        f"Candidate model evaluated in this study: {study.get('title') or 'no title declared in the study file'}. "
+        ("Global model trained in this study" if trained else "Candidate model evaluated in this study")
+        + f": {study.get('title') or 'no title declared in the study file'}. "
         "Use beyond what the study's purpose declares is not covered by this evidence.",
         "",
         "## Evaluation results (pooled across partners)",
         "",
     ]
-    if final is None or name not in final.get("pooled", {}):
+    if final is None or key not in final.get("pooled", {}):
         lines += ["No pooled results were released (the study stopped before a round reached the minimum cohort).", ""]
     else:
-        metrics = final["pooled"][name]
+        metrics = final["pooled"][key]
         lines += [
             f"Round {final['round']}, {len(final['contributors'])} partners ({', '.join(final['contributors'])}).",
             "",
@@ -63,7 +77,7 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
             "| " + " | ".join(_fmt(metrics.get(k)) for k in _CARD_METRICS) + " |",
             "",
         ]
-        row = final.get("matrix", {}).get(name, {})
+        row = final.get("matrix", {}).get(key, {})
         if row:
             lines += ["Per partner (accuracy / AUROC), where the partner allowed release:", ""]
             lines += [
@@ -71,17 +85,22 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
                 for partner, cell in row.items()
             ]
             lines.append("")
-        groups = final.get("subgroups", {}).get(name, {})
+        groups = final.get("subgroups", {}).get(key, {})
         if groups.get("gaps"):
             lines += ["Subgroup gaps (largest difference between levels): "
                       + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(groups["gaps"].items())), ""]
+    if lineage and model.get("sha256") == lineage[-1].get("sha256"):
+        lines += ["## Lineage", "", "| round | SHA-256 (weights) | parent | contributors |", "| --- | --- | --- | --- |"]
+        lines += [f"| {e['round']} | `{e['sha256']}` | `{e.get('parent_sha256') or '—'}` | {', '.join(e.get('contributors', [])) or '—'} |"
+                  for e in lineage]
+        lines.append("")
     lines += [
         "## Privacy parameters",
         "",
         "Differential privacy was "
-        + ("on for this study; see `privacy/privacy-report.md`." if dp_enabled else
-           "**off** in this study: partners released exact sufficient statistics (counts, sums, histograms) to the "
-           "coordinator, never records."),
+        + ("on in this study; ε per partner per release is in `privacy/privacy-report.md`." if dp_enabled(results) else
+           "**off** in this study: partners released exact sufficient statistics (counts, sums, histograms) or model "
+           "updates to the coordinator, never records."),
         "",
         "## Known limits",
         "",
@@ -134,7 +153,10 @@ def record_of_processing(
         },
         "partners": partners,
         "recipients": [
-            "the coordinator: per-partner sufficient statistics (counts, sums, histograms), per the study's metrics",
+            "the coordinator: per-partner " + (
+                "model updates (clipped weights after local training) and evaluation statistics"
+                if results.get("purpose") == "training" else
+                "sufficient statistics (counts, sums, histograms), per the study's metrics"),
             "partners allowing per-partner release: none beyond the coordinator's report",
             "readers of the report: pooled metrics only, and per-partner rows where the partner's manifest allows it",
         ],
@@ -147,7 +169,7 @@ def record_of_processing(
             "append-only, hash-chained, fsynced audit trails on both sides (RFC 8785 canonical JSON entries)",
             "RFC 9162 Merkle checkpoints signed with Ed25519 (C2SP signed notes), cosigned by every partner each round",
             "task specs signed by the coordinator, naming every model by SHA-256; partners refuse anything else",
-            "differential privacy: off in this study",
+            "differential privacy: " + ("on (see the privacy report)" if dp_enabled(results) else "off in this study"),
         ],
     }
 
@@ -162,24 +184,45 @@ def record_of_processing_markdown(record: dict[str, Any]) -> str:
             lines += [f"- {item}" for item in value]
         elif isinstance(value, dict):
             for key, item in value.items():
-                lines.append(f"- **{key}**: {item}")
+                shown = f"`{json.dumps(item, sort_keys=True)}`" if isinstance(item, (dict, list)) else item
+                lines.append(f"- **{key}**: {shown}")
         else:
             lines.append(str(value))
         lines.append("")
     return "\n".join(lines)
 
 
-def privacy_report(results: dict[str, Any], *, dp_enabled: bool) -> str:
-    if dp_enabled:
-        return (f"# Privacy report — study `{results['study']}`\n\nDifferential privacy was on; the per-release ε "
-                "report is produced by the privacy module.\n")
-    return (
-        f"# Privacy report — study `{results['study']}`\n\n"
-        "Differential privacy was **off** in this study: no noise was added and no privacy budget (ε, δ) was spent. "
-        "Partners released exact sufficient statistics (confusion counts, loss sums, score histograms, subgroup "
-        "counts) to the coordinator; no record left a partner.\n\n"
-        "A per-partner, per-release ε report appears here for studies run with differential privacy.\n"
-    )
+def dp_enabled(results: dict[str, Any]) -> bool:
+    """Whether any partner reported a differentially private release in this study."""
+    return bool(results.get("privacy"))
+
+
+def privacy_report(results: dict[str, Any]) -> str:
+    """The privacy section: ε per partner per release and in total, or a statement that DP was off."""
+    report = results.get("privacy") or {}
+    lines = [f"# Privacy report — study `{results['study']}`", ""]
+    if not report:
+        lines += [
+            "Differential privacy was **off** in this study: no noise was added and no privacy budget (ε, δ) was "
+            "spent. Partners released exact sufficient statistics (confusion counts, loss sums, score histograms, "
+            "subgroup counts) or model updates to the coordinator; no record left a partner.",
+            "",
+        ]
+        return "\n".join(lines)
+    lines += [
+        "ε per partner per release (add/remove one record), as partners reported them with their results; totals by "
+        "basic composition (what partners' own ledgers count) and by the PRV accountant. Each partner's guarantee "
+        "rests on its own noise alone.",
+        "",
+        "| partner | releases (round: ε) | total ε (basic) | total ε (PRV) | total δ |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for partner, entry in sorted(report.items()):
+        releases = ", ".join(f"{r['round']}: {_fmt(r.get('epsilon'))}" for r in entry.get("releases", []))
+        basic, prv = entry.get("basic_composition", {}), entry.get("prv_composition", {})
+        lines.append(f"| {partner} | {releases} | {_fmt(basic.get('epsilon'))} | {_fmt(prv.get('epsilon'))} | "
+                     f"{basic.get('delta', 0):.1e} |")
+    return "\n".join(lines) + "\n"
 
 
 def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:

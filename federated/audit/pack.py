@@ -27,6 +27,7 @@ from typing import Any
 from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, fingerprint, save_public_key, sign_note
 from federated.audit.documents import (
     describe_entry,
+    dp_enabled,
     model_card,
     partners_from_trail,
     privacy_report,
@@ -176,14 +177,18 @@ def _stage(
     report.mkdir()
     for name in _report_files(entries, study_id, evidence.report_dir):
         shutil.copyfile(evidence.report_dir / name, report / name)
-    dp_enabled = bool(study_doc.get("training", {}).get("privacy", {}).get("enabled", False))
     models = staging / "models"
     models.mkdir()
+    cards = _models(results)
     _write_json(models / "models.json", [{"name": m["name"], "sha256": m["sha256"]} for m in results.get("models", [])])
-    for model in results.get("models", []):
-        (models / f"{model['name']}.md").write_text(model_card(model, results, study_doc, dp_enabled), encoding="utf-8")
+    if results.get("lineage"):
+        _write_json(models / "lineage.json", results["lineage"])
+    for model in cards:
+        (models / f"{model['name']}.md").write_text(model_card(model, results, study_doc), encoding="utf-8")
     (staging / "privacy").mkdir()
-    (staging / "privacy" / "privacy-report.md").write_text(privacy_report(results, dp_enabled=dp_enabled), encoding="utf-8")
+    (staging / "privacy" / "privacy-report.md").write_text(privacy_report(results), encoding="utf-8")
+    if dp_enabled(results):
+        _write_json(staging / "privacy" / "privacy-report.json", results["privacy"])
     manifest_fields = {name: tomllib.loads(path.read_text(encoding="utf-8")) for name, path in manifests.items()}
     key_fingerprint = "" if coordinator is None else fingerprint(coordinator.public_key)
     record = record_of_processing(results, study_doc, manifest_fields, declared, key_fingerprint)
@@ -199,6 +204,15 @@ def _stage(
             shutil.copyfile(manifests[partner.name], directory / "manifest.toml")
     (staging / "timeline.md").write_text(timeline_markdown(study_id, timeline_rows(open_evidence(staging))), encoding="utf-8")
     (staging / "README.md").write_text(_readme(results, partners), encoding="utf-8")
+
+
+def _models(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models a card is written for: the candidates, and a training study's final global model."""
+    models = list(results.get("models", []))
+    lineage = results.get("lineage") or []
+    if lineage:
+        models.append({"name": f"global-round-{lineage[-1]['round']}", "sha256": lineage[-1]["sha256"], "output": "probabilities"})
+    return models
 
 
 def _report_files(entries: list[dict[str, Any]], study_id: str, report_dir: Path) -> list[str]:

@@ -351,6 +351,7 @@ class _Checker:
                       bytes.fromhex(e["details"]["cosigned"]["root"])))
                      for e in trail.entries if e["kind"] == "task_received" and
                      e["details"].get("cosigned", {}).get("origin") == self.coordinator.name]
+        cosigned = list({(c.size, c.root): (where, c) for where, c in cosigned}.values())
         for where, checkpoint in cosigned:
             if checkpoint.size > len(self.trail):
                 self.fail(f"{name} cosigned the coordinator's checkpoint of size {checkpoint.size} ({where}), but the "
@@ -439,6 +440,14 @@ class _Checker:
                 if declared.get("models", {}).get(model["name"]) != model["sha256"]:
                     self.fail(f"models/models.json: model {model['name']} has SHA-256 {model['sha256']}, but the study "
                               f"started with {declared.get('models', {}).get(model['name'])}")
+        lineage_file = self.root / "models" / "lineage.json"
+        if lineage_file.is_file():
+            released = {(e.get("round"), e["details"].get("sha256"), e["details"].get("file_sha256")) for e in self.entries
+                        if e["kind"] == "model_aggregated" and e.get("study") == study}
+            for model in json.loads(lineage_file.read_text(encoding="utf-8")):
+                if (model.get("round"), model.get("sha256"), model.get("file_sha256")) not in released:
+                    self.fail(f"models/lineage.json: the round {model.get('round')} model {model.get('sha256')} is not "
+                              "one the trail records as aggregated and released")
         for partner in self.evidence.partners:
             if partner.manifest is not None:
                 digest = hashlib.sha256(partner.manifest.read_bytes()).hexdigest()
