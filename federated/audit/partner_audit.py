@@ -97,19 +97,23 @@ class PartnerAudit:
         return fields
 
     def _check_pin(self, coordinator: NoteVerifier) -> None:
+        """The key given with --coordinator-key, else the one pinned on first contact, else pin this one."""
         presented = fingerprint(coordinator.public_key)
-        if self.pinned_fingerprint is not None and presented != self.pinned_fingerprint:
-            raise AuditRefusal(
-                f"the coordinator's key is {presented}, but this node only accepts {self.pinned_fingerprint} "
-                "(--coordinator-key)"
-            )
+        if self.pinned_fingerprint is not None:
+            if presented != self.pinned_fingerprint:
+                raise AuditRefusal(
+                    f"the coordinator's key is {presented}, but this node only accepts {self.pinned_fingerprint} "
+                    "(--coordinator-key)"
+                )
+            return
         path = self.store.root / PINNED_COORDINATOR_KEY
         if path.is_file():
             pinned = fingerprint(load_public_key(path))
             if pinned != presented:
                 raise AuditRefusal(
                     f"the coordinator's key changed: this node pinned {pinned} on first contact, the task is "
-                    f"signed with {presented}"
+                    f"signed with {presented} (to accept a new coordinator key, restart the node with "
+                    "--coordinator-key)"
                 )
         else:
             make_directory(self.store.root)

@@ -110,8 +110,8 @@ def main(
             )
         if submission.key_created:
             console.print(
-                f"created the coordinator's signing key {submission.coordinator_key}; keep it: partners pin it on "
-                "first contact and refuse a coordinator whose key changes"
+                f"created the coordinator's signing key {submission.coordinator_key}; keep it and pass it with --key "
+                "to later studies: partners pin it on first contact and refuse a coordinator whose key changes"
             )
         console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
         with console.status("running") as status:
