@@ -35,8 +35,8 @@ from federated.audit.exchange import (
     verify_task,
 )
 from federated.audit.keys import load_or_create_identity
-from federated.audit.log import TrailLog, cosigner
-from federated.audit.store import make_directory
+from federated.audit.log import TrailLog, cosigner, same_key
+from federated.audit.store import NoteSeries, make_directory
 from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
 from federated.errors import MessageError
 
@@ -84,6 +84,7 @@ class PartnerAudit:
                 ) from None
             checkpoint = open_checkpoint(record.checkpoint, coordinator, what="the coordinator's checkpoint")
             series = self.store.peer(checkpoint.origin)
+            self._check_log_key(series, coordinator)
             proofs = {old: decode_hashes(hashes, what="the coordinator's proof") for old, hashes in record.proofs.items()}
             check_extends(held_checkpoint(series, coordinator), checkpoint, proofs, log=f"the coordinator's log {checkpoint.origin}")
             self._cosignature = cosign_and_keep(series, record.checkpoint, self.identity, name=self.log.origin)
@@ -95,6 +96,19 @@ class PartnerAudit:
             if countersigned is not None:
                 fields["countersigned_size"] = countersigned
         return fields
+
+    @staticmethod
+    def _check_log_key(series: NoteSeries, coordinator: NoteVerifier) -> None:
+        """A log's key never changes: a known origin signed with another key is refused, even if
+        that key is now accepted (a new coordinator key starts new logs)."""
+        known = series.read_key()
+        if known is None:
+            series.write_key(coordinator)
+        elif not same_key(known, coordinator):
+            raise AuditRefusal(
+                f"the coordinator's log {coordinator.name} was signed with key {fingerprint(known.public_key)} when this "
+                f"node cosigned it, this checkpoint with {fingerprint(coordinator.public_key)}: a log's key never changes"
+            )
 
     def _check_pin(self, coordinator: NoteVerifier) -> None:
         """The key given with --coordinator-key, else the one pinned on first contact, else pin this one."""

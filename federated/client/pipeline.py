@@ -1,6 +1,7 @@
 """The steps every task takes on a partner's node, in the order that protects the data.
 
-1. parse and validate the message; 2. check the coordinator's signatures and checkpoint;
+1. parse and validate the message; 2. check the coordinator's signatures and checkpoint, and
+refuse a replayed task (its nonce seen before: `federated.client.replay`);
 3. log the task; 4. check the privacy budget (refuse before touching data); 5. load and
 check the data; 6. run the task; 7. spend the budget and log what leaves; 8. reply.
 Any failure is a structured refusal, logged, returned to the coordinator; nothing is spent
@@ -21,6 +22,8 @@ from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.errors import AuditRefusal
 from federated.audit.partner_audit import PartnerAudit
+from federated.client.replay import ReplayCache, ReplayRefusal, task_nonce
+from federated.client.costs import TaskCost
 from federated.client.settings import NodeSettings
 from federated.data import DataManifest, PartnerData, load_manifest, load_partner_data
 from federated.errors import FederatedError, MessageError
@@ -36,26 +39,6 @@ class Refusal(Exception):
     def __init__(self, clause: str, reason: str) -> None:
         super().__init__(reason)
         self.clause = clause
-
-
-@dataclass(frozen=True)
-class PrivacyCost:
-    """What a task will spend from the partner's budget, known before data is used."""
-
-    release: str
-    epsilon: float
-    delta: float
-    noise_multiplier: float | None = None
-    sample_rate: float | None = None
-    steps: int | None = None
-
-
-@dataclass(frozen=True)
-class TaskCost:
-    """A task's privacy cost: the DP part (one ledger release) and what it releases without DP."""
-
-    private: PrivacyCost | None = None
-    unprotected: str = ""  # e.g. "evaluation statistics"; empty when everything released is DP
 
 
 @dataclass(frozen=True)
@@ -126,7 +109,12 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     where = kind.where(task)
     task_sha256 = kind.task_sha256(task)
     try:
+        replays, nonce = ReplayCache.beside(settings.trail), task_nonce(message.content)
+        replays.check(nonce)  # a replay is named as such, even if its old checkpoint fails the audit too
         checked = audit.check_task(message.content, task_sha256)
+        replays.admit(nonce, task_sha256=task_sha256, **where)  # only once the signature over it verified
+    except ReplayRefusal as exc:
+        return refuse(exc.clause, str(exc), task_sha256=task_sha256)
     except AuditRefusal as exc:
         return refuse("audit", str(exc), task_sha256=task_sha256)
     trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where)

@@ -9,19 +9,12 @@ from flwr.app import RecordDict
 from accord.errors import AccordError
 from accord.hashing import sha256_bytes
 from federated.client.evaluation import evaluate_task
-from federated.client.pipeline import PrivacyCost, Refusal, TaskCost, TaskKind
+from federated.client.costs import round_cost
+from federated.client.pipeline import Refusal, TaskKind
 from federated.data import PartnerData
 from federated.dp_evaluation import privatize
 from federated.errors import FederatedError
 from federated.protocol import EvaluationReply, EvaluationTask, NoiseInfo, PartnerInfo, build_reply, parse_task
-
-
-def _statistics_cost(task: EvaluationTask) -> TaskCost:
-    privacy = task.spec.evaluation.privacy
-    if not privacy.enabled:
-        return TaskCost(unprotected="evaluation statistics")
-    release = PrivacyCost(release=f"round-{task.spec.round}/evaluation", epsilon=privacy.epsilon, delta=privacy.delta)
-    return TaskCost(private=release)
 
 
 def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple[dict, PartnerInfo]:
@@ -49,30 +42,11 @@ EVALUATE = TaskKind(
     task_sha256=lambda task: task.sha256,
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"models": {m.name: m.sha256 for m in task.spec.models}},
-    cost=lambda task, size: _statistics_cost(task),
+    cost=lambda task, size: round_cost(
+        evaluation=task.spec.evaluation, training=None, round_number=task.spec.round, num_examples=size
+    ),
     run=_evaluate,
 )
-
-
-def _train_cost(task: Any, size: int) -> TaskCost:
-    """DP-SGD's ε plus the evaluation release of the incoming model (basic composition)."""
-    from federated.training.partner import plan_privacy
-
-    training = plan_privacy(task, size)
-    statistics = _statistics_cost(task.evaluation_task())
-    unprotected = ["model updates"] if training is None else []
-    if statistics.unprotected:
-        unprotected.append(statistics.unprotected)
-    parts = [cost for cost in (training, statistics.private) if cost is not None]
-    if not parts:
-        return TaskCost(unprotected=" and ".join(unprotected))
-    combined = PrivacyCost(
-        release=f"round-{task.spec.round}/" + "+".join(p.release.split("/")[1] for p in parts),
-        epsilon=sum(p.epsilon for p in parts), delta=sum(p.delta for p in parts),
-        noise_multiplier=training.noise_multiplier if training else None,
-        sample_rate=training.sample_rate if training else None, steps=training.steps if training else None,
-    )
-    return TaskCost(private=combined, unprotected=" and ".join(unprotected))
 
 
 def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:
@@ -107,7 +81,9 @@ TRAIN = TaskKind(
     task_sha256=lambda task: sha256_bytes(task.spec.model_dump_json().encode()),
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"global_sha256": task.spec.global_sha256, "onnx_sha256": task.spec.onnx_sha256},
-    cost=_train_cost,
+    cost=lambda task, size: round_cost(
+        evaluation=task.spec.evaluation, training=task.spec.training, round_number=task.spec.round, num_examples=size
+    ),
     run=_train,
 )
 

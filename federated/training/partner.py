@@ -9,41 +9,15 @@ a partner's noise.
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
 
 from federated.client.evaluation import evaluate_task
-from federated.client.pipeline import PrivacyCost
+from federated.client.costs import plan_dp_sgd
 from federated.data import PartnerData
 from federated.training.protocol import GLOBAL_MODEL, PrivacySpent, TrainTask
 from federated.statistics import EvaluationStatistics
 from privacy import PrivacyError
-
-
-def plan_privacy(task: TrainTask, num_examples: int) -> PrivacyCost | None:
-    """The ε this round's local DP-SGD will spend, from its (σ, q, steps) — before training.
-
-    Matches `privacy.dp_sgd`: one epoch is ceil(n / batch) Poisson-sampled steps at q = 1 / that.
-    """
-    from privacy import epsilon, noise_multiplier
-
-    settings = task.spec.training
-    dp = settings.privacy
-    if not dp.enabled:
-        return None
-    batches = math.ceil(num_examples / settings.batch_size)
-    sample_rate, steps = 1.0 / batches, settings.local_epochs * batches
-    sigma = dp.noise_multiplier
-    if sigma is None:
-        sigma = noise_multiplier(
-            target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant
-        )
-    spent = epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant)
-    return PrivacyCost(
-        release=f"round-{task.spec.round}/dpsgd", epsilon=spent, delta=dp.delta,
-        noise_multiplier=sigma, sample_rate=sample_rate, steps=steps,
-    )
 
 
 @dataclass(frozen=True)
@@ -86,7 +60,7 @@ def train_round(task: TrainTask, data: PartnerData) -> LocalRound:
         learning_rate=settings.learning_rate, optimizer=settings.optimizer, momentum=settings.momentum,
         dp=dp_settings, seed=seed,
     )
-    planned = plan_privacy(task, data.size)
+    planned = plan_dp_sgd(task.spec.training, round_number=task.spec.round, num_examples=data.size)
     if planned is not None and (result.epsilon is None or result.epsilon > planned.epsilon * (1 + 1e-9)):
         raise PrivacyError(
             f"local training spent ε={result.epsilon} but the budget was checked for ε={planned.epsilon}; "

@@ -1,0 +1,94 @@
+"""What a task will spend from a partner's privacy budget, known before its data is used.
+
+A round releases, per partner: the evaluation statistics of the models it is sent (DP
+when the study's `[evaluation.privacy]` is on) and, in training, the locally trained
+weights (DP-SGD when `[training.privacy]` is on). The DP parts form one ledger release
+(basic composition: ε and δ add up); anything released without DP is named, so that a
+node with a finite ε cap or a contract requiring DP can refuse it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from federated.study import EvaluationSettings, TrainingSettings
+
+
+@dataclass(frozen=True)
+class PrivacyCost:
+    """One ledger release: its id within the study, its (ε, δ) and, for DP-SGD, its parameters."""
+
+    release: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskCost:
+    """A task's privacy cost: the DP part (one ledger release) and what it releases without DP."""
+
+    private: PrivacyCost | None = None
+    unprotected: str = ""  # e.g. "evaluation statistics"; empty when everything released is DP
+
+    @property
+    def epsilon_per_release(self) -> float | None:
+        """ε of this round's release; None when part of it is not DP (unbounded)."""
+        return None if self.unprotected or self.private is None else self.private.epsilon
+
+
+def plan_dp_sgd(settings: TrainingSettings, *, round_number: int, num_examples: int) -> PrivacyCost | None:
+    """The ε one round of local DP-SGD spends, from its (σ, q, steps).
+
+    Matches `privacy.dp_sgd`: one epoch is ceil(n / batch) Poisson-sampled steps at q = 1 / that.
+    """
+    from privacy import epsilon, noise_multiplier
+
+    dp = settings.privacy
+    if not dp.enabled:
+        return None
+    batches = math.ceil(num_examples / settings.batch_size)
+    sample_rate, steps = 1.0 / batches, settings.local_epochs * batches
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        sigma = noise_multiplier(
+            target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant
+        )
+    spent = epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant)
+    return PrivacyCost(
+        release=f"round-{round_number}/dpsgd", epsilon=spent, delta=dp.delta,
+        noise_multiplier=sigma, sample_rate=sample_rate, steps=steps,
+    )
+
+
+def round_cost(
+    *, evaluation: EvaluationSettings, training: TrainingSettings | None, round_number: int, num_examples: int
+) -> TaskCost:
+    """The cost of one round's task for a partner holding `num_examples` records."""
+    parts: list[PrivacyCost] = []
+    unprotected: list[str] = []
+    if training is not None:
+        dpsgd = plan_dp_sgd(training, round_number=round_number, num_examples=num_examples)
+        if dpsgd is None:
+            unprotected.append("model updates")
+        else:
+            parts.append(dpsgd)
+    if evaluation.privacy.enabled:
+        parts.append(PrivacyCost(release=f"round-{round_number}/evaluation", epsilon=evaluation.privacy.epsilon,
+                                 delta=evaluation.privacy.delta))
+    else:
+        unprotected.append("evaluation statistics")
+    if not parts:
+        return TaskCost(unprotected=" and ".join(unprotected))
+    dpsgd_part = parts[0] if parts[0].noise_multiplier is not None else None
+    combined = PrivacyCost(
+        release=f"round-{round_number}/" + "+".join(part.release.split("/")[1] for part in parts),
+        epsilon=sum(part.epsilon for part in parts), delta=sum(part.delta for part in parts),
+        noise_multiplier=dpsgd_part.noise_multiplier if dpsgd_part else None,
+        sample_rate=dpsgd_part.sample_rate if dpsgd_part else None,
+        steps=dpsgd_part.steps if dpsgd_part else None,
+    )
+    return TaskCost(private=combined, unprotected=" and ".join(unprotected))
