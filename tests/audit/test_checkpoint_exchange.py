@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from crypto import Identity, open_note
-from federated.audit import read_entries
+from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.errors import AuditRefusal
 from federated.audit.exchange import ReplyAudit, attach, read_reply_audit, read_task_audit
@@ -168,3 +168,29 @@ def test_coordinator_refuses_a_forged_cosignature(study):
     forged_line = read_reply_audit(impostor.handle(content)[0]).cosignature
     problem = _reply_with(study, coordinator, cosignature=forged_line)
     assert "the cosignature by accord.partner/hospital-a of checkpoint size" in problem and "does not verify" in problem
+
+
+def _second_study(study: SimulatedStudy, identity: Identity) -> CoordinatorAudit:
+    """The same coordinator starting another study (a new log) with a new key."""
+    trail = AuditTrail(study.out.parent / "out-2" / "coordinator-trail.jsonl", actor="coordinator")
+    return CoordinatorAudit(trail, identity, study_id="s2")
+
+
+def test_a_new_coordinator_key_is_accepted_for_new_logs_when_given_explicitly(study):
+    _run(study, 1)
+    new_key = Identity.generate()
+    study.partners[0].coordinator_key = new_key.fingerprint  # restarted with --coordinator-key
+    problems = study.run_round(_second_study(study, new_key), 1)
+    assert problems["hospital-a"] is None
+    assert "the coordinator's key changed: this node pinned" in problems["hospital-b"]
+    assert "restart the node with --coordinator-key" in problems["hospital-b"]
+
+
+def test_a_known_log_under_another_key_is_refused_even_if_that_key_is_accepted(study):
+    coordinator = _run(study, 1)
+    study.identity = Identity.generate()
+    shutil.rmtree(CheckpointStore.beside(coordinator.trail.path).root)
+    study.partners[0].coordinator_key = study.identity.fingerprint
+    problems = study.run_round(study.coordinator(), 2)
+    assert "the coordinator's log accord.coordinator/s1 was signed with key" in problems["hospital-a"]
+    assert "a log's key never changes" in problems["hospital-a"]
