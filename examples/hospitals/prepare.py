@@ -6,7 +6,14 @@ Writes, under OUT (default `demo/`):
 - `models/logreg.onnx` and `models/mlp.onnx`, trained on a held-out public slice that no
   hospital holds, exported with skl2onnx (output `probabilities`, no ZipMap).
 
-Label `malignant` is 1 for a malignant tumour (the positive class). Deterministic (seeded).
+- `keys/coordinator.key` (+ `.pub`): the demo coordinator's Ed25519 key, made once;
+- `data/hospital-{a,b,c}.contract.toml`: each hospital's data contract, naming that key as
+  the only allowed coordinator. hospital-a allows evaluation and training without DP;
+  hospital-b allows evaluation only, with DP at ε ≤ 2 per release; hospital-c allows both
+  but forbids per-partner release.
+
+Label `malignant` is 1 for a malignant tumour (the positive class). Deterministic (seeded),
+except the coordinator key.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +31,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+import tomli_w
 from skl2onnx import to_onnx
 
 from accord.hashing import sha256_file
+from federated.audit.keys import load_or_create_identity
 
 SEED = 7
 # (name, malignant records, benign records, per-partner results released?)
@@ -56,6 +66,40 @@ def _write_hospital(out: Path, name: str, features: list[str], x: np.ndarray, y:
     (out / "data" / f"{name}.toml").write_text("\n".join(manifest) + "\n", encoding="utf-8")
 
 
+# (purposes, require DP, max ε per release) per hospital; hospital-c's release flag is in HOSPITALS.
+CONTRACT_TERMS = {
+    "hospital-a": (["evaluation", "training"], False, None),
+    "hospital-b": (["evaluation"], True, 2.0),
+    "hospital-c": (["evaluation", "training"], False, None),
+}
+
+
+def _write_contract(out: Path, name: str, release: bool, coordinator_fingerprint: str) -> None:
+    purposes, require_dp, max_epsilon = CONTRACT_TERMS[name]
+    protections = {"require_dp": require_dp, "require_encryption": False}
+    if max_epsilon is not None:
+        protections["max_epsilon_per_release"] = max_epsilon
+    document = {
+        "dataset_id": name,
+        "data_sha256": sha256_file(out / "data" / f"{name}.csv"),
+        "licence": "accord-demo-research-1.0",
+        "provenance": f"{name}: breast-cancer records derived from scikit-learn's bundled dataset (demo)",
+        "sensitivity": "special_category",
+        "jurisdictions": ["EU"],
+        "legal_bases": ["consent", "public_interest"],
+        "consent_scope": "evaluation and improvement of diagnostic models",
+        "allowed_purposes": purposes,
+        "allowed_coordinators": [coordinator_fingerprint],
+        "release_per_partner": release,
+        "protections": protections,
+        "budget": {"max_epsilon_per_study": 10.0, "max_epsilon_total": 50.0},
+        "min_cohort": 2,
+        "retention_days": 365,
+        "expires": date(2030, 12, 31),
+    }
+    (out / "data" / f"{name}.contract.toml").write_text(tomli_w.dumps(document), encoding="utf-8")
+
+
 def _export(model: object, sample: np.ndarray, path: Path) -> None:
     onnx_model = to_onnx(model, sample[:1].astype(np.float32), options={"zipmap": False}, target_opset=17)
     path.write_bytes(onnx_model.SerializeToString())
@@ -76,6 +120,9 @@ def prepare(out: Path) -> None:
         # Older patients are more often malignant here, so subgroup rates differ.
         older = rng.random(rows.size) < np.where(y_pool[rows] == 1, 0.65, 0.4)
         _write_hospital(out, name, features, x_pool[rows], y_pool[rows], np.where(older, AGE_LEVELS[1], AGE_LEVELS[0]), release)
+    coordinator, _ = load_or_create_identity(out / "keys" / "coordinator.key")
+    for name, _, _, release in HOSPITALS:
+        _write_contract(out, name, release, coordinator.fingerprint)
     logreg = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000)).fit(x_public, y_public)
     mlp = make_pipeline(
         StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-2, max_iter=3000, random_state=SEED)
