@@ -156,6 +156,56 @@ class TrainingSettings(_Strict):
         return value
 
 
+class EncryptionSettings(_Strict):
+    """Homomorphically encrypted aggregation (BFV, `crypto.he_*`): the coordinator only adds ciphertexts.
+
+    `public_context` is the coordinator's public context file from `python -m crypto.keys init`
+    (no key of any kind; a file holding a secret key is refused). `decryptors` are the partners
+    asked, in order, to decrypt a round's aggregate (default: every contributor, in the order their
+    results arrived). `max_records_per_partner` bounds what one partner may add to any sum: it sets
+    the encoding's bounds, and a partner holding more records refuses the task.
+    """
+
+    enabled: bool = False
+    public_context: Path | None = None
+    decryptors: list[str] | None = None
+    max_records_per_partner: Annotated[int, Field(ge=1, le=10**7)] = 100_000
+
+    @field_validator("public_context")
+    @classmethod
+    def _context_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = _resolve(value, info)
+        if not value.is_file():
+            raise ValueError(f"public context file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> EncryptionSettings:
+        if self.enabled and self.public_context is None:
+            raise ValueError("encryption is enabled but public_context is not set (the he-public-context.json file)")
+        if self.decryptors is not None and (not self.decryptors or len(set(self.decryptors)) != len(self.decryptors)):
+            raise ValueError("decryptors must be a non-empty list of distinct partner ids (or left out: all partners)")
+        return self
+
+
+class Governance(_Strict):
+    """What the study declares for partners' data contracts and the record of processing.
+
+    Partners' nodes compare these with their contracts: jurisdiction, legal basis, the
+    licences the coordinator accepts, how long results are kept. Undeclared values fail
+    any contract clause that needs them.
+    """
+
+    controller: str = ""
+    jurisdiction: str | None = None
+    legal_basis: str | None = None
+    accepted_licences: list[str] = Field(default_factory=list)
+    retention_days: Annotated[int, Field(ge=0)] | None = None
+    recipients: list[str] = Field(default_factory=list)
+
+
 class Study(_Strict):
     """A study as the coordinator submits it."""
 
@@ -165,6 +215,8 @@ class Study(_Strict):
     models: list[CandidateModel] = Field(default_factory=list)
     training: TrainingSettings | None = None
     evaluation: EvaluationSettings = EvaluationSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    governance: Governance = Governance()
     rounds: Annotated[int, Field(ge=1, le=10000)] = 1
     min_cohort: Annotated[int, Field(ge=1)] = 2
     round_timeout_s: Annotated[float, Field(gt=0)] = 120.0
@@ -194,6 +246,12 @@ class Study(_Strict):
             raise ValueError("a training study needs a [training] table")
         if self.purpose == "training" and self.models:
             raise ValueError("a training study evaluates its own global model; remove [[models]]")
+        if self.encryption.enabled and self.training is not None and self.training.aggregator != "fedavg":
+            raise ValueError(
+                f"encryption.enabled: the {self.training.aggregator!r} aggregator needs each partner's update in "
+                "plaintext, and with encryption the coordinator only sees their sum; use aggregator = \"fedavg\" "
+                "(robustness then rests on partner-side update checks and DP clipping) or turn encryption off"
+            )
         return self
 
 
