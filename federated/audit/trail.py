@@ -13,6 +13,7 @@ This module must never rewrite or delete a complete entry.
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -166,30 +167,37 @@ def _plain_float(text: str) -> float:
     return value
 
 
-# The fast path only ever *accepts*: for an all-ASCII line whose integers are below 10**15 and
+def _short_int(text: str) -> int:
+    """Integers of up to 15 characters are exact doubles, written alike by json and RFC 8785; longer
+    ones may exceed 2**53, which RFC 8785 cannot represent: the full check decides."""
+    if len(text) > 15:
+        raise _FullCheck
+    return int(text)
+
+
+# The fast path only ever *accepts*: for an all-ASCII line whose integers have at most 15 digits and
 # whose floats are plain (above), Python's sorted, compact encoder writes exactly RFC 8785 (keys
 # sort alike in ASCII, both escape the same characters the same way). Other floats, NaN and
 # Infinity, 16+ digit numbers, non-ASCII text and any mismatch go to rfc8785 itself.
-_FAST_SCAN = json.JSONDecoder(parse_float=_plain_float, parse_constant=_needs_full_check).scan_once
+_FAST_SCAN = json.JSONDecoder(parse_float=_plain_float, parse_int=_short_int, parse_constant=_needs_full_check).scan_once
 _FAST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-if json.encoder.c_make_encoder is not None:  # the one-shot C encoder JSONEncoder.encode builds per call, built once
-    _C_ENCODE = json.encoder.c_make_encoder(
+
+
+def _one_shot_encoder() -> Any:
+    """The C encoder JSONEncoder.encode builds on every call, built once (without a circular-reference
+    check: decoded JSON has no cycles). Called as `encoder(value, 0)`, it returns chunks to join."""
+    if json.encoder.c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return lambda value, _level: _FAST_ENCODER.iterencode(value)
+    return json.encoder.c_make_encoder(
         None, _FAST_ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
     )
 
-    def _fast_encode(entry: dict[str, Any]) -> str:
-        return "".join(_C_ENCODE(entry, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _fast_encode = _FAST_ENCODER.encode
-# A number of 16+ digits (beyond what RFC 8785's doubles hold exactly) follows ':', ',', '[' or '-'.
-# Digits are mapped to '0' so four substring searches replace a regular expression (3x faster).
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_AFTER_COLON, _AFTER_COMMA, _AFTER_BRACKET, _AFTER_MINUS = (prefix + b"0" * 16 for prefix in (b":", b",", b"[", b"-"))
+
+_C_ENCODE = _one_shot_encoder()
 
 
-def _has_long_number(line: bytes) -> bool:
-    zeroed = line.translate(_DIGITS_TO_ZERO)
-    return _AFTER_COLON in zeroed or _AFTER_COMMA in zeroed or _AFTER_BRACKET in zeroed or _AFTER_MINUS in zeroed
+def _fast_encode(entry: dict[str, Any]) -> str:
+    return "".join(_C_ENCODE(entry, 0))
 
 
 def parse_canonical(line: bytes) -> dict[str, Any]:
@@ -201,7 +209,7 @@ def parse_canonical(line: bytes) -> dict[str, Any]:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("not valid JSON (not UTF-8)") from None
-    if text.isascii() and not _has_long_number(line):
+    if text.isascii():
         try:
             entry, end = _FAST_SCAN(text, 0)
         except (_FullCheck, StopIteration, ValueError):
@@ -234,6 +242,19 @@ class VerifiedTrail:
         return len(self.lines)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Entries are acyclic: pausing the cyclic garbage collector while 10**5 of them are built
+    saves it from rescanning them again and again (about a third of the verification time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_verified(path: Path) -> VerifiedTrail:
     """Read a trail and check every line is canonical JSON chained to the previous one.
 
@@ -249,20 +270,21 @@ def load_verified(path: Path) -> VerifiedTrail:
     prev = GENESIS
     lines = data.splitlines()
     entries = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            entry = parse_canonical(line)
-        except ValueError as exc:
-            raise TrailError(f"{path}: line {number}: {exc}") from None
-        if entry.get("seq") != number - 1:
-            raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
-        if entry.get("prev") != prev:
-            raise TrailError(
-                f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
-                f"but the previous entry hashes to {prev})"
-            )
-        prev = hashlib.sha256(line).hexdigest()
-        entries.append(entry)
+    with _collector_paused():
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = parse_canonical(line)
+            except ValueError as exc:
+                raise TrailError(f"{path}: line {number}: {exc}") from None
+            if entry.get("seq") != number - 1:
+                raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
+            if entry.get("prev") != prev:
+                raise TrailError(
+                    f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
+                    f"but the previous entry hashes to {prev})"
+                )
+            prev = hashlib.sha256(line).hexdigest()
+            entries.append(entry)
     return VerifiedTrail(path, lines, entries)
 
 

@@ -77,6 +77,9 @@ def test_accepts_exactly_the_rfc8785_encoding(value):
         (b'{"a":0.00001}', True),
         (b'{"a":1e+16}', False),
         (b'{"a":6.421}', True),
+        (b'{"a":123456789012345}', True),
+        (b'{"a":-12345678901234}', True),
+        (b'{"a":1234567890123456}', True),  # 16 digits, below 2**53: decided by the full check
         (b'{"a":9007199254740993}', False),  # beyond 2**53: not representable in RFC 8785
         (b'{"a":NaN}', False),
         (b'{"a":"\\u00e9"}', False),  # RFC 8785 writes the character itself
