@@ -15,6 +15,7 @@ This module must never accept a reply whose cosignature or checkpoint fails.
 
 from __future__ import annotations
 
+import secrets
 import weakref
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,6 @@ class CoordinatorAudit:
                 self._held[origin] = latest.text
         self._node_origin: dict[int, str] = {}
         self._sent: dict[int, SignedCheckpoint] = {}
-        self._task_signatures: dict[str, str] = {}
         self._current: SignedCheckpoint | None = None
 
     @classmethod
@@ -103,11 +103,11 @@ class CoordinatorAudit:
         origin = self._node_origin.get(node_id)
         floor = self._cosigned.get(origin, 0) if origin is not None else min(self._cosigned.values(), default=size)
         sizes = {c.checkpoint.size for c in self._checkpoints if 0 < c.checkpoint.size < size and c.checkpoint.size >= floor}
-        if task_sha256 not in self._task_signatures:
-            self._task_signatures[task_sha256] = sign_task(self.identity, task_sha256)
+        nonce = secrets.token_hex(16)  # fresh per message: partners refuse a nonce they have seen
         record = TaskAudit(
             coordinator=self.log.verifier.to_vkey(),
-            task_signature=self._task_signatures[task_sha256],
+            task_signature=sign_task(self.identity, task_sha256, nonce),
+            nonce=nonce,
             checkpoint=current.note.text,
             proofs={old: encode_hashes(self.log.consistency_proof(old, size)) for old in sorted(sizes)},
             held={peer: _size_of(text) for peer, text in self._held.items()},
@@ -115,7 +115,7 @@ class CoordinatorAudit:
         )
         attach(content, record)
         self._sent[node_id] = current
-        return {"checkpoint_size": size}
+        return {"checkpoint_size": size, "nonce": nonce}
 
     def receive(self, node_id: int, content: RecordDict, *, partner: str, accepted: bool, where: dict[str, Any]) -> str | None:
         """Check and record a reply's audit record; return why it fails, or None.

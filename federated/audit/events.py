@@ -38,6 +38,10 @@ EVENT_KINDS: dict[str, str] = {
     # `countersigned_size` (its own checkpoint the coordinator countersigned); both optional.
     "cosignature_received": "coordinator: a partner cosigned a coordinator checkpoint (partner, origin, size, key)",
     "partner_checkpoint_countersigned": "coordinator: it cosigned a partner's checkpoint (partner, origin, size, root)",
+    # Added with secure mode (issue 7). `task_sent` and `task_received` may now carry `nonce` (the
+    # 128-bit hex nonce the task signature covers; a partner refuses a nonce it saw before, clause
+    # "replay"); optional.
+    "nodes_authorized": "coordinator CLI: SuperNode public keys registered with the SuperLink (name, node id, key fingerprint)",
 }
 
 

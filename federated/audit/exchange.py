@@ -4,7 +4,8 @@ Flower starts a process per message, so checkpoints and cosignatures ride on the
 reply a round sends anyway, in a ConfigRecord named `audit` holding one JSON document:
 
 - task (coordinator -> partner): the coordinator's verifier key, its Ed25519 signature over
-  the task's SHA-256 (the spec it hashes names every model by SHA-256), its latest signed checkpoint, RFC 9162
+  the task's SHA-256 (the spec it hashes names every model by SHA-256, its study and round) and
+  a fresh random nonce (so a partner can refuse a replayed task), its latest signed checkpoint, RFC 9162
   consistency proofs to it from every earlier checkpoint the partner may hold, the size of
   the newest checkpoint of each partner log the coordinator holds, and, for a node it knows,
   that partner's latest checkpoint countersigned by the coordinator;
@@ -51,7 +52,8 @@ class _Record(BaseModel):
 
 class TaskAudit(_Record):
     coordinator: str = Field(description="C2SP verifier key of the coordinator's log")
-    task_signature: str = Field(description="base64 Ed25519 signature over TASK_SIGNATURE_CONTEXT + task SHA-256 (hex)")
+    task_signature: str = Field(description="base64 Ed25519 signature over signed_task_bytes(task SHA-256, nonce)")
+    nonce: str = Field(default="", pattern=r"^([0-9a-f]{32})?$", description="128 random bits (hex), fresh per task message")
     checkpoint: str = Field(description="the coordinator's latest signed checkpoint (signed note)")
     proofs: dict[int, list[str]] = Field(default_factory=dict, description="old size -> base64 hashes")
     held: dict[str, int] = Field(default_factory=dict, description="partner origin -> size held")
@@ -111,15 +113,21 @@ def parse_vkey(vkey: str, *, what: str) -> NoteVerifier:
         raise MessageError(f"{what}: {exc}") from None
 
 
-def sign_task(identity: Identity, task_sha256: str) -> str:
-    """Sign a task by its hash; the spec it hashes names every model (and weights) by SHA-256."""
-    return base64.b64encode(identity.sign(TASK_SIGNATURE_CONTEXT + task_sha256.encode())).decode()
+def signed_task_bytes(task_sha256: str, nonce: str) -> bytes:
+    """What a task signature covers: the task's hash (its spec names study, round and every model
+    by SHA-256) and, when present, the nonce; hash and nonce are fixed-length hex, so unambiguous."""
+    return TASK_SIGNATURE_CONTEXT + task_sha256.encode() + (b"\n" + nonce.encode() if nonce else b"")
 
 
-def verify_task(verifier: NoteVerifier, task_sha256: str, signature: str) -> None:
-    """Raises `SignatureError` (a `CryptoError`) unless the coordinator signed exactly this task."""
+def sign_task(identity: Identity, task_sha256: str, nonce: str = "") -> str:
+    """Sign a task by its hash and nonce; the spec it hashes names every model (and weights) by SHA-256."""
+    return base64.b64encode(identity.sign(signed_task_bytes(task_sha256, nonce))).decode()
+
+
+def verify_task(verifier: NoteVerifier, task_sha256: str, signature: str, nonce: str = "") -> None:
+    """Raises `SignatureError` (a `CryptoError`) unless the coordinator signed exactly this task and nonce."""
     try:
         raw = base64.b64decode(signature, validate=True)
     except binascii.Error:
         raw = b""
-    verify(verifier.public_key, TASK_SIGNATURE_CONTEXT + task_sha256.encode(), raw)
+    verify(verifier.public_key, signed_task_bytes(task_sha256, nonce), raw)

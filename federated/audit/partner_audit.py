@@ -2,7 +2,8 @@
 
 For each task, before any data is touched, a partner node checks that:
 - the coordinator's key is the one it pinned (`--coordinator-key`, or the first key it saw);
-- the task, by its SHA-256 (its spec names every model by SHA-256), carries that key's signature;
+- the task, by its SHA-256 (its spec names every model by SHA-256) and its nonce, carries that
+  key's signature (whether the nonce was seen before is `federated.client.replay`'s check);
 - the coordinator's checkpoint is signed by that key and extends the newest checkpoint of the
   same log this node cosigned (never smaller, never another root, consistency proven).
 Any failure is an `AuditRefusal` (clause "audit"). Otherwise the node cosigns the checkpoint,
@@ -76,7 +77,7 @@ class PartnerAudit:
         with self.store.locked():
             self._check_pin(coordinator)
             try:
-                verify_task(coordinator, task_sha256, record.task_signature)
+                verify_task(coordinator, task_sha256, record.task_signature, record.nonce)
             except CryptoError:
                 raise AuditRefusal(
                     f"task {task_sha256} is not signed by the coordinator key {fingerprint(coordinator.public_key)}: "
@@ -90,6 +91,7 @@ class PartnerAudit:
             self._cosignature = cosign_and_keep(series, record.checkpoint, self.identity, name=self.log.origin)
             fields: dict[str, Any] = {
                 "coordinator_key": fingerprint(coordinator.public_key),
+                "nonce": record.nonce,
                 "cosigned": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
             }
             countersigned = self._keep_countersignature(record, coordinator)
