@@ -1,4 +1,4 @@
-"""Accord's cryptography: Merkle trees, Ed25519 identities, signed checkpoints (and HE, later).
+"""Accord's cryptography: Merkle trees, Ed25519 identities, signed checkpoints, SuperNode keys and a test CA (and HE).
 
 The public names below are the package's API; modules hold the internals. This
 package must never import `federated`.
@@ -32,6 +32,7 @@ from crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from crypto.node_auth import AuthorizedNode, NodeAuthKey, read_authorized_nodes
 from crypto.note import (
     Checkpoint,
     NoteVerifier,
@@ -42,16 +43,19 @@ from crypto.note import (
     open_note,
     sign_note,
 )
+from crypto.tls import create_ca, issue_server_certificate
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "AuthorizedNode",
     "Checkpoint",
     "CryptoError",
     "Identity",
     "KeyFileError",
     "MerkleTree",
     "MerkleTreeError",
+    "NodeAuthKey",
     "NoteFormatError",
     "NoteVerifier",
     "OpenedNote",
@@ -60,7 +64,9 @@ __all__ = [
     "SignatureType",
     "UnknownSignerError",
     "cosign_note",
+    "create_ca",
     "fingerprint",
+    "issue_server_certificate",
     "key_id",
     "leaf_hash",
     "load_public_key",
@@ -68,6 +74,7 @@ __all__ = [
     "open_note",
     "public_key_bytes",
     "public_key_from_bytes",
+    "read_authorized_nodes",
     "root_from_leaf_hashes",
     "save_public_key",
     "sign_note",
