@@ -134,6 +134,24 @@ def submit_run(bundle_dir: Path, flwr_home: Path, *, federation_config: dict[str
     return int(payload["run-id"])
 
 
+def register_supernode(public_key_line: str, name: str, flwr_home: Path) -> int | None:
+    """Register a SuperNode's public key with the SuperLink (`flwr supernode register`).
+
+    Returns the node id Flower assigned, or None if the key was already registered (Flower
+    reports "Public key already in use" and does not say which node holds it).
+    """
+    key_file = flwr_home / "supernode-keys" / f"{name}.pub"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(public_key_line + "\n", encoding="utf-8")
+    try:
+        payload = _flwr(["supernode", "register", str(key_file), CONNECTION_NAME, "--name", name], flwr_home)
+    except FlowerRuntimeError as exc:
+        if "[code: 23]" in str(exc):  # ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE
+            return None
+        raise
+    return int(payload["node-id"])
+
+
 def run_status(run_id: int, flwr_home: Path) -> str:
     """Flower's status of a run, e.g. `running` or `finished:completed`."""
     payload = _flwr(["ls", CONNECTION_NAME, "--run-id", str(run_id)], flwr_home)

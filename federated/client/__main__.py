@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from accord.errors import AccordError, ExitCode
 from federated.audit.keys import load_or_create_identity
-from federated.client.node import prepare_node, run_node
+from federated.client.node import explain_exit, prepare_node, run_node
 
 console = Console(stderr=True, soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -37,6 +38,7 @@ def main(
     ledger: Annotated[Path | None, typer.Option(help="This dataset's privacy budget ledger (SQLite; default: WORKDIR/budget.sqlite).")] = None,
     max_epsilon: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset over all studies (default: no cap).")] = None,
     max_epsilon_per_study: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset in one study (default: no cap).")] = None,
+    auth_key: Annotated[Path | None, typer.Option(help="This node's SuperNode authentication key (OpenSSH EC private key, from `python -m crypto.keys identity`); the coordinator registers its .pub (secure mode).")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
     try:
@@ -44,7 +46,7 @@ def main(
             data=data, manifest=manifest, coordinator=coordinator, partner_id=partner_id, workdir=workdir,
             runtime_port=port, insecure=insecure, root_certificates=root_certificates,
             max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
-            ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study,
+            ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study, auth_key=auth_key,
         )
         identity, created = load_or_create_identity(launch.settings.key_path)
     except AccordError as exc:
@@ -56,9 +58,9 @@ def main(
         f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records, data SHA-256 {loaded.data_sha256[:16]}…, "
         f"connecting to {coordinator}; trail {launch.settings.trail}"
     )
-    code = run_node(launch)
-    if code not in (0, -2, -15):
-        console.print(f"[red]error:[/] flower-supernode exited with code {code}")
+    result = run_node(launch)
+    if not result.normal:
+        console.print(f"[red]error:[/] {escape(explain_exit(result, launch))}")  # Flower's "[code: N]" is no markup
         raise typer.Exit(int(ExitCode.FLOWER))
 
 

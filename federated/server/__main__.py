@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from accord.errors import AccordError, ExitCode
-from federated.flower_runtime import require_transport
+from crypto.node_auth import read_authorized_nodes
 from federated.errors import ConfigError
 from federated.server.coordinator import Simulation, Transport, expected_duration_s, follow, submit_study
 from federated.flower_runtime import stop_process
@@ -77,6 +77,13 @@ def main(
     ssl_certfile: Annotated[Path | None, typer.Option(help="SuperLink TLS certificate (secure mode).")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="SuperLink TLS private key (secure mode).")] = None,
     ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's certificate.")] = None,
+    supernode_auth: Annotated[
+        bool, typer.Option(help="Flower SuperNode authentication: only nodes whose keys are in --authorized-nodes may join (needs TLS).")
+    ] = False,
+    authorized_nodes: Annotated[
+        Path | None,
+        typer.Option(help="Partner SuperNode public keys to register: a directory of *.pub files or one file of key lines."),
+    ] = None,
     flwr_home: Annotated[Path | None, typer.Option(help="Private Flower home (default: OUTPUT_DIR/.flwr).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print results.json to stdout when done.")] = False,
     simulate: Annotated[
@@ -92,12 +99,10 @@ def main(
     """Submit STUDY as a Flower run, follow it round by round, print the pooled results."""
     submission = None
     try:
-        transport = Transport(insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile)
+        transport = Transport(insecure, ssl_certfile, ssl_keyfile, ssl_ca_certfile, supernode_auth=supernode_auth)
         target_host = superlink.rpartition(":")[0] if superlink else host
-        require_transport(
-            target_host, insecure=insecure,
-            has_certificates=None not in (ssl_certfile, ssl_keyfile, ssl_ca_certfile), option="--superlink/--host",
-        )
+        transport.check(target_host, attach=superlink is not None, authorized_nodes=authorized_nodes is not None)
+        nodes = read_authorized_nodes(authorized_nodes) if authorized_nodes is not None else None
         simulation = None
         if simulate is not None:
             if simulation_data is None or not simulation_data.is_dir():
@@ -106,12 +111,17 @@ def main(
         with console.status("starting the SuperLink and submitting the study"):
             submission = submit_study(
                 study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home,
-                simulation=simulation, key=key,
+                simulation=simulation, key=key, authorized_nodes=nodes,
             )
         if submission.key_created:
             console.print(
                 f"created the coordinator's signing key {submission.coordinator_key}; keep it and pass it with --key "
                 "to later studies: partners pin it on first contact and refuse a coordinator whose key changes"
+            )
+        if submission.authorized is not None:
+            console.print(
+                f"registered {len(submission.authorized)} authorized partner node key(s) with the SuperLink: "
+                + ", ".join(f"{n['name']} (node {n['node'] or 'already registered'})" for n in submission.authorized)
             )
         console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
         with console.status("running") as status:

@@ -2,6 +2,12 @@
 
 Progress comes from the coordinator's own audit trail (the ServerApp appends to it as the
 study runs), so what the operator sees is what the trail records.
+
+Secure mode (required off 127.0.0.1): TLS on the SuperLink plus Flower's SuperNode
+authentication (`flower-superlink --enable-supernode-auth`). Flower then refuses to
+self-register nodes; only the partners' public keys registered here, through Flower's Control
+API (`flwr supernode register`), can activate a node, so only authorized partners ever appear
+in the cohort. The registered keys (name, node id, fingerprint) go into the trail.
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from accord.hashing import sha256_file
+from crypto.node_auth import AuthorizedNode
 from federated.audit import AuditTrail
 from federated.audit.evidence import keep_submitted_study
 from federated.audit.keys import COORDINATOR_KEY_NAME, RUN_CONFIG_KEY, load_or_create_identity
-from federated.errors import FlowerRuntimeError
+from federated.errors import ConfigError, FlowerRuntimeError
 from federated.flower_runtime import (
+    is_loopback,
     parse_address,
+    register_supernode,
+    require_transport,
     run_log,
     run_status,
     start_process,
@@ -43,14 +53,38 @@ class Transport:
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_ca_certfile: Path | None = None
+    supernode_auth: bool = False  # Flower's SuperNode authentication: registered node keys only
 
     def superlink_args(self) -> list[str]:
         if self.insecure:
             return ["--insecure"]
         return [
             "--ssl-certfile", str(self.ssl_certfile), "--ssl-keyfile", str(self.ssl_keyfile),
-            "--ssl-ca-certfile", str(self.ssl_ca_certfile),
+            "--ssl-ca-certfile", str(self.ssl_ca_certfile), *(["--enable-supernode-auth"] if self.supernode_auth else []),
         ]
+
+    def check(self, host: str, *, attach: bool, authorized_nodes: bool) -> None:
+        """Refuse a transport that is not secure mode off loopback, or that Flower would refuse."""
+        has_certificates = None not in (self.ssl_certfile, self.ssl_keyfile, self.ssl_ca_certfile)
+        require_transport(host, insecure=self.insecure, has_certificates=has_certificates, option="--superlink/--host")
+        if self.supernode_auth and self.insecure:
+            raise ConfigError("--supernode-auth needs TLS (--ssl-certfile, --ssl-keyfile, --ssl-ca-certfile), not --insecure")
+        if attach:
+            if self.supernode_auth:
+                raise ConfigError(
+                    "--supernode-auth applies to a SuperLink this command starts; with --superlink, that SuperLink's "
+                    "operator enables it (flower-superlink --enable-supernode-auth); --authorized-nodes still registers keys"
+                )
+            return
+        if self.supernode_auth and not authorized_nodes:
+            raise ConfigError("--supernode-auth needs --authorized-nodes: without registered keys no partner can connect")
+        if authorized_nodes and not self.supernode_auth:
+            raise ConfigError("--authorized-nodes takes effect only with --supernode-auth")
+        if not is_loopback(host) and not self.supernode_auth:
+            raise ConfigError(
+                f"--host {host}: off 127.0.0.1 the SuperLink runs in secure mode, TLS and SuperNode authentication: "
+                "add --supernode-auth --authorized-nodes DIR"
+            )
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,16 @@ class Submission:
     superlink: subprocess.Popen | None
     coordinator_key: Path | None = None
     key_created: bool = False  # the CLI says so: partners pin this key on first contact
+    authorized: list[dict[str, Any]] | None = None  # node keys registered with the SuperLink (name, node, fingerprint)
+
+
+def register_authorized_nodes(nodes: list[AuthorizedNode], flwr_home: Path) -> list[dict[str, Any]]:
+    """Register each partner's SuperNode public key with the SuperLink; what the trail records."""
+    registered = []
+    for node in nodes:
+        node_id = register_supernode(node.line, node.name, flwr_home)
+        registered.append({"name": node.name, "node": None if node_id is None else str(node_id), "fingerprint": node.fingerprint})
+    return registered
 
 
 def start_superlink(
@@ -103,8 +147,10 @@ def submit_study(
     flwr_home: Path | None,
     simulation: Simulation | None = None,
     key: Path | None = None,
+    authorized_nodes: list[AuthorizedNode] | None = None,
 ) -> Submission:
-    """Validate and hash the study, make sure a SuperLink runs, submit the run, log it."""
+    """Validate and hash the study, make sure a SuperLink runs, register the authorized
+    partners' node keys, submit the run, log it."""
     study_file = Path(study_file).resolve()
     study = load_study(study_file)
     models = resolve_models(study, study_file)
@@ -125,6 +171,7 @@ def submit_study(
         address = superlink
     try:
         write_connection(flwr_home, address, insecure=transport.insecure, root_certificates=transport.ssl_ca_certfile)
+        authorized = register_authorized_nodes(authorized_nodes, flwr_home) if authorized_nodes else None
         bundle = write_bundle(
             flwr_home / "bundle", name=f"accord-{study.id}".lower().replace("_", "-").replace(".", "-"),
             run_config={"study-file": str(study_file), "study-sha256": study_sha256, RUN_CONFIG_KEY: str(key)}
@@ -135,11 +182,14 @@ def submit_study(
         if process is not None:
             stop_process(process)
         raise
-    AuditTrail(trail_path(study), actor="coordinator").append(
+    trail = AuditTrail(trail_path(study), actor="coordinator")
+    if authorized is not None:
+        trail.append("nodes_authorized", study=study.id, superlink=address, nodes=authorized)
+    trail.append(
         "study_submitted", study=study.id, study_sha256=study_sha256, flower_run=str(run_id),
         superlink=address, models={m.name: m.sha256 for m in models}, coordinator_key=identity.fingerprint,
     )
-    return Submission(study, study_file, run_id, flwr_home, process, key, key_created)
+    return Submission(study, study_file, run_id, flwr_home, process, key, key_created, authorized)
 
 
 def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float) -> dict[str, Any]:

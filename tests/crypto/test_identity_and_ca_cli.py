@@ -195,3 +195,21 @@ def test_a_supernode_key_file_that_is_not_an_ec_key_is_named(tmp_path):
     Identity.generate().save(tmp_path / "ed.key")
     with pytest.raises(KeyFileError, match="ed.key is not an OpenSSH private key"):
         NodeAuthKey.load(tmp_path / "ed.key")
+
+
+def test_the_readme_key_commands_run_as_written(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Secure mode"):readme.index("## Exit codes")]
+    commands = re.findall(r"^python -m crypto\.keys .*?(?=\s+#|$)", section, re.MULTILINE)
+    assert len(commands) == 3
+    for command in commands:
+        args = command.split()[1:]
+        done = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    for path in ("keys/ca/superlink.pem", "keys/coordinator/coordinator.key", "keys/hospital-a/ca.pem",
+                 "keys/hospital-a/hospital-a.supernode.key.pub"):
+        assert (tmp_path / path).is_file(), path
