@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import tomllib
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,8 @@ def export_pack(
     *,
     study: str | None = None,
     study_file: Path | None = None,
-    partner_trails: list[Path] = (),  # type: ignore[assignment]
-    partner_manifests: list[Path] = (),  # type: ignore[assignment]
+    partner_trails: Sequence[Path] = (),
+    partner_manifests: Sequence[Path] = (),
     key: Path | None = None,
 ) -> ExportSummary:
     """Write the evidence pack of the study in `output_dir` to `out` (a .zip)."""
@@ -122,7 +123,7 @@ def _entries_or_empty(trail: Path) -> list[dict[str, Any]]:
         return []  # packed as found; verify reports the damage
 
 
-def _match_manifests(paths: list[Path], declared: dict[str, dict[str, Any]]) -> dict[str, Path]:
+def _match_manifests(paths: Sequence[Path], declared: dict[str, dict[str, Any]]) -> dict[str, Path]:
     """Name each handed-over manifest by the partner whose results declared its hash."""
     matched: dict[str, Path] = {}
     for path in paths:

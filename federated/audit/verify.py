@@ -26,6 +26,7 @@ import hashlib
 import json
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class _Failed(Exception):
     pass
 
 
-def verify_evidence(path: Path, *, coordinator_key: str | None = None, partner_trails: list[PartnerEvidence] = ()) -> Verdict:  # type: ignore[assignment]
+def verify_evidence(path: Path, *, coordinator_key: str | None = None, partner_trails: Sequence[PartnerEvidence] = ()) -> Verdict:
     """Verify a pack (.zip or extracted directory) or a study output directory, offline."""
     path = Path(path)
     if path.is_file() and zipfile.is_zipfile(path):
@@ -90,7 +91,7 @@ def verify_evidence(path: Path, *, coordinator_key: str | None = None, partner_t
     return _verify_directory(path, str(path), coordinator_key, partner_trails)
 
 
-def _verify_directory(root: Path, source: str, coordinator_key: str | None, partner_trails: list[PartnerEvidence]) -> Verdict:
+def _verify_directory(root: Path, source: str, coordinator_key: str | None, partner_trails: Sequence[PartnerEvidence]) -> Verdict:
     evidence = open_evidence(root)
     evidence.partners.extend(partner_trails)
     checker = _Checker(evidence, Verdict(source), coordinator_key)
@@ -147,9 +148,10 @@ class _Checker:
         self.manifest_bytes = path.read_bytes()
         try:
             manifest = json.loads(self.manifest_bytes)
-            files: dict[str, str] = manifest["files"]
-            assert manifest["format"] == PACK_FORMAT and isinstance(files, dict)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        except ValueError:
+            manifest = None
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or manifest.get("format") != PACK_FORMAT:
             self.fail(f"MANIFEST.json is not an {PACK_FORMAT} manifest")
         self.study = manifest.get("study")
         present = {
