@@ -46,7 +46,7 @@ from crypto.tls import CA_CERTIFICATE, create_ca, issue_server_certificate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Keys of a study: HE contexts, identities, a test CA.")
 _out = Console()
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # error lines name paths: never wrap them
 
 
 @app.command()

@@ -37,7 +37,7 @@ def show(
     try:
         summary = ledger_summary(BudgetLedger.open_existing(ledger))
     except PrivacyError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(code=int(error.exit_code)) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
