@@ -227,16 +227,20 @@ def privacy_report(results: dict[str, Any]) -> str:
 
 def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:
     """Per partner: the manifest and data hashes and record counts its results declared, by round."""
-    partners: dict[str, dict[str, Any]] = defaultdict(lambda: {"manifest_sha256": set(), "data_sha256": set(), "rounds": {}})
+    partners: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"manifest_sha256": set(), "data_sha256": set(), "contract_sha256": set(), "rounds": {}}
+    )
     for entry in entries:
         if entry["kind"] == "result_received" and entry.get("study") == study_id:
             details = entry["details"]
             record = partners[details["partner"]]
-            record["manifest_sha256"].add(details.get("manifest_sha256", ""))
-            record["data_sha256"].add(details.get("data_sha256", ""))
+            for field in ("manifest_sha256", "data_sha256", "contract_sha256"):  # contract hashes where recorded
+                if details.get(field):
+                    record[field].add(details[field])
             record["rounds"][str(entry.get("round"))] = details.get("count")
     return {
-        name: {"manifest_sha256": sorted(r["manifest_sha256"]), "data_sha256": sorted(r["data_sha256"]), "records_per_round": r["rounds"]}
+        name: {"manifest_sha256": sorted(r["manifest_sha256"]), "data_sha256": sorted(r["data_sha256"]),
+               "contract_sha256": sorted(r["contract_sha256"]), "records_per_round": r["rounds"]}
         for name, r in sorted(partners.items())
     }
 
