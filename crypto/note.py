@@ -30,7 +30,7 @@ from crypto.errors import CryptoError, KeyFileError, NoteFormatError, SignatureE
 from crypto.identity import public_key_bytes, public_key_from_bytes, verify
 from crypto.merkle import HASH_SIZE
 
-MAX_SIGNATURES = 64  # the spec asks verifiers to accept at least 16
+MAX_SIGNATURES = 4096  # spec: accept at least 16; a checkpoint collects one cosignature per partner (500+ simulated)
 _EM_DASH_PREFIX = "\u2014 "
 _SIZE_PATTERN = re.compile(r"0|[1-9][0-9]*")
 _MAX_TIMESTAMP = 2**63 - 1

@@ -255,7 +255,7 @@ def test_two_signatures_by_the_same_known_key_are_malformed() -> None:
         ("te\x00xt\n\n— a AAAAAAA=\n", "control character"),
         ("text\r\n\n— a AAAAAAA=\n", "control character"),
         (b"\xff\xfe\n\n\xe2\x80\x94 a AAAAAAA=\n", "UTF-8"),
-        ("text\n\n" + "— a AAAAAAA=\n" * 65, "more than"),
+        ("text\n\n" + "— a AAAAAAA=\n" * 4097, "more than"),
     ],
 )
 def test_malformed_notes_are_rejected_with_a_precise_message(note: str | bytes, message: str) -> None:
