@@ -9,7 +9,7 @@ Nothing here ever unpickles, and nothing raw from the partner's data is placed i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rfc8785
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
+from federated.he_spec import EncryptionSpec
 from federated.statistics import EvaluationStatistics, StatisticsLayout
 from federated.study import EvaluationSettings
 
@@ -45,6 +46,7 @@ class TaskSpec(_Strict):
     study_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     models: list[ModelRef] = Field(min_length=1)
     evaluation: EvaluationSettings
+    encryption: EncryptionSpec | None = None  # set: statistics travel as one encrypted bundle
 
     def layout(self) -> StatisticsLayout:
         settings = self.evaluation
@@ -141,15 +143,18 @@ class EvaluationReply(_Strict):
 
     info: PartnerInfo
     statistics: dict[str, EvaluationStatistics]
+    encrypted: Any = None  # federated.he_messages.SignedBundle when the task is encrypted
 
     def payload_sha256(self) -> str:
-        digest_input = {
+        digest_input: dict[str, Any] = {
             "info": self.info.model_dump(mode="json"),
             "statistics": {
                 name: {key: sha256_bytes(np.ascontiguousarray(arr, dtype=np.float64).tobytes()) for key, arr in stats.arrays.items()}
                 for name, stats in sorted(self.statistics.items())
             },
         }
+        if self.encrypted is not None:
+            digest_input["bundle_sha256"] = self.encrypted.bundle.digest
         return sha256_bytes(rfc8785.dumps(digest_input))
 
 
@@ -172,6 +177,10 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
         detail = describe_validation_error("reply info", exc) if isinstance(exc, ValidationError) else str(exc)
         raise MessageError(detail) from None
     statistics: dict[str, EvaluationStatistics] = {}
+    if info.status == "ok" and spec.encryption is not None:
+        from federated.he_messages import SignedBundle  # TenSEAL only for encrypted studies
+
+        return EvaluationReply(info=info, statistics={}, encrypted=SignedBundle.read(content, info.partner, spec))
     if info.status == "ok":
         layout = spec.layout()
         for ref in spec.models:

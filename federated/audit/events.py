@@ -25,6 +25,10 @@ EVENT_KINDS: dict[str, str] = {
     "result_received": "coordinator: a partner's reply (partner, payload hash, example count)",
     "partner_missing": "coordinator: no reply from a node before the round timeout, or a Flower error",
     "aggregate_computed": "coordinator: sums over contributing partners (hash of the aggregate)",
+    # Added with encrypted aggregation (issue 5): `aggregate_computed` may carry `encrypted`, the
+    # ciphertext aggregate's SHA-256 and each partner's bundle SHA-256; `study_submitted`,
+    # `study_started`, `task_received` may carry `he_fingerprint`; all optional.
+    "aggregate_decrypted": "coordinator: a partner decrypted an encrypted aggregate (partner, aggregate and plaintext hashes, contributors)",
     "round_completed": "coordinator: a round ended (contributors, duration)",
     "privacy_spent": "partner: ε, δ, noise multiplier, sample rate and steps of one local DP-SGD run",
     "update_rejected": "coordinator: a partner's update was left out (reason: shape, NaN/Inf, norm bound)",

@@ -39,6 +39,7 @@ def main(
     max_epsilon: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset over all studies (default: no cap).")] = None,
     max_epsilon_per_study: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset in one study (default: no cap).")] = None,
     auth_key: Annotated[Path | None, typer.Option(help="This node's SuperNode authentication key (OpenSSH EC private key, from `python -m crypto.keys identity`); the coordinator registers its .pub (secure mode).")] = None,
+    he_secret_context: Annotated[Path | None, typer.Option(help="The study's HE secret context (he-secret-context.json from `python -m crypto.keys init`); without it, encrypted tasks are refused.")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
     try:
@@ -47,6 +48,7 @@ def main(
             runtime_port=port, insecure=insecure, root_certificates=root_certificates,
             max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
             ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study, auth_key=auth_key,
+            he_secret_context=he_secret_context,
         )
         identity, created = load_or_create_identity(launch.settings.key_path)
     except AccordError as exc:

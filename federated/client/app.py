@@ -11,7 +11,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from federated.client.pipeline import serve
-from federated.client.tasks import EVALUATE, TRAIN
+from federated.client.tasks import DECRYPT, EVALUATE, TRAIN
 
 app = ClientApp()
 
@@ -19,6 +19,11 @@ app = ClientApp()
 @app.query("evaluate")
 def evaluate(message: Message, context: Context) -> Message:
     return serve(EVALUATE, message, context)
+
+
+@app.query("decrypt")
+def decrypt(message: Message, context: Context) -> Message:
+    return serve(DECRYPT, message, context)
 
 
 @app.train()

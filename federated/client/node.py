@@ -73,6 +73,7 @@ def prepare_node(
     max_epsilon: float | None = None,
     max_epsilon_per_study: float | None = None,
     auth_key: Path | None = None,
+    he_secret_context: Path | None = None,
 ) -> tuple[NodeLaunch, PartnerData]:
     host, _ = parse_address(coordinator, option="--coordinator")
     require_transport(host, insecure=insecure, has_certificates=root_certificates is not None, option="--coordinator")
@@ -81,6 +82,10 @@ def prepare_node(
             raise ConfigError("--auth-key: Flower's SuperNode authentication needs TLS (--root-certificates), not --insecure")
         NodeAuthKey.load(auth_key)  # the checks flower-supernode makes, with a message naming the file
     loaded = check_local_data(data, manifest)
+    if he_secret_context is not None:
+        from crypto.he_keys import load_secret_context
+
+        load_secret_context(he_secret_context)  # refuse to start with a file that is not a usable secret context
     workdir = workdir.resolve()
     settings = NodeSettings(
         partner_id=partner_id or loaded.manifest.dataset_id,
@@ -92,6 +97,7 @@ def prepare_node(
         ledger=(ledger or workdir / "budget.sqlite").resolve(),
         max_epsilon_total=_cap("--max-epsilon", max_epsilon),
         max_epsilon_per_study=_cap("--max-epsilon-per-study", max_epsilon_per_study),
+        he_secret_context=he_secret_context.resolve() if he_secret_context is not None else None,
     )
     settings.to_node_config()  # refuses paths Flower's node-config syntax cannot carry
     launch = NodeLaunch(

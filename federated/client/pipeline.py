@@ -2,8 +2,10 @@
 
 1. parse and validate the message; 2. check the coordinator's signatures and checkpoint, and
 refuse a replayed task (its nonce seen before: `federated.client.replay`);
-3. log the task; 4. check the privacy budget (refuse before touching data); 5. load and
-check the data; 6. run the task; 7. spend the budget and log what leaves; 8. reply.
+3. log the task, and load the study's HE secret context if the task is encrypted (refused
+without it, or under another key: `federated.client.encryption`); 4. check the privacy budget
+(refuse before touching data); 5. load and check the data; 6. run the task; 7. spend the budget
+and log what leaves; 8. reply. A decryption task touches no data: it skips 4, 5 and 7.
 Any failure is a structured refusal, logged, returned to the coordinator; nothing is spent
 for a refused task, and the node keeps serving.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flwr.app import Context, Message, RecordDict
 
@@ -30,6 +32,10 @@ from federated.errors import FederatedError, MessageError
 from federated.protocol import PartnerInfo, build_reply
 from privacy import BudgetExceededError, BudgetLedger, PrivacyError
 
+if TYPE_CHECKING:
+    from crypto import Identity
+    from crypto.he_keys import SecretContext
+
 TaskT = TypeVar("TaskT")
 
 
@@ -39,6 +45,19 @@ class Refusal(Exception):
     def __init__(self, clause: str, reason: str) -> None:
         super().__init__(reason)
         self.clause = clause
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """The keys a task may use: the node's Ed25519 identity (signs its encrypted bundles) and the
+    study's HE secret context (None unless the task is encrypted)."""
+
+    identity: Identity
+    he: SecretContext | None = None
+
+
+def _not_encrypted(task: Any) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,11 @@ class TaskKind(Generic[TaskT]):
     # Privacy cost given the data's size.
     cost: Callable[[TaskT, int], TaskCost]
     # Runs the task; returns (reply content given the partner's info, details for the trail).
-    run: Callable[[TaskT, PartnerData, PartnerInfo], tuple[RecordDict, dict[str, Any]]]
+    # `PartnerData` is None for a kind that does not use data.
+    run: Callable[[TaskT, PartnerData | None, PartnerInfo, NodeKeys], tuple[RecordDict, dict[str, Any]]]
+    # The fingerprint of the study key the task is encrypted under (None: not encrypted).
+    encryption: Callable[[TaskT], str | None] = _not_encrypted
+    uses_data: bool = True  # False: no data, no budget (decryption of an aggregate)
 
 
 def _finite_cap(value: float) -> float:
@@ -90,6 +113,14 @@ def _budget_check(
     return ledger
 
 
+def _study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext | None:
+    if fingerprint is None:
+        return None
+    from federated.client.encryption import study_key  # TenSEAL only for encrypted tasks
+
+    return study_key(settings, fingerprint)
+
+
 def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     """Run one task through the steps above; always returns a reply (result or refusal)."""
     settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
@@ -117,29 +148,39 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         return refuse(exc.clause, str(exc), task_sha256=task_sha256)
     except AuditRefusal as exc:
         return refuse("audit", str(exc), task_sha256=task_sha256)
-    trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where)
+    fingerprint = kind.encryption(task)
+    trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where,
+                 **({"he_fingerprint": fingerprint} if fingerprint else {}))
     try:
-        manifest: DataManifest = load_manifest(settings.manifest)
-        data = load_partner_data(settings.data, manifest)
+        keys = NodeKeys(audit.identity, _study_key(settings, fingerprint))
+    except Refusal as exc:
+        return refuse(exc.clause, str(exc))
+    data, ledger, cost = None, None, None
+    info = PartnerInfo(partner=settings.partner_id, status="ok")
+    try:
+        if kind.uses_data:
+            manifest: DataManifest = load_manifest(settings.manifest)
+            data = load_partner_data(settings.data, manifest)
     except FederatedError as exc:
         return refuse("data", str(exc))
     try:
-        cost = kind.cost(task, data.size)
-        ledger = _budget_check(settings, cost, where["study"], trail, where)
-        info = PartnerInfo(
-            partner=settings.partner_id, status="ok", release_per_partner=manifest.release_per_partner,
-            data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
-        )
+        if data is not None:
+            cost = kind.cost(task, data.size)
+            ledger = _budget_check(settings, cost, where["study"], trail, where)
+            info = PartnerInfo(
+                partner=settings.partner_id, status="ok", release_per_partner=manifest.release_per_partner,
+                data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
+            )
         trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
                      count=info.count, **where)
-        content, details = kind.run(task, data, info)
+        content, details = kind.run(task, data, info, keys)
     except Refusal as exc:
         return refuse(exc.clause, str(exc))
     except AccordError as exc:
         return refuse("task", str(exc))
     except Exception as exc:  # a bug: still logged and answered, so the coordinator learns why
         return refuse("internal", f"{type(exc).__name__}: {exc}")
-    if ledger is not None and cost.private is not None:
+    if ledger is not None and cost is not None and cost.private is not None:
         spent = cost.private
         try:
             ledger.spend(study_id=where["study"], release=spent.release, epsilon=spent.epsilon, delta=spent.delta,

@@ -13,6 +13,7 @@ from typing import Any
 from federated.errors import ConfigError
 
 KEYS = ("partner-id", "data", "manifest", "trail")
+SIMULATION_HE_SECRET = "he-secret-context.json"  # in simulation, every virtual partner's secret context
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class NodeSettings:
     ledger: Path | None = None  # the privacy budget ledger; default: beside the trail
     max_epsilon_total: float = float("inf")  # cap on ε over every study, ever
     max_epsilon_per_study: float = float("inf")  # cap on ε within one study
+    he_secret_context: Path | None = None  # the study's HE secret context (encrypted aggregation)
 
     @property
     def key_path(self) -> Path:
@@ -39,19 +41,23 @@ class NodeSettings:
         """The `--node-config` argument for `flower-supernode` (TOML-style key="value" pairs)."""
         values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail,
                   "key": self.key, "coordinator-key": self.coordinator_key, "ledger": self.ledger,
-                  "max-epsilon": _finite(self.max_epsilon_total), "max-epsilon-per-study": _finite(self.max_epsilon_per_study)}
+                  "max-epsilon": _finite(self.max_epsilon_total), "max-epsilon-per-study": _finite(self.max_epsilon_per_study),
+                  "he-secret-context": self.he_secret_context}
         return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items() if value is not None)
 
     @classmethod
     def from_context(cls, node_config: dict[str, Any], run_config: dict[str, Any]) -> NodeSettings:
         """Deployment: the keys above. Simulation: Flower's `partition-id` picks a partner's
-        files in the run's `simulation-dir` (written by the simulation's data preparation)."""
+        files in the run's `simulation-dir` (written by the simulation's data preparation); every
+        virtual partner reads the same secret context, `simulation-dir/he-secret-context.json`, if present."""
         if "partition-id" in node_config and "partner-id" not in node_config:
             directory = Path(str(run_config.get("simulation-dir", "")))
             if not directory.is_dir():
                 raise ConfigError(f"simulation run config simulation-dir {str(directory)!r} is not a directory")
             name = f"partner-{int(node_config['partition-id']):03d}"
-            return cls(name, directory / f"{name}.csv", directory / f"{name}.toml", directory / "trails" / f"{name}.jsonl")
+            secret = directory / SIMULATION_HE_SECRET
+            return cls(name, directory / f"{name}.csv", directory / f"{name}.toml", directory / "trails" / f"{name}.jsonl",
+                       he_secret_context=secret if secret.is_file() else None)
         return cls.from_node_config(node_config)
 
     @classmethod
@@ -69,6 +75,7 @@ class NodeSettings:
             ledger=Path(config["ledger"]) if config.get("ledger") else None,
             max_epsilon_total=_cap(config, "max-epsilon"),
             max_epsilon_per_study=_cap(config, "max-epsilon-per-study"),
+            he_secret_context=Path(config["he-secret-context"]) if config.get("he-secret-context") else None,
         )
 
 

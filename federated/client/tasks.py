@@ -1,4 +1,5 @@
-"""The two kinds of task a partner runs: evaluate candidate models, train the global model."""
+"""The kinds of task a partner runs: evaluate candidate models, train the global model, and decrypt
+an encrypted aggregate (`federated.client.encryption`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from flwr.app import RecordDict
 from accord.errors import AccordError
 from accord.hashing import sha256_bytes
 from federated.client.evaluation import evaluate_task
-from federated.client.costs import round_cost
-from federated.client.pipeline import Refusal, TaskKind
+from federated.client.costs import TaskCost, round_cost
+from federated.client.pipeline import NodeKeys, Refusal, TaskKind
 from federated.data import PartnerData
 from federated.dp_evaluation import privatize
 from federated.errors import FederatedError
@@ -27,12 +28,16 @@ def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple
     return statistics, info.model_copy(update={"noise": NoiseInfo(**release.as_record()), "count": 0})
 
 
-def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:
+def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     try:
         statistics = evaluate_task(task, data)
     except FederatedError as exc:
         raise Refusal("model", str(exc)) from None
     statistics, info = _release(statistics, task, info)
+    if task.spec.encryption is not None:
+        from federated.client.encryption import encrypt_evaluation
+
+        return encrypt_evaluation(task.spec, statistics, info, keys, records=data.size)
     payload_sha256 = EvaluationReply(info=info, statistics=statistics).payload_sha256()
     return build_reply(info, statistics), {"payload_sha256": payload_sha256}
 
@@ -46,10 +51,11 @@ EVALUATE = TaskKind(
         evaluation=task.spec.evaluation, training=None, round_number=task.spec.round, num_examples=size
     ),
     run=_evaluate,
+    encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
 )
 
 
-def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict, dict[str, Any]]:
+def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.training.partner import train_round
     from federated.training.protocol import arrays_sha256, build_train_reply
 
@@ -64,6 +70,14 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo) -> tuple[RecordDict,
         # ε covers the weights only: the example count and the training loss would leak beyond
         # it, so a DP partner withholds both and FedAvg weighs it like every other partner.
         weight, loss, info = 1, None, info.model_copy(update={"count": 0})
+    if task.spec.encryption is not None:
+        from federated.client.encryption import encrypt_training
+
+        # Encrypted, the loss is withheld too: it is one partner's own number, not part of any sum.
+        content = build_train_reply(info, num_examples=weight, privacy=local.privacy)
+        content, details = encrypt_training(task, local.arrays, weight=weight, statistics=statistics, info=info,
+                                            keys=keys, records=data.size, content=content)
+        return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight, **details}
     content = build_train_reply(
         info, arrays=local.arrays, num_examples=weight, train_loss=loss, privacy=local.privacy, statistics=statistics,
     )
@@ -85,5 +99,31 @@ TRAIN = TaskKind(
         evaluation=task.spec.evaluation, training=task.spec.training, round_number=task.spec.round, num_examples=size
     ),
     run=_train,
+    encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
+)
+
+
+def _parse_decrypt(content: RecordDict) -> Any:
+    from federated.he_messages import parse_decrypt_task  # TenSEAL only for decryption tasks
+
+    return parse_decrypt_task(content)
+
+
+def _decrypt(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+    from federated.client.encryption import run_decryption
+
+    return run_decryption(task, info, keys)
+
+
+DECRYPT = TaskKind(
+    parse=_parse_decrypt,
+    task_sha256=lambda task: task.spec.sha256(),
+    where=lambda task: {"study": task.spec.study, "round": task.spec.round},
+    received=lambda task: {"step": "decryption", "aggregate_sha256": task.spec.aggregate_sha256,
+                           "contributors": [c.partner for c in task.spec.contributions]},
+    cost=lambda task, size: TaskCost(),  # never asked: a decryption uses no data
+    run=_decrypt,
+    encryption=lambda task: task.spec.fingerprint,
+    uses_data=False,
 )
 

@@ -33,6 +33,10 @@ def _progress_line(entry: dict[str, Any]) -> str | None:
         return f"study {entry['study']} started: {details['rounds']} round(s), minimum cohort {details['min_cohort']}; waiting for partners"
     if kind == "cohort_ready":
         return f"cohort ready: {details['nodes']} partner node(s) connected"
+    if kind == "result_received" and details.get("step") == "decryption":
+        return None  # "aggregate_decrypted" follows
+    if kind == "aggregate_decrypted":
+        return f"round {round_number}: {details['partner']} decrypted the aggregate of {len(details['contributors'])} partners"
     if kind == "result_received":
         return f"round {round_number}: result from {details['partner']} ({details['count']} records)"
     if kind == "task_refused":
@@ -145,7 +149,8 @@ def main(
         print(json.dumps(results, indent=2))
     if results["status"] != "completed":
         console.print(f"[red]{results['status']}[/]: {results['message']}")
-        raise typer.Exit(int(ExitCode.COHORT_TOO_SMALL))
+        refused = results["status"] == "decryption_failed"  # every decrypting partner refused the aggregate
+        raise typer.Exit(int(ExitCode.REFUSED if refused else ExitCode.COHORT_TOO_SMALL))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class RoundOutcome:
     matrix: dict[str, dict[str, dict[str, float] | None]] = field(default_factory=dict)
     standard_errors: dict[str, dict[str, float]] = field(default_factory=dict)
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    encryption: dict[str, Any] = field(default_factory=dict)  # set when the round's sums were encrypted
     duration_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -47,7 +48,7 @@ class RoundOutcome:
             "matrix": self.matrix,
             "standard_errors": self.standard_errors,
             "privacy": self.privacy,
-        }
+        } | ({"encryption": self.encryption} if self.encryption else {})
 
 
 def statistics_sha256(statistics: dict[str, EvaluationStatistics]) -> str:
@@ -70,15 +71,23 @@ def _noise_variance(replies: list[EvaluationReply], layout) -> dict[str, float] 
     return {name: sum((reply.info.noise.sigma * scale) ** 2 for reply in replies) for name, scale in scales.items()}
 
 
-def aggregate_round(round_number: int, replies: list[EvaluationReply], calibration_bins: int) -> RoundOutcome:
+def aggregate_round(
+    round_number: int,
+    replies: list[EvaluationReply],
+    calibration_bins: int,
+    decrypted: dict[str, EvaluationStatistics] | None = None,
+) -> RoundOutcome:
     """Pool the accepted replies of one round (at least one) into metrics.
 
     With DP noise, metrics come from clamped sums (post-processing) and carry standard errors.
+    `decrypted`: the sums were decrypted from an encrypted aggregate; no partner's own statistics are
+    known, so every matrix cell is withheld.
     """
     outcome = RoundOutcome(round=round_number, contributors=[reply.info.partner for reply in replies])
     outcome.privacy = {r.info.partner: r.info.noise.model_dump() for r in replies if r.info.noise is not None}
-    for name in replies[0].statistics:
-        pooled = EvaluationStatistics.total([reply.statistics[name] for reply in replies])
+    known = decrypted or {}
+    for name in known or replies[0].statistics:
+        pooled = known[name] if known else EvaluationStatistics.total([reply.statistics[name] for reply in replies])
         variance = _noise_variance(replies, pooled.layout)
         if variance is not None:
             outcome.standard_errors[name] = standard_errors(pooled, variance, calibration_bins)
@@ -92,7 +101,7 @@ def aggregate_round(round_number: int, replies: list[EvaluationReply], calibrati
             reply.info.partner: compute_metrics(
                 clamp(reply.statistics[name]) if variance is not None else reply.statistics[name], calibration_bins
             )
-            if reply.info.release_per_partner
+            if reply.info.release_per_partner and not known
             else None
             for reply in replies
         }

@@ -22,6 +22,7 @@ from federated.errors import CohortTooSmallError, ConfigError
 from federated.protocol import ModelRef, TaskSpec
 from federated.privacy_report import privacy_report
 from federated.report import write_outputs
+from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
 from federated.server.rounds import run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
 
@@ -62,7 +63,8 @@ def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> int:
 
 
 def evaluation_rounds(
-    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, results: dict[str, Any]
+    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, results: dict[str, Any],
+    encryption: EncryptedAggregation | None = None,
 ) -> dict:
     """The rounds of an evaluation study; returns the last round's pooled statistics."""
     model_bytes = {model.name: model.path.read_bytes() for model in models}
@@ -77,7 +79,7 @@ def evaluation_rounds(
         )
         outcome = run_round(
             grid, spec, model_bytes, trail,
-            timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins,
+            timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins, encryption=encryption,
         )
         results["rounds"].append(outcome.summary())
         trail.append(
@@ -94,7 +96,8 @@ def evaluation_rounds(
 
 
 def run_study(
-    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, *, run_id: int
+    grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, *, run_id: int,
+    encryption: EncryptedAggregation | None = None,
 ) -> dict[str, Any]:
     """All rounds of a study (evaluation or training); returns the results document."""
     results: dict[str, Any] = {
@@ -109,18 +112,21 @@ def run_study(
         "rounds": [],
         "trail": str(trail.path),
     }
+    if encryption is not None:
+        results["encryption"] = encryption.describe()
     pooled_statistics: dict = {}
     try:
         wait_for_cohort(grid, study, trail)
         if study.purpose == "training":
             from federated.training.coordinator import run_training  # torch only for training studies
 
-            pooled_statistics = run_training(grid, study, study_sha256, trail, results)
+            pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption)
         else:
-            pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results)
+            pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results, encryption)
         results["status"] = "completed"
-    except CohortTooSmallError as exc:
-        results.update(status="cohort_too_small", message=str(exc))
+    except (CohortTooSmallError, DecryptionFailedError) as exc:
+        status = DecryptionFailedError.status if isinstance(exc, DecryptionFailedError) else "cohort_too_small"
+        results.update(status=status, message=str(exc))
         if results["rounds"]:
             # Metrics of a round below the minimum cohort are not released.
             last = results["rounds"][-1]
@@ -144,11 +150,14 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Signs a checkpoint before every round (rounds.collect_replies) and one when the study ends.
         audit = CoordinatorAudit.for_study(trail, coordinator_key_path(dict(context.run_config), study.output_dir), study_id=study.id)
+        # The public context only: `load_public_context` refuses a file that holds a secret key.
+        encryption = EncryptedAggregation.for_study(study, Path(str(context.run_config["study-file"])))
         trail.append(
             "study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
             min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models}, coordinator_key=audit.fingerprint,
+            **({"he_fingerprint": encryption.public.fingerprint} if encryption is not None else {}),
         )
-        run_study(grid, study, study_sha256, models, trail, run_id=context.run_id)
+        run_study(grid, study, study_sha256, models, trail, run_id=context.run_id, encryption=encryption)
     except Exception as exc:
         # Leave the reason in the trail before Flower marks the run failed.
         trail.append("study_failed", study=study.id, status="error", reason=f"{type(exc).__name__}: {exc}")

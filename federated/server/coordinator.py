@@ -25,6 +25,7 @@ from crypto.node_auth import AuthorizedNode
 from federated.audit import AuditTrail
 from federated.audit.evidence import keep_submitted_study
 from federated.audit.keys import COORDINATOR_KEY_NAME, RUN_CONFIG_KEY, load_or_create_identity
+from federated.client.settings import SIMULATION_HE_SECRET
 from federated.errors import ConfigError, FlowerRuntimeError
 from federated.flower_runtime import (
     is_loopback,
@@ -41,6 +42,7 @@ from federated.flower_runtime import (
     write_connection,
 )
 from federated.server.app import trail_path
+from federated.server.encryption import load_study_context
 from federated.study import Study, load_study, resolve_models
 
 _POLL_S = 0.5
@@ -154,6 +156,12 @@ def submit_study(
     study_file = Path(study_file).resolve()
     study = load_study(study_file)
     models = resolve_models(study, study_file)
+    he_context = load_study_context(study, study_file)  # refuses a secret key before anything starts
+    if he_context is not None and simulation is not None and not (simulation.data_dir / SIMULATION_HE_SECRET).is_file():
+        raise ConfigError(
+            f"{study_file}: encryption is enabled; in simulation every virtual partner reads the study's secret "
+            f"context from {simulation.data_dir / SIMULATION_HE_SECRET} (copy he-secret-context.json there)"
+        )
     study_sha256 = sha256_file(study_file)
     study.output_dir.mkdir(parents=True, exist_ok=True)
     key = (key or study.output_dir / COORDINATOR_KEY_NAME).resolve()
@@ -188,6 +196,7 @@ def submit_study(
     trail.append(
         "study_submitted", study=study.id, study_sha256=study_sha256, flower_run=str(run_id),
         superlink=address, models={m.name: m.sha256 for m in models}, coordinator_key=identity.fingerprint,
+        **({"he_fingerprint": he_context.fingerprint} if he_context is not None else {}),
     )
     return Submission(study, study_file, run_id, flwr_home, process, key, key_created, authorized)
 

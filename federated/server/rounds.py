@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
@@ -20,6 +20,8 @@ from federated.errors import MessageError
 from federated.protocol import MESSAGE_TYPE, TaskSpec, build_task, parse_reply
 from federated.server.aggregation import RoundOutcome, aggregate_round, statistics_sha256
 
+if TYPE_CHECKING:
+    from federated.server.encryption import EncryptedAggregation
 
 ReplyT = TypeVar("ReplyT")
 
@@ -48,6 +50,7 @@ class Collected(Generic[ReplyT]):
     accepted: list[ReplyT] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     missing: list[dict[str, str]] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)  # partner -> the node its accepted reply came from
 
     def refuse(self, trail: AuditTrail, where: dict, *, node: int, partner: str | None, clause: str, reason: str, by: str) -> None:
         self.refused.append({"partner": partner or f"node {node}", "clause": clause, "reason": reason})
@@ -93,7 +96,8 @@ def collect_replies(
         try:
             parsed = parse(reply.content)
         except MessageError as exc:
-            collected.refuse(trail, where, node=node, partner=None, clause="reply", reason=str(exc), by="coordinator")
+            clause = getattr(exc, "clause", "reply")  # e.g. "encryption" for a bundle that does not check out
+            collected.refuse(trail, where, node=node, partner=None, clause=clause, reason=str(exc), by="coordinator")
             continue
         info = parsed.info
         if audit is not None:
@@ -109,6 +113,7 @@ def collect_replies(
             collected.refuse(trail, where, node=node, partner=info.partner, clause="identity", reason=reason, by="coordinator")
             continue
         collected.accepted.append(parsed)
+        collected.nodes[info.partner] = node
         trail.append(
             "result_received", node=str(node), partner=info.partner, count=info.count,
             payload_sha256=parsed.payload_sha256(),
@@ -131,16 +136,34 @@ def run_round(
     *,
     timeout_s: float,
     calibration_bins: int,
+    encryption: EncryptedAggregation | None = None,
 ) -> RoundOutcome:
-    """Run one round over the nodes connected now; the outcome may have no contributors."""
+    """Run one round over the nodes connected now; the outcome may have no contributors.
+
+    With `encryption`, partners send one encrypted bundle each; the coordinator sums them and a
+    decrypting partner returns the pooled statistics (no partner's own statistics are ever seen).
+    """
     started = time.monotonic()
+    nodes = list(grid.get_node_ids())
+    if encryption is not None:
+        from federated.he_codec import evaluation_plan
+
+        spec, plan = encryption.encrypt_spec(spec, partners=len(nodes), plan_for=evaluation_plan)
     collected = collect_replies(
-        grid, list(grid.get_node_ids()), content=lambda: build_task(spec, model_bytes), message_type=MESSAGE_TYPE,
+        grid, nodes, content=lambda: build_task(spec, model_bytes), message_type=MESSAGE_TYPE,
         parse=lambda content: parse_reply(content, spec), where={"study": spec.study, "round": spec.round},
         task_sha256=spec.sha256(), trail=trail, timeout_s=timeout_s,
     )
+    encrypted = None
+    if encryption is not None and collected.accepted:
+        encrypted = encryption.aggregate(grid, collected, plan, trail, study=spec.study, round=spec.round, forward=True)
     accepted = collected.accepted
-    if accepted:
+    if encrypted is not None:
+        outcome = aggregate_round(spec.round, accepted, calibration_bins, decrypted=encrypted.statistics)
+        outcome.encryption = encrypted.summary
+    elif encryption is not None:  # fewer than the minimum cohort of readable bundles: nothing is decrypted
+        outcome = RoundOutcome(round=spec.round, contributors=[r.info.partner for r in accepted])
+    elif accepted:
         outcome = aggregate_round(spec.round, accepted, calibration_bins)
         trail.append(
             "aggregate_computed",

@@ -73,3 +73,17 @@ def aggregate_updates(
     if arrays is None:
         raise MessageError(f"the {settings.aggregator} aggregator produced no model from {len(updates)} updates")
     return {name: arrays[name].numpy().astype(np.float32) for name in updates[0][0]}
+
+
+def mean_from_sum(
+    reference: dict[str, np.ndarray], weighted_sum: dict[str, np.ndarray], *, total_weight: int
+) -> dict[str, np.ndarray]:
+    """FedAvg from a decrypted sum of weight·(w_i - reference): reference + sum / total weight (float32)."""
+    if total_weight <= 0:
+        raise MessageError(f"cannot average updates of total weight {total_weight}")
+    if set(weighted_sum) != set(reference):
+        raise MessageError(f"the decrypted update sum has arrays {sorted(weighted_sum)}, the model {sorted(reference)}")
+    return {
+        name: (reference[name].astype(np.float64) + weighted_sum[name] / total_weight).astype(np.float32)
+        for name in reference
+    }

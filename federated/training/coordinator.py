@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.serverapp import Grid
@@ -24,7 +24,7 @@ from federated.protocol import EvaluationReply, ModelRef, TaskSpec
 from federated.server.aggregation import aggregate_round
 from federated.server.rounds import collect_replies, run_round
 from federated.study import Study, TrainingSettings
-from federated.training.aggregation import aggregate_updates, check_update
+from federated.training.aggregation import aggregate_updates, check_update, mean_from_sum
 from federated.training.protocol import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
@@ -33,6 +33,9 @@ from federated.training.protocol import (
     build_train_task,
     parse_train_reply,
 )
+
+if TYPE_CHECKING:
+    from federated.server.encryption import EncryptedAggregation
 
 
 class GlobalModel:
@@ -114,10 +117,13 @@ def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, roun
 
 def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], settings: TrainingSettings,
                    trail: AuditTrail, where: dict) -> tuple[list[TrainReply], list[dict[str, str]]]:
+    """Reject updates that fail their checks; an encrypted update can only have its weight checked
+    (its partner checked its norm before encrypting it)."""
     accepted, rejected = [], []
     for reply in replies:
         try:
-            check_update(reply.arrays, reference, max_norm=settings.max_update_norm)
+            if reply.encrypted is None:
+                check_update(reply.arrays, reference, max_norm=settings.max_update_norm)
         except MessageError as exc:
             rejected.append({"partner": reply.info.partner, "reason": str(exc)})
             trail.append("update_rejected", partner=reply.info.partner, reason=str(exc), **where)
@@ -132,8 +138,14 @@ def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], 
     return accepted, rejected
 
 
-def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail, results: dict[str, Any]) -> dict:
-    """All training rounds and the final evaluation; fills `results`, returns pooled statistics."""
+def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail, results: dict[str, Any],
+                 encryption: EncryptedAggregation | None = None) -> dict:
+    """All training rounds and the final evaluation; fills `results`, returns pooled statistics.
+
+    With `encryption`, partners send weight·(w - w_global) and their statistics in one encrypted
+    bundle; the coordinator sums them, a decrypting partner returns the sums, and the new global
+    model is w_global + sum / total weight (FedAvg; the study validation refuses other aggregators).
+    """
     settings = study.training
     global_model = GlobalModel(study)
     results["lineage"] = [_release(global_model, study, trail, round_number=0, parent=None, contributors=[])]
@@ -148,26 +160,43 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         )
         where = {"study": study.id, "round": round_number}
         arrays = global_model.arrays
+        nodes = list(grid.get_node_ids())
+        plan = None
+        if encryption is not None:
+            from federated.he_codec import training_plan
+
+            shapes = {name: array.shape for name, array in arrays.items()}
+            spec, plan = encryption.encrypt_spec(spec, partners=len(nodes),
+                                                 plan_for=lambda draft, public: training_plan(draft, shapes, public))
         collected = collect_replies(
-            grid, list(grid.get_node_ids()), content=lambda: build_train_task(spec, arrays, onnx),
+            grid, nodes, content=lambda: build_train_task(spec, arrays, onnx),
             message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
             task_sha256=sha256_bytes(spec.model_dump_json().encode()), trail=trail, timeout_s=study.round_timeout_s,
         )
         timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
         accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where)
+        decrypted = None
+        if encryption is not None and plan is not None and len(accepted) >= study.min_cohort:
+            collected.accepted = accepted
+            decrypted = encryption.aggregate(grid, collected, plan, trail, study=study.id, round=round_number, forward=False)
+            accepted = collected.accepted  # less any bundle that could not be added
+            timings["decrypt_s"] = time.monotonic() - started - timings["export_s"] - timings["exchange_s"]
         summary: dict[str, Any] = {
             "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
             "refused": collected.refused, "missing": collected.missing, "global_sha256_in": global_model.sha256,
             "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
             "train_loss": {r.info.partner: r.train_loss for r in accepted},
         }
-        if accepted:
+        if decrypted is not None:
+            summary["encryption"] = decrypted.summary | {"update_error_bound": plan.update_error_bound}
+        if accepted and (encryption is None or decrypted is not None):
             # Pooled metrics of the model the partners received (the previous round's global model).
-            evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins)
+            evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins,
+                                         decrypted=decrypted.statistics if decrypted is not None else None)
             summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix,
                            standard_errors=evaluation.standard_errors, evaluation_privacy=evaluation.privacy)
         results["rounds"].append(summary)
-        if len(accepted) < study.min_cohort:
+        if len(accepted) < study.min_cohort or (encryption is not None and decrypted is None):
             summary.update(pooled={}, subgroups={}, matrix={}, duration_s=round(time.monotonic() - started, 3))
             raise CohortTooSmallError(
                 f"round {round_number}: only {len(accepted)} partners contributed an accepted update "
@@ -175,7 +204,10 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             )
         parent = global_model.sha256
         mark = time.monotonic()
-        global_model.load(aggregate_updates(settings, [(r.arrays, r.num_examples) for r in accepted]))
+        if decrypted is not None:
+            global_model.load(mean_from_sum(arrays, decrypted.update, total_weight=sum(r.num_examples for r in accepted)))
+        else:
+            global_model.load(aggregate_updates(settings, [(r.arrays, r.num_examples) for r in accepted]))
         timings["aggregate_s"] = time.monotonic() - mark
         mark = time.monotonic()
         results["lineage"].append(
@@ -188,7 +220,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
                      refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
                      duration_s=summary["duration_s"])
-    return _final_evaluation(grid, study, study_sha256, global_model, trail, results)
+    return _final_evaluation(grid, study, study_sha256, global_model, trail, results, encryption)
 
 
 def _as_evaluation(reply: TrainReply) -> EvaluationReply:
@@ -196,7 +228,7 @@ def _as_evaluation(reply: TrainReply) -> EvaluationReply:
 
 
 def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model: GlobalModel, trail: AuditTrail,
-                      results: dict[str, Any]) -> dict:
+                      results: dict[str, Any], encryption: EncryptedAggregation | None = None) -> dict:
     onnx = global_model.onnx()
     final_round = study.rounds + 1
     spec = TaskSpec(
@@ -204,7 +236,7 @@ def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model:
         models=[ModelRef(name="global", sha256=sha256_bytes(onnx), output="probabilities")], evaluation=study.evaluation,
     )
     outcome = run_round(grid, spec, {"global": onnx}, trail, timeout_s=study.round_timeout_s,
-                        calibration_bins=study.evaluation.calibration_bins)
+                        calibration_bins=study.evaluation.calibration_bins, encryption=encryption)
     results["final_evaluation"] = outcome.summary() | {"model_sha256": global_model.sha256}
     trail.append("round_completed", study=study.id, round=final_round, contributors=outcome.contributors,
                  refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3))

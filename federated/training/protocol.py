@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
+from federated.he_spec import EncryptionSpec
 from federated.protocol import (
     MAX_MODEL_BYTES,
     MAX_SPEC_BYTES,
@@ -56,13 +57,15 @@ class TrainSpec(BaseModel):
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     training: TrainingSettings
     evaluation: EvaluationSettings
+    encryption: EncryptionSpec | None = None  # set: update and statistics travel as one encrypted bundle
 
     def evaluation_spec(self) -> TaskSpec:
-        """The evaluation of the incoming global model, as the evaluation path expects it."""
+        """The evaluation of the incoming global model, as the evaluation path expects it (with the
+        round's encryption, whose bundle also carries the update)."""
         return TaskSpec(
             study=self.study, round=self.round, study_sha256=self.study_sha256,
             models=[ModelRef(name=GLOBAL_MODEL, sha256=self.onnx_sha256, output="probabilities")],
-            evaluation=self.evaluation,
+            evaluation=self.evaluation, encryption=self.encryption,
         )
 
 
@@ -136,10 +139,11 @@ class TrainReply(BaseModel):
     train_loss: float | None = None  # withheld under DP: the guarantee does not cover it
     privacy: PrivacySpent | None = None
     statistics: dict[str, EvaluationStatistics] = Field(default_factory=dict)
+    encrypted: Any = None  # federated.he_messages.SignedBundle: update and statistics, encrypted
 
     def payload_sha256(self) -> str:
         """Hash of what the partner sent: its identity record, its weights and its statistics."""
-        evaluation = EvaluationReply(info=self.info, statistics=self.statistics).payload_sha256()
+        evaluation = EvaluationReply(info=self.info, statistics=self.statistics, encrypted=self.encrypted).payload_sha256()
         return sha256_bytes(f"{evaluation}|{arrays_sha256(self.arrays)}|{self.num_examples}".encode())
 
 
@@ -155,6 +159,7 @@ def build_train_reply(
     content = build_reply(info, statistics or {})
     if arrays is not None:
         content["arrays"] = _array_record(arrays)
+    if arrays is not None or num_examples:  # an encrypted reply carries its weight without plaintext arrays
         metrics = {"num-examples": int(num_examples)}
         if train_loss is not None:
             metrics["train-loss"] = float(train_loss)
@@ -167,10 +172,10 @@ def build_train_reply(
 def parse_train_reply(content: RecordDict, spec: TrainSpec) -> TrainReply:
     """Validate a partner's train reply; `MessageError` if any part does not fit."""
     evaluation: EvaluationReply = parse_reply(content, spec.evaluation_spec())
-    fields: dict[str, Any] = {"info": evaluation.info, "statistics": evaluation.statistics}
+    fields: dict[str, Any] = {"info": evaluation.info, "statistics": evaluation.statistics, "encrypted": evaluation.encrypted}
     if evaluation.info.status == "ok":
         try:
-            record = content.array_records["arrays"]
+            record = content.array_records["arrays"] if evaluation.encrypted is None else {}
             metrics = content.metric_records["metrics"]
         except KeyError as exc:
             raise MessageError(f"train reply from {evaluation.info.partner!r} lacks {exc.args[0]!r}") from None

@@ -1,0 +1,220 @@
+"""The partner's side of encrypted aggregation: the study key, the bundle it sends, and decryption.
+
+- `study_key`: before any data is touched, a task encrypted under a study key needs this node's
+  secret context (`--he-secret-context`), and the task's key fingerprint must be that context's;
+  otherwise the task is refused with clause "encryption".
+- `encrypted_reply`: the partner packs everything a round sends for aggregation (statistics after
+  DP noise, and a training round's weighted update) into one bundle, encrypts it, signs its
+  SHA-256 with the node key, and sends that instead of plaintext values.
+- `decrypt_aggregate`: the decryption task. The node decrypts only an aggregate of at least the
+  minimum cohort (never fewer than `MIN_DECRYPTION_COHORT`) of distinct partners' contributions,
+  each signed by its partner's key, its own among them, with as many addends as contributions.
+  For evaluation statistics it re-sums the forwarded bundles and decrypts only if the aggregate is
+  exactly that sum; for model updates (no forwarded bundles) it relies on the signed digests.
+
+This module must never decrypt a single partner's bundle, nor any bundle that fails the checks above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import RecordDict
+
+from accord.errors import AccordError
+from crypto import Identity, public_key_bytes
+from crypto.he_aggregation import add_bundles, decrypt_bundle, encrypt_bundle
+from crypto.he_keys import SecretContext, load_secret_context
+from federated.client.pipeline import Refusal
+from federated.errors import MessageError
+from federated.he_codec import UPDATE_PREFIX, BundlePlan, evaluation_plan, training_plan
+from federated.he_messages import DecryptTask, SignedBundle, attach_bundle, decrypted_sha256, sign_contribution
+from federated.he_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.protocol import EvaluationReply, PartnerInfo, TaskSpec, build_reply
+from federated.statistics import EvaluationStatistics
+
+if TYPE_CHECKING:
+    from federated.client.pipeline import NodeKeys
+    from federated.client.settings import NodeSettings
+    from federated.training.protocol import TrainTask
+
+MIN_DECRYPTION_COHORT = 2  # a "sum" of one contribution is that partner's values: never decrypted
+
+
+def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext | None:
+    """This node's secret context for a task encrypted under `fingerprint` (None: not encrypted)."""
+    if fingerprint is None:
+        return None
+    path = settings.he_secret_context
+    if path is None:
+        raise Refusal(
+            ENCRYPTION_CLAUSE,
+            f"the study encrypts its aggregation under key {fingerprint[:16]}…, and this node holds no secret "
+            "context (start it with --he-secret-context)",
+        )
+    try:
+        secret = load_secret_context(path)
+    except AccordError as exc:
+        raise Refusal(ENCRYPTION_CLAUSE, f"this node's secret context cannot be used: {exc}") from None
+    if secret.fingerprint != fingerprint:
+        raise Refusal(
+            ENCRYPTION_CLAUSE,
+            f"the task is encrypted under key {fingerprint[:16]}…, but this node's secret context {path} holds the "
+            f"key of study {secret.study_id!r} ({secret.fingerprint[:16]}…)",
+        )
+    return secret
+
+
+def check_plan(plan: BundlePlan, encryption: EncryptionSpec, records: int) -> None:
+    """Refuse a task whose layout this node derives differently, or whose bounds its data exceeds."""
+    if plan.sha256 != encryption.layout_sha256:
+        raise Refusal(
+            ENCRYPTION_CLAUSE,
+            f"the task declares bundle layout {encryption.layout_sha256[:16]}…, this node derives {plan.sha256[:16]}…",
+        )
+    if records > encryption.max_records_per_partner:
+        raise Refusal(
+            ENCRYPTION_CLAUSE,
+            f"this node holds {records} records, more than the study's encryption.max_records_per_partner "
+            f"({encryption.max_records_per_partner}) the encoding is bounded for",
+        )
+
+
+def encrypted_reply(
+    content: RecordDict,
+    plan: BundlePlan,
+    keys: NodeKeys,
+    *,
+    statistics: Mapping[str, EvaluationStatistics],
+    update: Mapping[str, np.ndarray] | None = None,
+    info: PartnerInfo,
+    study: str,
+    round: int,
+) -> tuple[RecordDict, dict[str, Any]]:
+    """Encrypt and sign one partner's round; return the reply and what the trail records of it."""
+    if keys.he is None:
+        raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
+    try:
+        bundle = encrypt_bundle(plan.pack(statistics, update), context=keys.he, layout=plan.layout)
+    except AccordError as exc:
+        raise Refusal(ENCRYPTION_CLAUSE, str(exc)) from None
+    contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
+    signed = SignedBundle(bundle, contribution)
+    details = {
+        "payload_sha256": EvaluationReply(info=info, statistics={}, encrypted=signed).payload_sha256(),
+        "bundle_sha256": bundle.digest, "bundle_bytes": bundle.nbytes,
+    }
+    return attach_bundle(content, bundle, contribution), details
+
+
+def encrypt_evaluation(
+    spec: TaskSpec, statistics: Mapping[str, EvaluationStatistics], info: PartnerInfo, keys: NodeKeys, *, records: int
+) -> tuple[RecordDict, dict[str, Any]]:
+    """An evaluation reply whose statistics (DP-noised already, if the study asks) travel encrypted."""
+    plan = _plan(lambda public: evaluation_plan(spec, public), keys)
+    check_plan(plan, spec.encryption, records)  # type: ignore[arg-type]
+    return encrypted_reply(build_reply(info, {}), plan, keys, statistics=statistics, info=info, study=spec.study,
+                           round=spec.round)
+
+
+def encrypt_training(
+    task: TrainTask, weights: Mapping[str, np.ndarray], *, weight: int, statistics: Mapping[str, EvaluationStatistics],
+    info: PartnerInfo, keys: NodeKeys, records: int, content: RecordDict,
+) -> tuple[RecordDict, dict[str, Any]]:
+    """A training reply carrying weight·(w - w_global) and the incoming model's statistics, encrypted.
+
+    The coordinator cannot check an encrypted update's norm, so the node checks its own and withholds
+    an update beyond the study's `max_update_norm` (clause "training").
+    """
+    from federated.training.aggregation import update_norm
+
+    spec = task.spec
+    plan = _plan(lambda public: training_plan(spec, {k: np.shape(v) for k, v in task.arrays.items()}, public), keys)
+    check_plan(plan, spec.encryption, records)  # type: ignore[arg-type]
+    norm = update_norm(dict(weights), task.arrays)
+    if not norm <= spec.training.max_update_norm:
+        raise Refusal(
+            "training",
+            f"this node's update moves the model by {norm:.4g}, beyond the study's max_update_norm "
+            f"{spec.training.max_update_norm:g}; encrypted, the coordinator could not reject it, so the node withholds it",
+        )
+    update = {k: weight * (np.asarray(weights[k], np.float64) - np.asarray(task.arrays[k], np.float64)) for k in task.arrays}
+    return encrypted_reply(content, plan, keys, statistics=statistics, update=update, info=info, study=spec.study,
+                           round=spec.round)
+
+
+def _plan(derive: Callable[[Any], BundlePlan], keys: NodeKeys) -> BundlePlan:
+    if keys.he is None:
+        raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
+    try:
+        return derive(keys.he.public)
+    except AccordError as exc:
+        raise Refusal(ENCRYPTION_CLAUSE, f"the task's encryption bounds do not fit: {exc}") from None
+
+
+def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+    """The decryption task's run: checks, decryption, and the reply with the plaintext aggregate."""
+    from federated.he_messages import build_decrypt_reply
+
+    if keys.he is None:
+        raise Refusal(ENCRYPTION_CLAUSE, "a decryption task needs this node's secret context")
+    arrays = decrypt_aggregate(task, partner=info.partner, identity=keys.identity, secret=keys.he)
+    details = {
+        "decrypted": {"aggregate_sha256": task.spec.aggregate_sha256, "plaintext_sha256": decrypted_sha256(info, arrays),
+                      "contributors": [c.partner for c in task.spec.contributions],
+                      "resummed": bool(task.forwarded)},
+    }
+    return build_decrypt_reply(info, arrays), details
+
+
+def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, secret: SecretContext) -> dict[str, np.ndarray]:
+    """Run every check of the module docstring, then decrypt; `Refusal` (clause "encryption") otherwise."""
+    spec, aggregate = task.spec, task.aggregate
+
+    def refuse(reason: str) -> Refusal:
+        return Refusal(ENCRYPTION_CLAUSE, f"study {spec.study} round {spec.round}: {reason}")
+
+    if aggregate.fingerprint != secret.fingerprint or aggregate.layout.digest != spec.layout_sha256:
+        raise refuse("the aggregate is not under this study's key and the task's layout")
+    own_key = public_key_bytes(identity.public_key)
+    partners, keys = set(), set()
+    for contribution in spec.contributions:
+        try:
+            contribution.verify(study=spec.study, round=spec.round, fingerprint=spec.fingerprint)
+        except MessageError as exc:
+            raise refuse(str(exc)) from None
+        partners.add(contribution.partner)
+        keys.add(public_key_bytes(contribution.public_key()))
+    count = len(spec.contributions)
+    if len(partners) != count or len(keys) != count:
+        raise refuse(f"{count} contributions come from {len(partners)} partner names and {len(keys)} keys; each must be distinct")
+    required = max(spec.min_cohort, MIN_DECRYPTION_COHORT)
+    if count < required:
+        raise refuse(f"the aggregate holds {count} contribution(s), fewer than the minimum cohort of {required}")
+    if not any(c.partner == partner and public_key_bytes(c.public_key()) == own_key for c in spec.contributions):
+        raise refuse(f"this node's own contribution ({partner}) is not among the aggregate's")
+    if aggregate.addends != count:
+        raise refuse(f"the aggregate sums {aggregate.addends} bundles, but {count} contributions are signed")
+    carries_update = any(array.name.startswith(UPDATE_PREFIX) for array in aggregate.layout.arrays)
+    if not carries_update:
+        _check_resum(task, secret, refuse)
+    try:
+        return decrypt_bundle(aggregate, secret_context=secret)
+    except AccordError as exc:
+        raise refuse(f"decryption failed: {exc}") from None
+
+
+def _check_resum(task: DecryptTask, secret: SecretContext, refuse: Callable[[str], Refusal]) -> None:
+    """Evaluation statistics: the aggregate must be exactly the sum of the forwarded, signed bundles."""
+    names = sorted(c.partner for c in task.spec.contributions)
+    if sorted(task.forwarded) != names:
+        raise refuse(f"the task forwards bundles of {sorted(task.forwarded)}, the contributions are {names}")
+    try:
+        total = add_bundles([task.forwarded[name] for name in names], public_context=secret.public)
+    except AccordError as exc:
+        raise refuse(f"the forwarded bundles do not add up: {exc}") from None
+    if total.to_bytes() != task.aggregate.to_bytes():
+        raise refuse("the aggregate is not the sum of the forwarded contributions")
+

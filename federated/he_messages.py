@@ -1,0 +1,269 @@
+"""Messages of encrypted aggregation: a partner's signed bundle, the decryption task and its reply.
+
+- A partner's reply carries its bundle (`crypto.he_aggregation.EncryptedBundle` bytes) and a
+  `Contribution`: its Ed25519 node key's signature over (study, round, key fingerprint, partner,
+  bundle SHA-256). The audit seal on a reply signs a checkpoint of the partner's trail, not the
+  reply's bytes, so it cannot show a third party which bundle a partner sent; this signature can.
+- The decryption task (`query.decrypt`) carries the aggregate, the contributions' signed digests
+  and, for evaluation statistics, the individual bundles so that the decrypting partner can re-sum
+  them. The coordinator signs the task like any other (its spec names every bundle by SHA-256).
+- The reply carries the decrypted arrays (int64 counts and limbs, float64 fixed-point values).
+
+Nothing here decides whether to trust a message; `federated.client.decryption` does, and this
+module must never unpickle (arrays travel as `np.save(allow_pickle=False)`, bundles as bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accord.config_files import describe_validation_error
+from accord.errors import AccordError
+from accord.hashing import sha256_bytes
+from crypto import CryptoError, Identity, public_key_bytes, public_key_from_bytes, verify
+from crypto.he_aggregation import EncryptedBundle
+from federated.audit.exchange import parse_vkey, read_reply_audit
+from federated.errors import MessageError
+from federated.he_spec import ENCRYPTION_CLAUSE
+from federated.protocol import MAX_SPEC_BYTES, PartnerInfo
+
+if TYPE_CHECKING:
+    from federated.protocol import TaskSpec
+
+DECRYPT_MESSAGE_TYPE = "query.decrypt"
+CONTRIBUTION_CONTEXT = b"accord/he-contribution/v1\n"  # domain separation: the node key also signs notes
+ENCRYPTED_RECORD = "encrypted"
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+
+
+class EncryptionMessageError(MessageError):
+    """An encrypted reply or decryption message does not check out; refusals name the clause "encryption"."""
+
+    clause = ENCRYPTION_CLAUSE
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Contribution(_Strict):
+    """One partner's signed statement: "for this round I sent the bundle with this SHA-256"."""
+
+    partner: str
+    key: str = Field(description="base64 raw Ed25519 public key of the partner's node")
+    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(description="base64 Ed25519 signature over signed_bytes()")
+
+    @staticmethod
+    def signed_bytes(*, study: str, round: int, fingerprint: str, partner: str, bundle_sha256: str) -> bytes:
+        statement = {"study": study, "round": round, "fingerprint": fingerprint, "partner": partner,
+                     "bundle_sha256": bundle_sha256}
+        return CONTRIBUTION_CONTEXT + rfc8785.dumps(statement)
+
+    def public_key(self) -> Ed25519PublicKey:
+        try:
+            return public_key_from_bytes(base64.b64decode(self.key, validate=True))
+        except (binascii.Error, CryptoError) as exc:
+            raise EncryptionMessageError(f"the key of {self.partner!r}'s contribution is not an Ed25519 key: {exc}") from None
+
+    def verify(self, *, study: str, round: int, fingerprint: str) -> None:
+        """Raise `EncryptionMessageError` unless the partner's key signed this bundle for this round."""
+        try:
+            signature = base64.b64decode(self.signature, validate=True)
+        except binascii.Error:
+            signature = b""
+        message = self.signed_bytes(study=study, round=round, fingerprint=fingerprint, partner=self.partner,
+                                    bundle_sha256=self.bundle_sha256)
+        try:
+            verify(self.public_key(), message, signature)
+        except CryptoError as exc:
+            raise EncryptionMessageError(
+                f"the contribution of {self.partner!r} to study {study} round {round} is not signed by its key: {exc}"
+            ) from None
+
+
+def sign_contribution(identity: Identity, *, partner: str, study: str, round: int, bundle: EncryptedBundle) -> Contribution:
+    message = Contribution.signed_bytes(study=study, round=round, fingerprint=bundle.fingerprint, partner=partner,
+                                        bundle_sha256=bundle.digest)
+    return Contribution(
+        partner=partner, key=base64.b64encode(public_key_bytes(identity.public_key)).decode(),
+        bundle_sha256=bundle.digest, signature=base64.b64encode(identity.sign(message)).decode(),
+    )
+
+
+def attach_bundle(content: RecordDict, bundle: EncryptedBundle, contribution: Contribution) -> RecordDict:
+    """Add a partner's bundle and its signed contribution to a reply (in place)."""
+    content[ENCRYPTED_RECORD] = ConfigRecord({"bundle": bundle.to_bytes(), "contribution": contribution.model_dump_json()})
+    return content
+
+
+def read_bundle(
+    content: RecordDict, *, partner: str, study: str, round: int, fingerprint: str, layout_sha256: str
+) -> tuple[EncryptedBundle, Contribution]:
+    """A partner's bundle from its reply, checked against the task; `EncryptionMessageError` names what fails."""
+    record = content.config_records.get(ENCRYPTED_RECORD)
+    if record is None:
+        raise EncryptionMessageError(f"the reply of {partner!r} carries no encrypted bundle, the study requires one")
+    blob, text = record.get("bundle"), record.get("contribution")
+    if not isinstance(blob, bytes) or len(blob) > MAX_BUNDLE_BYTES or not isinstance(text, str):
+        raise EncryptionMessageError(f"the encrypted record of {partner!r} is malformed")
+    contribution = _validate(Contribution, text, f"the contribution of {partner!r}")
+    try:
+        bundle = EncryptedBundle.from_bytes(blob, source=f"the bundle of {partner!r}")
+    except AccordError as exc:
+        raise EncryptionMessageError(str(exc)) from None
+    problem = None
+    if bundle.fingerprint != fingerprint:
+        problem = f"is encrypted under key {bundle.fingerprint[:16]}… (study {bundle.study_id!r}), the study's key is {fingerprint[:16]}…"
+    elif bundle.layout.digest != layout_sha256:
+        problem = f"has layout {bundle.layout.digest[:16]}…, the task's is {layout_sha256[:16]}…"
+    elif bundle.addends != 1:
+        problem = f"claims {bundle.addends} contributions, a partner sends one"
+    elif contribution.partner != partner or contribution.bundle_sha256 != bundle.digest:
+        problem = "is not the bundle its signed contribution names"
+    if problem:
+        raise EncryptionMessageError(f"the bundle of {partner!r} {problem}")
+    contribution.verify(study=study, round=round, fingerprint=fingerprint)
+    audit = read_reply_audit(content)
+    if audit is not None and parse_vkey(audit.partner, what=f"the key of {partner}").public_key != contribution.public_key():
+        raise EncryptionMessageError(f"{partner!r} signed its bundle with a key other than the one that seals its reply")
+    return bundle, contribution
+
+
+@dataclass(frozen=True)
+class SignedBundle:
+    """A partner's bundle as the coordinator received it, with the partner's signed contribution."""
+
+    bundle: EncryptedBundle
+    contribution: Contribution
+
+    @classmethod
+    def read(cls, content: RecordDict, partner: str, spec: TaskSpec) -> SignedBundle:
+        encryption = spec.encryption
+        if encryption is None:
+            raise EncryptionMessageError(f"study {spec.study} round {spec.round} is not encrypted")
+        bundle, contribution = read_bundle(
+            content, partner=partner, study=spec.study, round=spec.round, fingerprint=encryption.fingerprint,
+            layout_sha256=encryption.layout_sha256,
+        )
+        return cls(bundle, contribution)
+
+
+class DecryptSpec(_Strict):
+    """What the coordinator asks a decrypting partner to decrypt, and on whose behalf."""
+
+    study: str
+    round: int = Field(ge=1)
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    layout_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    min_cohort: int = Field(ge=1)
+    aggregate_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    contributions: list[Contribution] = Field(min_length=1)
+
+    def sha256(self) -> str:
+        """The task's hash; it names the aggregate and every contribution by SHA-256."""
+        return sha256_bytes(rfc8785.dumps(self.model_dump(mode="json")))
+
+
+class DecryptTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    spec: DecryptSpec
+    aggregate: EncryptedBundle
+    forwarded: dict[str, EncryptedBundle] = Field(default_factory=dict)  # partner -> its bundle
+
+
+def build_decrypt_task(spec: DecryptSpec, aggregate: EncryptedBundle, forwarded: dict[str, EncryptedBundle]) -> RecordDict:
+    return RecordDict({
+        "task": ConfigRecord({"spec": spec.model_dump_json()}),
+        "aggregate": ConfigRecord({"bundle": aggregate.to_bytes()}),
+        "forwarded": ConfigRecord({partner: bundle.to_bytes() for partner, bundle in forwarded.items()}),
+    })
+
+
+def parse_decrypt_task(content: RecordDict) -> DecryptTask:
+    """Validate a decryption task: every bundle must be the one its spec names."""
+    try:
+        text = content.config_records["task"]["spec"]
+        blob = content.config_records["aggregate"]["bundle"]
+        forwarded = content.config_records["forwarded"]
+    except KeyError as exc:
+        raise MessageError(f"decryption task lacks {exc.args[0]!r}") from None
+    if not isinstance(text, str) or len(text) > MAX_SPEC_BYTES:
+        raise MessageError("decryption task spec must be a JSON string of at most 1 MiB")
+    spec = _validate(DecryptSpec, text, "decryption task spec")
+    aggregate = _bundle(blob, "the aggregate")
+    if aggregate.digest != spec.aggregate_sha256:
+        raise MessageError(f"the aggregate hashes to {aggregate.digest}, the task declares {spec.aggregate_sha256}")
+    digests = {c.partner: c.bundle_sha256 for c in spec.contributions}
+    bundles = {}
+    for partner, data in forwarded.items():
+        bundles[partner] = _bundle(data, f"the forwarded bundle of {partner!r}")
+        if digests.get(partner) != bundles[partner].digest:
+            raise MessageError(f"the forwarded bundle of {partner!r} is not the one its contribution names")
+    return DecryptTask(spec=spec, aggregate=aggregate, forwarded=bundles)
+
+
+class DecryptReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    info: PartnerInfo
+    arrays: dict[str, np.ndarray] = Field(default_factory=dict)
+
+    def payload_sha256(self) -> str:
+        return decrypted_sha256(self.info, self.arrays)
+
+
+def decrypted_sha256(info: PartnerInfo, arrays: dict[str, np.ndarray]) -> str:
+    """Hash of a decryption reply: who answered and the plaintext aggregate (names, dtypes, bytes)."""
+    parts = [info.model_dump_json().encode()]
+    parts += [f"{name}|{a.dtype.str}|{a.shape}|".encode() + np.ascontiguousarray(a).tobytes() for name, a in sorted(arrays.items())]
+    return sha256_bytes(b"\n".join(parts))
+
+
+def build_decrypt_reply(info: PartnerInfo, arrays: dict[str, np.ndarray]) -> RecordDict:
+    content = RecordDict({"info": ConfigRecord({"json": info.model_dump_json()})})
+    if arrays:
+        content["aggregate"] = ArrayRecord({k: Array.from_numpy_ndarray(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return content
+
+
+def parse_decrypt_reply(content: RecordDict) -> DecryptReply:
+    try:
+        info = _validate(PartnerInfo, content.config_records["info"]["json"], "decryption reply info")
+    except KeyError:
+        raise MessageError("decryption reply lacks its 'info' record") from None
+    arrays = {}
+    if info.status == "ok":
+        record = content.array_records.get("aggregate")
+        if record is None:
+            raise MessageError(f"the decryption reply of {info.partner!r} carries no aggregate")
+        arrays = {name: array.numpy() for name, array in record.items()}
+    return DecryptReply(info=info, arrays=arrays)
+
+
+def _bundle(data: object, what: str) -> EncryptedBundle:
+    if not isinstance(data, bytes) or len(data) > MAX_BUNDLE_BYTES:
+        raise MessageError(f"{what} must be bytes of at most {MAX_BUNDLE_BYTES}")
+    try:
+        return EncryptedBundle.from_bytes(data, source=what)
+    except AccordError as exc:
+        raise MessageError(str(exc)) from None
+
+
+def _validate(model: type[BaseModel], text: object, what: str):  # noqa: ANN202 - returns an instance of `model`
+    if not isinstance(text, str):
+        raise MessageError(f"{what} must be a JSON string")
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise MessageError(describe_validation_error(what, exc)) from None

@@ -1,0 +1,27 @@
+"""What an encrypted task tells a partner about the study's keys and the bundle it must send.
+
+It rides in evaluation and training task specs (`federated.protocol.TaskSpec`,
+`federated.training.protocol.TrainSpec`), so the coordinator's signature over the task covers it.
+Both sides derive the bundle layout from the task and these numbers (`federated.he_codec`), and
+the partner refuses a task whose `layout_sha256` differs from the layout it derives itself.
+
+This module must stay import-light (no TenSEAL): every ClientApp process parses task specs.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENCRYPTION_CLAUSE = "encryption"  # the refusal clause of every HE check
+
+
+class EncryptionSpec(BaseModel):
+    """The study key and the bounds a round's encrypted bundles are laid out for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="the study key's fingerprint (public context)")
+    key_study: str = Field(description="the study id the keys were made for (python -m crypto.keys init --study)")
+    partners: int = Field(ge=1, description="partners the task went to: no sum of this round has more addends")
+    max_records_per_partner: int = Field(ge=1, description="one partner's records, at most (sets the bounds)")
+    layout_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="digest of the bundle layout both sides derive")

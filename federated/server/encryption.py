@@ -1,0 +1,229 @@
+"""The coordinator's side of encrypted aggregation: it adds ciphertexts and asks a partner to decrypt.
+
+With `[encryption] enabled = true` every task names the study key (its fingerprint) and the bundle
+layout; each partner answers with one signed bundle instead of plaintext values. The coordinator
+(`EncryptedAggregation`):
+1. sums the bundles with `add_bundles`, which needs only the public context (a bundle SEAL cannot
+   read, or under another key, is refused with clause "encryption" and the round goes on without it);
+2. sends ONE decryption task (`query.decrypt`) to a decrypting partner: the aggregate, every
+   contribution's signed digest and, for evaluation statistics, the individual bundles so that the
+   partner can re-sum them (model updates are large: the partner checks the signed digests only);
+3. if that partner refuses or does not answer, asks the next decryptor (the study's `decryptors`
+   in order, else every contributor in the order their results arrived);
+4. records the decrypted aggregate's hash and who decrypted it ("aggregate_decrypted").
+
+This module must never load a context that holds a secret key, and never request the decryption of
+fewer contributions than the study's minimum cohort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from accord.errors import AccordError, ExitCode
+from crypto.he_aggregation import EncryptedBundle, add_bundles
+from crypto.he_keys import PublicContext, load_public_context
+from federated.audit import AuditTrail
+from federated.errors import ConfigError, FederatedError
+from federated.he_codec import BundlePlan
+from federated.he_messages import (
+    DECRYPT_MESSAGE_TYPE,
+    DecryptSpec,
+    SignedBundle,
+    build_decrypt_task,
+    parse_decrypt_reply,
+)
+from federated.he_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.protocol import PartnerInfo
+from federated.server.rounds import Collected, collect_replies
+from federated.study import EncryptionSettings, Study
+
+_PLACEHOLDER = "0" * 64
+SpecT = TypeVar("SpecT")
+
+
+class DecryptionFailedError(FederatedError):
+    """No decrypting partner decrypted a round's aggregate (each refused or stayed silent)."""
+
+    exit_code = ExitCode.REFUSED
+    status = "decryption_failed"
+
+
+class _Encrypted(Protocol):
+    info: PartnerInfo
+    encrypted: Any
+
+
+def load_study_context(study: Study, source: Path) -> PublicContext | None:
+    """The study's public context (None without encryption); `ConfigError` for a secret key or another study's keys."""
+    settings = study.encryption
+    if not settings.enabled or settings.public_context is None:
+        return None
+    try:
+        public = load_public_context(settings.public_context)
+    except AccordError as exc:
+        raise ConfigError(f"{source}: encryption.public_context: {exc}") from None
+    if public.study_id != study.id:
+        raise ConfigError(
+            f"{source}: encryption.public_context: {settings.public_context} holds the keys of study "
+            f"{public.study_id!r}, not {study.id!r}; every study gets fresh keys "
+            f"(python -m crypto.keys init --study {study.id})"
+        )
+    return public
+
+
+def describe_context(public: PublicContext, path: Path | None) -> dict[str, Any]:
+    """What results and the trail record of the study key: never key material (it holds none)."""
+    params = public.parameters
+    return {
+        "fingerprint": public.fingerprint, "key_study": public.study_id, "public_context": str(path),
+        "scheme": params.scheme, "poly_modulus_degree": params.poly_modulus_degree,
+        "coeff_modulus_bits": params.coeff_modulus_bits, "plain_modulus_bits": params.plain_modulus.bit_length(),
+        "security_bits": params.security_bits,
+    }
+
+
+@dataclass
+class EncryptedRound:
+    """What one encrypted round produced: the decrypted sums and how they were obtained."""
+
+    statistics: dict[str, Any] = field(default_factory=dict)  # model -> pooled EvaluationStatistics
+    update: dict[str, np.ndarray] = field(default_factory=dict)  # summed weight·(w - w_global)
+    contributors: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncryptedAggregation:
+    """A study's encryption as the coordinator runs it: the public context and who may decrypt."""
+
+    public: PublicContext
+    settings: EncryptionSettings
+    min_cohort: int
+    timeout_s: float
+
+    @classmethod
+    def for_study(cls, study: Study, source: Path) -> EncryptedAggregation | None:
+        public = load_study_context(study, source)
+        if public is None:
+            return None
+        return cls(public, study.encryption, study.min_cohort, study.round_timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        return describe_context(self.public, self.settings.public_context)
+
+    def encrypt_spec(self, spec: SpecT, *, partners: int, plan_for: Any) -> tuple[SpecT, BundlePlan]:
+        """`spec` with its encryption block, and the plan both sides derive from it (`plan_for(spec, public)`)."""
+        draft = EncryptionSpec(
+            fingerprint=self.public.fingerprint, key_study=self.public.study_id, partners=max(1, partners),
+            max_records_per_partner=self.settings.max_records_per_partner, layout_sha256=_PLACEHOLDER,
+        )
+        try:
+            plan = plan_for(spec.model_copy(update={"encryption": draft}), self.public)  # type: ignore[attr-defined]
+        except AccordError as exc:
+            raise ConfigError(f"encryption: {exc}") from None
+        final = draft.model_copy(update={"layout_sha256": plan.sha256})
+        return spec.model_copy(update={"encryption": final}), plan  # type: ignore[attr-defined]
+
+    def aggregate(
+        self, grid: Grid, collected: Collected, plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
+        forward: bool,
+    ) -> EncryptedRound | None:
+        """Sum the accepted bundles and have the sum decrypted; None if fewer than the minimum cohort remain."""
+        where = {"study": study, "round": round}
+        accepted: list[_Encrypted] = collected.accepted
+        total, kept, dropped = sum_bundles([(r.info.partner, r.encrypted) for r in accepted], self.public)
+        for partner, reason in dropped:
+            collected.refuse(trail, where, node=collected.nodes.get(partner, 0), partner=partner,
+                             clause=ENCRYPTION_CLAUSE, reason=reason, by="coordinator")
+        collected.accepted = [r for r in accepted if r.info.partner in kept]
+        if total is None or len(kept) < self.min_cohort:
+            return None
+        signed = {r.info.partner: r.encrypted for r in collected.accepted}
+        trail.append(
+            "aggregate_computed", contributors=list(kept), encrypted=True, aggregate_sha256=total.digest,
+            bundles={partner: s.bundle.digest for partner, s in signed.items()}, **where,
+        )
+        spec = DecryptSpec(
+            study=study, round=round, fingerprint=self.public.fingerprint, layout_sha256=plan.sha256,
+            min_cohort=self.min_cohort, aggregate_sha256=total.digest,
+            contributions=[signed[partner].contribution for partner in kept],
+        )
+        forwarded = {partner: signed[partner].bundle for partner in kept} if forward else {}
+        arrays, decryptor, attempts = self._decrypt(grid, spec, total, forwarded, plan, collected.nodes, trail, where)
+        statistics, update = plan.unpack(arrays)
+        summary = {
+            "fingerprint": self.public.fingerprint, "aggregate_sha256": total.digest, "decrypted_by": decryptor,
+            "decryption_attempts": attempts, "bundle_sha256": {p: s.bundle.digest for p, s in signed.items()},
+            "bundle_bytes": {p: s.bundle.nbytes for p, s in signed.items()},
+            "aggregate_bytes": total.nbytes, "forwarded": forward,
+        }
+        return EncryptedRound(statistics, update, list(kept), summary)
+
+    def decryptors(self, contributors: list[str]) -> list[str]:
+        """Who is asked, in order: the study's decryptors that contributed, else every contributor."""
+        if self.settings.decryptors is None:
+            return list(contributors)
+        return [partner for partner in self.settings.decryptors if partner in contributors]
+
+    def _decrypt(
+        self, grid: Grid, spec: DecryptSpec, total: EncryptedBundle, forwarded: dict[str, EncryptedBundle],
+        plan: BundlePlan, nodes: dict[str, int], trail: AuditTrail, where: dict[str, Any],
+    ) -> tuple[dict[str, np.ndarray], str, list[dict[str, str]]]:
+        attempts: list[dict[str, str]] = []
+        candidates = self.decryptors([c.partner for c in spec.contributions])
+        step = where | {"step": "decryption"}
+        for partner in candidates:
+            collected = collect_replies(
+                grid, [nodes[partner]], content=lambda: build_decrypt_task(spec, total, forwarded),
+                message_type=DECRYPT_MESSAGE_TYPE, parse=parse_decrypt_reply, where=step, task_sha256=spec.sha256(),
+                trail=trail, timeout_s=self.timeout_s,
+            )
+            attempts += [{"partner": partner, **failure} for failure in collected.refused + collected.missing]
+            if not collected.accepted:
+                continue
+            reply = collected.accepted[0]
+            try:
+                if reply.info.partner != partner:
+                    raise FederatedError(f"node {nodes[partner]} answered as {reply.info.partner!r}, not {partner!r}")
+                plan.check_decrypted(reply.arrays)
+            except AccordError as exc:
+                attempts.append({"partner": partner, "clause": ENCRYPTION_CLAUSE, "reason": str(exc)})
+                collected.refuse(trail, step, node=nodes[partner], partner=partner, clause=ENCRYPTION_CLAUSE,
+                                 reason=str(exc), by="coordinator")
+                continue
+            trail.append("aggregate_decrypted", partner=partner, aggregate_sha256=spec.aggregate_sha256,
+                         plaintext_sha256=reply.payload_sha256(), contributors=[c.partner for c in spec.contributions],
+                         **where)
+            return reply.arrays, partner, attempts
+        tried = ", ".join(candidates) or "none (no decryptor contributed)"
+        raise DecryptionFailedError(
+            f"study {spec.study} round {spec.round}: no partner decrypted the aggregate (asked: {tried}); "
+            + "; ".join(f"{a['partner']}: {a.get('reason', '')}" for a in attempts)
+        )
+
+
+def sum_bundles(
+    signed: list[tuple[str, SignedBundle]], public: PublicContext
+) -> tuple[EncryptedBundle | None, list[str], list[tuple[str, str]]]:
+    """The sum of every bundle SEAL can read; the others, with the reason, are left out."""
+    try:
+        return add_bundles([s.bundle for _, s in signed], public_context=public), [p for p, _ in signed], []
+    except AccordError:
+        pass  # find the culprits one by one (only on failure: each check loads a bundle once more)
+    kept, dropped = [], []
+    for partner, bundle in signed:
+        try:
+            add_bundles([bundle.bundle], public_context=public)
+        except AccordError as exc:
+            dropped.append((partner, f"its bundle cannot be added: {exc}"))
+        else:
+            kept.append((partner, bundle))
+    if not kept:
+        return None, [], dropped
+    return add_bundles([s.bundle for _, s in kept], public_context=public), [p for p, _ in kept], dropped
