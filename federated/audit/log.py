@@ -75,6 +75,7 @@ class TrailLog:
                 f"but the key given is {identity.fingerprint}; continue with the original key or start a new trail"
             )
         self._tree: MerkleTree | None = None
+        self._paths_by_size: dict[int, Path] | None = None  # where each signed size's note is, once read
 
     @property
     def origin(self) -> str:
@@ -115,6 +116,8 @@ class TrailLog:
             self.series.write_key(self.verifier)
         stored = self.series.append(text)
         self._tree = tree
+        if self._paths_by_size is not None:
+            self._paths_by_size[checkpoint.size] = stored.path
         return SignedCheckpoint(checkpoint, stored)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
@@ -128,7 +131,10 @@ class TrailLog:
 
         Raises `AuditRefusal` if the line does not verify as `by`'s cosignature of that checkpoint.
         """
-        target = next((c.note for c in reversed(self.checkpoints()) if c.checkpoint.size == size), None)
+        if self._paths_by_size is None:  # verified once; later replies only read the one note they cosign
+            self._paths_by_size = {c.checkpoint.size: c.note.path for c in self.checkpoints()}
+        path = self._paths_by_size.get(size)
+        target = None if path is None else StoredNote(int(path.stem), path, path.read_text(encoding="utf-8"))
         if target is None:
             raise AuditRefusal(f"{by.name} cosigned a checkpoint of size {size}, which this log never signed")
         line = line if line.endswith("\n") else line + "\n"

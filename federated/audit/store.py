@@ -95,26 +95,31 @@ class NoteSeries:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
 
-    def notes(self) -> list[StoredNote]:
+    def _paths(self) -> list[Path]:
+        """The note files in order; `NoteFormatError` if a number is missing."""
         if not self.directory.is_dir():
             return []
-        found = []
+        numbered = {}
         for path in self.directory.iterdir():
             stem = path.name[: -len(NOTE_SUFFIX)]
             if path.name.endswith(NOTE_SUFFIX) and len(stem) == _DIGITS and stem.isdigit():
-                found.append(StoredNote(int(stem), path, path.read_text(encoding="utf-8")))
-        found.sort(key=lambda note: note.number)
-        for expected, note in enumerate(found):
-            if note.number != expected:
+                numbered[int(stem)] = path
+        for expected in range(len(numbered)):
+            if expected not in numbered:
                 raise NoteFormatError(f"{self.directory}: note {expected:0{_DIGITS}d}{NOTE_SUFFIX} is missing")
-        return found
+        return [numbered[number] for number in range(len(numbered))]
+
+    def notes(self) -> list[StoredNote]:
+        return [StoredNote(number, path, path.read_text(encoding="utf-8")) for number, path in enumerate(self._paths())]
 
     def latest(self) -> StoredNote | None:
-        notes = self.notes()
-        return notes[-1] if notes else None
+        paths = self._paths()
+        if not paths:
+            return None
+        return StoredNote(len(paths) - 1, paths[-1], paths[-1].read_text(encoding="utf-8"))
 
     def append(self, text: str) -> StoredNote:
-        number = len(self.notes())
+        number = len(self._paths())
         path = self.directory / f"{number:0{_DIGITS}d}{NOTE_SUFFIX}"
         write_durably(path, text.encode("utf-8"))
         return StoredNote(number, path, text)
