@@ -11,6 +11,12 @@ by `crypto.he_layout` from bounds both sides derive from the task (`plan_bundle`
   32-fraction-bit value of a sum over many records; two limbs sum exactly and recombine after
   decryption, so the only error is each partner's rounding to 2^-32: at most P·2^-33 on a sum of
   P partners (1.2e-10 per partner), far below the 1e-6 relative the plaintext path is held to.
+- **A membership canary**: `CANARY_WORDS` integers of `CANARY_BITS` bits that only holders of the
+  secret key can compute for (study, round, partner) (`federated.client.encryption.canary_for`).
+  The decrypting partner checks that the aggregate's canary is exactly the sum of the listed
+  contributors' canaries: the aggregate then holds one bundle of each, once (a coordinator that sums
+  one partner's bundle with itself, or leaves a listed one out, is caught). It is stripped from what
+  the decrypting partner returns.
 - **Model updates** (training) travel as `he_layout` fixed-point, weight·(w - w_global) per
   coordinate, with as many fraction bits F as the bound leaves (at most 24): the averaged weights are
   within 2^-(F+1) of the plaintext FedAvg (`BundlePlan.update_error_bound`, recorded in results).
@@ -53,6 +59,9 @@ MAX_UPDATE_FRACTION_BITS = 24
 MIN_UPDATE_FRACTION_BITS = 10  # below this the averaged weights would be off by more than 5e-4
 COUNT_ARRAYS = frozenset({"count", "confusion", "hist_pos", "hist_neg", "subgroup_confusion"})
 UPDATE_PREFIX = "update/"
+CANARY = "canary"
+CANARY_WORDS = 2
+CANARY_BITS = 30  # 60 random bits; a sum of at most 356 canaries stays below 2^39
 _MAX_SCALED = 2**62  # x·2^32 must fit int64 with room for the sign
 
 
@@ -95,12 +104,19 @@ class BundlePlan:
         return list(dict.fromkeys(part.model for part in self.parts))
 
     def pack(
-        self, statistics: Mapping[str, EvaluationStatistics], update: Mapping[str, np.ndarray] | None = None
+        self,
+        statistics: Mapping[str, EvaluationStatistics],
+        update: Mapping[str, np.ndarray] | None = None,
+        *,
+        canary: np.ndarray,
     ) -> dict[str, np.ndarray]:
         """One partner's values as the bundle's arrays; `EncodingError` for anything out of bounds."""
         if set(statistics) != set(self.models):
             raise LayoutMismatchError(f"statistics for models {sorted(statistics)}, the task asks for {self.models}")
-        out: dict[str, np.ndarray] = {}
+        canary = np.asarray(canary)
+        if canary.shape != (CANARY_WORDS,) or canary.dtype != np.int64 or canary.min() < 0 or canary.max() >= 1 << CANARY_BITS:
+            raise EncodingError(f"a canary is {CANARY_WORDS} int64 values in [0, 2^{CANARY_BITS})")
+        out: dict[str, np.ndarray] = {CANARY: canary}
         for part in self.parts:
             values = np.asarray(statistics[part.model][part.array], dtype=np.float64)
             peak = float(np.max(np.abs(values), initial=0.0))
@@ -145,9 +161,14 @@ class BundlePlan:
         return statistics, update
 
     def check_decrypted(self, decrypted: Mapping[str, np.ndarray]) -> None:
-        """Decrypted arrays must be exactly the layout's names, shapes and kinds."""
-        self.layout.check_names(decrypted)
+        """Decrypted arrays (the canary stripped) must be exactly the layout's names, shapes and kinds."""
+        expected = {a.name for a in self.layout.arrays} - {CANARY}
+        if set(decrypted) != expected:
+            missing, extra = sorted(expected - set(decrypted)), sorted(set(decrypted) - expected)
+            raise LayoutMismatchError(f"decrypted arrays do not match the layout: missing {missing}, unexpected {extra}")
         for array in self.layout.arrays:
+            if array.name == CANARY:
+                continue
             value = np.asarray(decrypted[array.name])
             kind_ok = np.issubdtype(value.dtype, np.integer) if array.kind == "int" else value.dtype == np.float64
             if value.shape != array.shape or not kind_ok:
@@ -183,8 +204,8 @@ def plan_bundle(
     noisy = privacy.enabled
     sigma = calibrate(statistics, privacy, len(models)).sigma if noisy else 0.0
     scales = record_scales(statistics)
-    template: dict[str, np.ndarray] = {}
-    bounds: dict[str, float] = {}
+    template: dict[str, np.ndarray] = {CANARY: np.zeros(CANARY_WORDS, np.int64)}
+    bounds: dict[str, float] = {CANARY: partners * float(1 << CANARY_BITS)}
     parts = []
     for model in models:
         for array, shape in statistics.shapes().items():

@@ -10,13 +10,17 @@
   minimum cohort (never fewer than `MIN_DECRYPTION_COHORT`) of distinct partners' contributions,
   each signed by its partner's key, its own among them, with as many addends as contributions.
   For evaluation statistics it re-sums the forwarded bundles and decrypts only if the aggregate is
-  exactly that sum; for model updates (no forwarded bundles) it relies on the signed digests.
+  exactly that sum; for model updates (no forwarded bundles) it relies on the signed digests. In
+  both, after decrypting and before returning anything, it checks the membership canary
+  (`federated.he_codec`): the aggregate must hold exactly one bundle of each listed contributor.
 
 This module must never decrypt a single partner's bundle, nor any bundle that fails the checks above.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +33,15 @@ from crypto.he_aggregation import add_bundles, decrypt_bundle, encrypt_bundle
 from crypto.he_keys import SecretContext, load_secret_context
 from federated.client.pipeline import Refusal
 from federated.errors import MessageError
-from federated.he_codec import UPDATE_PREFIX, BundlePlan, evaluation_plan, training_plan
+from federated.he_codec import (
+    CANARY,
+    CANARY_BITS,
+    CANARY_WORDS,
+    UPDATE_PREFIX,
+    BundlePlan,
+    evaluation_plan,
+    training_plan,
+)
 from federated.he_messages import DecryptTask, SignedBundle, attach_bundle, decrypted_sha256, sign_contribution
 from federated.he_spec import ENCRYPTION_CLAUSE, EncryptionSpec
 from federated.protocol import EvaluationReply, PartnerInfo, TaskSpec, build_reply
@@ -41,6 +53,16 @@ if TYPE_CHECKING:
     from federated.training.protocol import TrainTask
 
 MIN_DECRYPTION_COHORT = 2  # a "sum" of one contribution is that partner's values: never decrypted
+_CANARY_TAG = b"accord/he/canary-key/v1\x00"
+
+
+def canary_for(secret: SecretContext, *, study: str, round: int, partner: str) -> np.ndarray:
+    """The membership canary of one partner's bundle: HMAC under a key derived from the study's
+    secret key, so that partners can compute it and the coordinator cannot."""
+    key = hashlib.sha256(_CANARY_TAG + secret.secret_key).digest()
+    digest = hmac.new(key, f"{study}\n{round}\n{partner}".encode(), hashlib.sha256).digest()
+    words = [int.from_bytes(digest[8 * i : 8 * i + 8], "big") % (1 << CANARY_BITS) for i in range(CANARY_WORDS)]
+    return np.array(words, dtype=np.int64)
 
 
 def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext | None:
@@ -96,8 +118,9 @@ def encrypted_reply(
     """Encrypt and sign one partner's round; return the reply and what the trail records of it."""
     if keys.he is None:
         raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
+    canary = canary_for(keys.he, study=study, round=round, partner=info.partner)
     try:
-        bundle = encrypt_bundle(plan.pack(statistics, update), context=keys.he, layout=plan.layout)
+        bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=keys.he, layout=plan.layout)
     except AccordError as exc:
         raise Refusal(ENCRYPTION_CLAUSE, str(exc)) from None
     contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
@@ -201,9 +224,13 @@ def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, se
     if not carries_update:
         _check_resum(task, secret, refuse)
     try:
-        return decrypt_bundle(aggregate, secret_context=secret)
+        decrypted = decrypt_bundle(aggregate, secret_context=secret)
     except AccordError as exc:
         raise refuse(f"decryption failed: {exc}") from None
+    expected = sum(canary_for(secret, study=spec.study, round=spec.round, partner=c.partner) for c in spec.contributions)
+    if CANARY not in decrypted or not np.array_equal(decrypted.pop(CANARY), expected):
+        raise refuse("the aggregate does not hold exactly one bundle of each listed contributor (membership canary)")
+    return decrypted
 
 
 def _check_resum(task: DecryptTask, secret: SecretContext, refuse: Callable[[str], Refusal]) -> None:

@@ -9,7 +9,7 @@ from crypto import Identity
 from crypto.he_aggregation import add_bundles, encrypt_bundle
 from crypto.he_keys import load_secret_context
 from crypto.he_layout import plan_layout
-from federated.client.encryption import MIN_DECRYPTION_COHORT, decrypt_aggregate
+from federated.client.encryption import MIN_DECRYPTION_COHORT, canary_for, decrypt_aggregate
 from federated.client.pipeline import Refusal
 from federated.he_messages import DecryptSpec, DecryptTask, sign_contribution
 
@@ -27,15 +27,42 @@ def identities() -> dict[str, Identity]:
     return {name: Identity.generate() for name in PARTNERS}
 
 
+def _layout(secret, *, update: bool):
+    template = {"canary": np.zeros(2, np.int64), "confusion": np.zeros((2, 2), np.int64)}
+    if update:  # a training bundle: no forwarded bundles, the canary alone proves membership
+        template["update/w"] = np.zeros(3, np.float64)
+    bounds = {"canary": 3 * 2.0**30, "confusion": 10_000, "update/w": 100.0}
+    return plan_layout(template, context=secret.public, bounds=bounds)
+
+
+def _bundles(secret, layout, *, update: bool):
+    bundles = {}
+    for i, name in enumerate(PARTNERS):
+        arrays = {"canary": canary_for(secret, study="he-study", round=ROUND, partner=name), "confusion": np.full((2, 2), i + 1)}
+        if update:
+            arrays["update/w"] = np.full(3, 0.5 * (i + 1))
+        bundles[name] = encrypt_bundle(arrays, context=secret, layout=layout)
+    return bundles
+
+
 @pytest.fixture(scope="module")
 def layout(secret):
-    return plan_layout({"confusion": np.zeros((2, 2), np.int64)}, context=secret.public, bounds=10_000)
+    return _layout(secret, update=False)
 
 
 @pytest.fixture(scope="module")
 def bundles(secret, layout):
-    return {name: encrypt_bundle({"confusion": np.full((2, 2), i + 1)}, context=secret, layout=layout)
-            for i, name in enumerate(PARTNERS)}
+    return _bundles(secret, layout, update=False)
+
+
+@pytest.fixture(scope="module")
+def training_layout(secret):
+    return _layout(secret, update=True)
+
+
+@pytest.fixture(scope="module")
+def training_bundles(secret, training_layout):
+    return _bundles(secret, training_layout, update=True)
 
 
 def _task(secret, layout, bundles, identities, *, partners=PARTNERS, min_cohort=2, forwarded=None, aggregate=None,
@@ -54,9 +81,23 @@ def _decrypt(task: DecryptTask, secret, identities, me: str = "hospital-a"):
     return decrypt_aggregate(task, partner=me, identity=identities[me], secret=secret)
 
 
-def test_the_honest_sum_of_the_cohort_is_decrypted(secret, layout, bundles, identities):
+def test_the_honest_sum_of_the_cohort_is_decrypted_and_the_canary_stripped(secret, layout, bundles, identities):
     result = _decrypt(_task(secret, layout, bundles, identities), secret, identities)
     np.testing.assert_array_equal(result["confusion"], np.full((2, 2), 1 + 2 + 3))
+    assert set(result) == {"confusion"}
+
+
+def test_an_honest_training_sum_is_decrypted_from_signed_digests_alone(secret, training_layout, training_bundles, identities):
+    task = _task(secret, training_layout, training_bundles, identities, forwarded={})
+    np.testing.assert_allclose(_decrypt(task, secret, identities)["update/w"], np.full(3, 0.5 * (1 + 2 + 3)))
+
+
+def test_one_partners_update_summed_with_itself_is_caught_by_the_canary(secret, training_layout, training_bundles, identities):
+    # Three signed contributions, three addends, but the aggregate is hospital-a's bundle three times.
+    thrice = add_bundles([training_bundles["hospital-a"]] * 3, public_context=secret.public)
+    task = _task(secret, training_layout, training_bundles, identities, forwarded={}, aggregate=thrice)
+    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
+        _decrypt(task, secret, identities)
 
 
 def test_a_single_contribution_aggregate_is_refused_whatever_the_declared_minimum(secret, layout, bundles, identities):
