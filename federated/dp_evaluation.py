@@ -9,10 +9,11 @@ and one `subgroup_confusion` cell by 1 (when the study has subgroups). So it tou
 scale; all models of a round form one release, calibrated with the analytic Gaussian
 mechanism to the study's (ε, δ) (see `privacy.release`).
 
-The coordinator only post-processes: it clamps counts at zero, makes the record count the
-sum of the confusion matrix, keeps loss and score sums in range, and estimates each
-metric's noise-induced standard error by redrawing noise of the released variance around
-the pooled sums (a parametric bootstrap; post-processing, so it costs no privacy).
+The coordinator only post-processes: it makes the record count the sum of the confusion
+matrix, computes metrics from the unclamped noisy sums and clips each metric into its
+range, and estimates each metric's noise-induced standard error by redrawing noise of the
+released variance around the pooled sums (a parametric bootstrap; post-processing, so it
+costs no privacy). Plots use sums clamped at zero (display only).
 """
 
 from __future__ import annotations
@@ -69,8 +70,43 @@ def privatize(
     return noisy, release
 
 
+# Where each metric lives; a metric computed from noisy sums is clipped into its range.
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "f1": (0.0, 1.0), "auroc": (0.0, 1.0),
+    "ece": (0.0, 1.0), "brier": (0.0, 2.0), "log_loss": (0.0, np.inf), "auroc_bound": (0.0, 0.5), "count": (0.0, np.inf),
+    "true_positive_rate": (0.0, 1.0), "false_positive_rate": (0.0, 1.0), "selection_rate": (0.0, 1.0),
+}
+
+
+def consistent(stats: EvaluationStatistics) -> EvaluationStatistics:
+    """The record count made the sum of the (noisy) confusion matrix; no cell is clamped.
+
+    Clamping negative cells at zero adds mass to sparse cells and bins and biases accuracy
+    down and AUROC toward 0.5 (measured by benchmarks.privacy_budget); unclamped noisy sums
+    keep the estimators' numerators and denominators unbiased, and only the final metric is
+    clipped into its range.
+    """
+    arrays = dict(stats.arrays)
+    arrays["count"] = np.array([float(arrays["confusion"].sum())])
+    return EvaluationStatistics(stats.layout, arrays)
+
+
+def clip_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric clipped into its range (NaN stays NaN: nothing to report)."""
+    low_high = METRIC_RANGES
+    return {
+        name: float(np.clip(value, *low_high[name])) if name in low_high and not np.isnan(value) else value
+        for name, value in metrics.items()
+    }
+
+
+def noisy_metrics(stats: EvaluationStatistics, calibration_bins: int) -> dict[str, float]:
+    """Pooled metrics from DP-noised sums (post-processing only)."""
+    return clip_metrics(compute_metrics(consistent(stats), calibration_bins))
+
+
 def clamp(stats: EvaluationStatistics) -> EvaluationStatistics:
-    """Post-process noisy sums into a consistent, in-range set of statistics."""
+    """Noisy sums made displayable (no negative counts): for plots only, never for metrics."""
     layout = stats.layout
     arrays = {name: np.array(value, dtype=np.float64) for name, value in stats.arrays.items()}
     for name in ("confusion", "hist_pos", "hist_neg", "subgroup_confusion"):
@@ -99,7 +135,7 @@ def standard_errors(
             name: value + generator.normal(0.0, np.sqrt(noise_variance[name]), value.shape)
             for name, value in pooled.arrays.items()
         }
-        metrics = compute_metrics(clamp(EvaluationStatistics(pooled.layout, arrays)), calibration_bins)
+        metrics = noisy_metrics(EvaluationStatistics(pooled.layout, arrays), calibration_bins)
         for name, value in metrics.items():
             samples.setdefault(name, []).append(value)
     return {name: float(np.nanstd(values)) for name, values in samples.items() if name != "auroc_bound"}

@@ -21,7 +21,7 @@ from accord.hashing import sha256_bytes
 from federated.errors import MessageError
 from federated.he_spec import EncryptionSpec
 from federated.statistics import EvaluationStatistics, StatisticsLayout
-from federated.study import EvaluationSettings
+from federated.study import EvaluationSettings, Governance
 
 MESSAGE_TYPE = "query.evaluate"
 MAX_MODEL_BYTES = 64 * 1024 * 1024
@@ -47,6 +47,8 @@ class TaskSpec(_Strict):
     models: list[ModelRef] = Field(min_length=1)
     evaluation: EvaluationSettings
     encryption: EncryptionSpec | None = None  # set: statistics travel as one encrypted bundle
+    governance: Governance = Governance()  # checked against partners' data contracts
+    min_cohort: int = Field(default=1, ge=1)
 
     def layout(self) -> StatisticsLayout:
         settings = self.evaluation

@@ -1,8 +1,9 @@
 """The README's demo: three hospitals and a coordinator on 127.0.0.1, one joint evaluation.
 
-Prepares the data and models, starts `python -m federated.server` (which starts the
-SuperLink), then three `python -m federated.client` nodes, waits for the study to finish
-and stops the nodes. Exits with the coordinator's exit code.
+Prepares the data, models, contracts and the coordinator's key, starts
+`python -m federated.server` (which starts the SuperLink), then three
+`python -m federated.client` nodes, each under its hospital's data contract, waits for the
+study to finish and stops the nodes. Exits with the coordinator's exit code.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ def main() -> int:
     prepare(demo)
     federation = LocalFederation(workdir=demo / "nodes")
     try:
-        federation.start_coordinator(ROOT / "configs" / "demo-evaluation.toml")
+        federation.start_coordinator(ROOT / "configs" / "demo-evaluation.toml", "--key", str(demo / "keys" / "coordinator.key"))
         for name, *_ in HOSPITALS:
-            federation.start_partner(Partner(name, demo / "data" / f"{name}.csv", demo / "data" / f"{name}.toml"))
+            data = demo / "data"
+            partner = Partner(name, data / f"{name}.csv", data / f"{name}.toml")
+            federation.start_partner(partner, "--contract", str(data / f"{name}.contract.toml"))
         code = federation.coordinator.wait()
     finally:
         federation.stop()

@@ -6,6 +6,8 @@ Exit codes: 0 node stopped normally · 2 bad usage · 3 invalid manifest, data o
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +42,7 @@ def main(
     max_epsilon_per_study: Annotated[float | None, typer.Option(help="Cap on ε spent from this dataset in one study (default: no cap).")] = None,
     auth_key: Annotated[Path | None, typer.Option(help="This node's SuperNode authentication key (OpenSSH EC private key, from `python -m crypto.keys identity`); the coordinator registers its .pub (secure mode).")] = None,
     he_secret_context: Annotated[Path | None, typer.Option(help="The study's HE secret context (he-secret-context.json from `python -m crypto.keys init`); without it, encrypted tasks are refused.")] = None,
+    contract: Annotated[Path | None, typer.Option(help="This dataset's data contract (TOML): every task is checked against it before the data is used.")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode."""
     try:
@@ -48,7 +51,7 @@ def main(
             runtime_port=port, insecure=insecure, root_certificates=root_certificates,
             max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
             ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study, auth_key=auth_key,
-            he_secret_context=he_secret_context,
+            he_secret_context=he_secret_context, contract=contract,
         )
         identity, created = load_or_create_identity(launch.settings.key_path)
     except AccordError as exc:
@@ -66,5 +69,16 @@ def main(
         raise typer.Exit(int(ExitCode.FLOWER))
 
 
+def run() -> None:
+    """`check` is the contract dry run (federated.client.check); anything else starts the node."""
+    if sys.argv[1:2] == ["check"]:
+        from federated.client.check import cli as check_cli
+
+        del sys.argv[1]
+        check_cli(prog_name="python -m federated.client check")
+    else:
+        cli(prog_name="python -m federated.client")
+
+
 if __name__ == "__main__":
-    cli()
+    run()

@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from crypto.node_auth import NodeAuthKey
@@ -23,6 +24,7 @@ from federated.client.settings import NodeSettings
 from federated.data import PartnerData, load_manifest, load_partner_data
 from federated.errors import ConfigError
 from federated.flower_runtime import flower_env, parse_address, require_transport
+from privacy.contract import load_contract
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def prepare_node(
     max_epsilon_per_study: float | None = None,
     auth_key: Path | None = None,
     he_secret_context: Path | None = None,
+    contract: Path | None = None,
 ) -> tuple[NodeLaunch, PartnerData]:
     host, _ = parse_address(coordinator, option="--coordinator")
     require_transport(host, insecure=insecure, has_certificates=root_certificates is not None, option="--coordinator")
@@ -82,6 +85,9 @@ def prepare_node(
             raise ConfigError("--auth-key: Flower's SuperNode authentication needs TLS (--root-certificates), not --insecure")
         NodeAuthKey.load(auth_key)  # the checks flower-supernode makes, with a message naming the file
     loaded = check_local_data(data, manifest)
+    if contract is not None:
+        # The node refuses to start under a contract that does not govern this data or has expired.
+        load_contract(contract).check_data(loaded.data_sha256, today=date.today(), source=str(contract))
     if he_secret_context is not None:
         from crypto.he_keys import load_secret_context
 
@@ -98,6 +104,7 @@ def prepare_node(
         max_epsilon_total=_cap("--max-epsilon", max_epsilon),
         max_epsilon_per_study=_cap("--max-epsilon-per-study", max_epsilon_per_study),
         he_secret_context=he_secret_context.resolve() if he_secret_context is not None else None,
+        contract=contract.resolve() if contract is not None else None,
     )
     settings.to_node_config()  # refuses paths Flower's node-config syntax cannot carry
     launch = NodeLaunch(

@@ -25,6 +25,7 @@ from federated.audit import AuditTrail
 from federated.audit.errors import AuditRefusal
 from federated.audit.partner_audit import PartnerAudit
 from federated.client.replay import ReplayCache, ReplayRefusal, task_nonce
+from federated.client.contract_gate import ContractRefusal, enforce_contract
 from federated.client.costs import TaskCost
 from federated.client.settings import NodeSettings
 from federated.data import DataManifest, PartnerData, load_manifest, load_partner_data
@@ -76,6 +77,7 @@ class TaskKind(Generic[TaskT]):
     # The fingerprint of the study key the task is encrypted under (None: not encrypted).
     encryption: Callable[[TaskT], str | None] = _not_encrypted
     uses_data: bool = True  # False: no data, no budget (decryption of an aggregate)
+    purpose: str = "evaluation"  # what the data is used for, as data contracts name it
 
 
 def _finite_cap(value: float) -> float:
@@ -93,11 +95,15 @@ def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) ->
 
 
 def _budget_check(
-    settings: NodeSettings, cost: TaskCost, study: str, trail: AuditTrail, where: dict
+    settings: NodeSettings, cost: TaskCost, study: str, trail: AuditTrail, where: dict, *, unprotected_allowed: bool
 ) -> BudgetLedger | None:
-    """Refuse, before the data is used, a task the budget cannot pay for."""
+    """Refuse, before the data is used, a task the budget cannot pay for.
+
+    A release without DP has unbounded ε: a node with an ε cap refuses it, unless its data
+    contract explicitly does not require DP (then the caps govern the DP releases only).
+    """
     capped = settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf")
-    if cost.unprotected and capped:
+    if cost.unprotected and capped and not unprotected_allowed:
         raise Refusal(
             "privacy",
             f"the study releases {cost.unprotected} without differential privacy (unbounded ε), and this node caps ε at "
@@ -166,15 +172,23 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     try:
         if data is not None:
             cost = kind.cost(task, data.size)
-            ledger = _budget_check(settings, cost, where["study"], trail, where)
+            settings, contract = enforce_contract(
+                settings, purpose=kind.purpose, spec=task.spec, cost=cost, data_sha256=data.data_sha256,
+                coordinator_key=checked.get("coordinator_key"),
+            )
+            ledger = _budget_check(
+                settings, cost, where["study"], trail, where,
+                unprotected_allowed=contract is not None and not contract.protections.require_dp,
+            )
+            release = contract.release_per_partner if contract is not None else manifest.release_per_partner
             info = PartnerInfo(
-                partner=settings.partner_id, status="ok", release_per_partner=manifest.release_per_partner,
+                partner=settings.partner_id, status="ok", release_per_partner=release,
                 data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
             )
         trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
                      count=info.count, **where)
         content, details = kind.run(task, data, info, keys)
-    except Refusal as exc:
+    except (Refusal, ContractRefusal) as exc:
         return refuse(exc.clause, str(exc))
     except AccordError as exc:
         return refuse("task", str(exc))

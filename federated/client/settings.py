@@ -28,6 +28,7 @@ class NodeSettings:
     max_epsilon_total: float = float("inf")  # cap on ε over every study, ever
     max_epsilon_per_study: float = float("inf")  # cap on ε within one study
     he_secret_context: Path | None = None  # the study's HE secret context (encrypted aggregation)
+    contract: Path | None = None  # the dataset's data contract (privacy.contract), if the partner has one
 
     @property
     def key_path(self) -> Path:
@@ -42,7 +43,7 @@ class NodeSettings:
         values = {"partner-id": self.partner_id, "data": self.data, "manifest": self.manifest, "trail": self.trail,
                   "key": self.key, "coordinator-key": self.coordinator_key, "ledger": self.ledger,
                   "max-epsilon": _finite(self.max_epsilon_total), "max-epsilon-per-study": _finite(self.max_epsilon_per_study),
-                  "he-secret-context": self.he_secret_context}
+                  "he-secret-context": self.he_secret_context, "contract": self.contract}
         return " ".join(f'{key}="{_escape(str(value))}"' for key, value in values.items() if value is not None)
 
     @classmethod
@@ -76,6 +77,7 @@ class NodeSettings:
             max_epsilon_total=_cap(config, "max-epsilon"),
             max_epsilon_per_study=_cap(config, "max-epsilon-per-study"),
             he_secret_context=Path(config["he-secret-context"]) if config.get("he-secret-context") else None,
+            contract=Path(config["contract"]) if config.get("contract") else None,
         )
 
 

@@ -100,6 +100,7 @@ TRAIN = TaskKind(
     ),
     run=_train,
     encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
+    purpose="training",
 )
 
 

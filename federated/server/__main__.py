@@ -38,7 +38,8 @@ def _progress_line(entry: dict[str, Any]) -> str | None:
     if kind == "aggregate_decrypted":
         return f"round {round_number}: {details['partner']} decrypted the aggregate of {len(details['contributors'])} partners"
     if kind == "result_received":
-        return f"round {round_number}: result from {details['partner']} ({details['count']} records)"
+        size = f"{details['count']} records" if details.get("count") else "record count withheld under DP"
+        return f"round {round_number}: result from {details['partner']} ({size})"
     if kind == "task_refused":
         who = details.get("partner", f"node {details.get('node')}")
         return f"round {round_number}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from accord.hashing import sha256_bytes
-from federated.dp_evaluation import array_scales, clamp, standard_errors
+from federated.dp_evaluation import array_scales, clamp, clip_metrics, noisy_metrics, standard_errors
 from federated.errors import MessageError
 from federated.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
 from federated.protocol import EvaluationReply
@@ -79,7 +79,7 @@ def aggregate_round(
 ) -> RoundOutcome:
     """Pool the accepted replies of one round (at least one) into metrics.
 
-    With DP noise, metrics come from clamped sums (post-processing) and carry standard errors.
+    With DP noise, metrics come from the unclamped noisy sums, clipped into range, with standard errors.
     `decrypted`: the sums were decrypted from an encrypted aggregate; no partner's own statistics are
     known, so every matrix cell is withheld.
     """
@@ -89,18 +89,19 @@ def aggregate_round(
     for name in known or replies[0].statistics:
         pooled = known[name] if known else EvaluationStatistics.total([reply.statistics[name] for reply in replies])
         variance = _noise_variance(replies, pooled.layout)
+        metrics = compute_metrics if variance is None else noisy_metrics
         if variance is not None:
             outcome.standard_errors[name] = standard_errors(pooled, variance, calibration_bins)
-            pooled = clamp(pooled)
-        outcome.pooled_statistics[name] = pooled
-        outcome.pooled[name] = compute_metrics(pooled, calibration_bins)
+        outcome.pooled[name] = metrics(pooled, calibration_bins)
+        # Plots are drawn from these; under DP, clamped at zero for display only.
+        outcome.pooled_statistics[name] = pooled if variance is None else clamp(pooled)
         if pooled.layout.subgroup_levels:
             groups = subgroup_metrics(pooled)
+            if variance is not None:
+                groups = {level: clip_metrics(entry) for level, entry in groups.items()}
             outcome.subgroups[name] = {"levels": groups, "gaps": subgroup_gaps(groups)}
         outcome.matrix[name] = {
-            reply.info.partner: compute_metrics(
-                clamp(reply.statistics[name]) if variance is not None else reply.statistics[name], calibration_bins
-            )
+            reply.info.partner: metrics(reply.statistics[name], calibration_bins)
             if reply.info.release_per_partner and not known
             else None
             for reply in replies

@@ -76,6 +76,8 @@ def evaluation_rounds(
             study_sha256=study_sha256,
             models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models],
             evaluation=study.evaluation,
+            governance=study.governance,
+            min_cohort=study.min_cohort,
         )
         outcome = run_round(
             grid, spec, model_bytes, trail,

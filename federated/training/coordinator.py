@@ -156,7 +156,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         spec = TrainSpec(
             study=study.id, round=round_number, study_sha256=study_sha256, global_sha256=global_model.sha256,
             onnx_sha256=sha256_bytes(onnx), training=settings.model_copy(update={"initial_weights": None}),
-            evaluation=study.evaluation,
+            evaluation=study.evaluation, governance=study.governance, min_cohort=study.min_cohort,
         )
         where = {"study": study.id, "round": round_number}
         arrays = global_model.arrays
@@ -234,6 +234,7 @@ def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model:
     spec = TaskSpec(
         study=study.id, round=final_round, study_sha256=study_sha256,
         models=[ModelRef(name="global", sha256=sha256_bytes(onnx), output="probabilities")], evaluation=study.evaluation,
+        governance=study.governance, min_cohort=study.min_cohort,
     )
     outcome = run_round(grid, spec, {"global": onnx}, trail, timeout_s=study.round_timeout_s,
                         calibration_bins=study.evaluation.calibration_bins, encryption=encryption)

@@ -30,7 +30,7 @@ from federated.protocol import (
     parse_reply,
 )
 from federated.statistics import EvaluationStatistics
-from federated.study import EvaluationSettings, TrainingSettings
+from federated.study import EvaluationSettings, Governance, TrainingSettings
 
 TRAIN_MESSAGE_TYPE = "train"
 GLOBAL_MODEL = "global"
@@ -58,6 +58,8 @@ class TrainSpec(BaseModel):
     training: TrainingSettings
     evaluation: EvaluationSettings
     encryption: EncryptionSpec | None = None  # set: update and statistics travel as one encrypted bundle
+    governance: Governance = Governance()  # checked against partners' data contracts
+    min_cohort: int = Field(default=1, ge=1)
 
     def evaluation_spec(self) -> TaskSpec:
         """The evaluation of the incoming global model, as the evaluation path expects it (with the
@@ -65,7 +67,8 @@ class TrainSpec(BaseModel):
         return TaskSpec(
             study=self.study, round=self.round, study_sha256=self.study_sha256,
             models=[ModelRef(name=GLOBAL_MODEL, sha256=self.onnx_sha256, output="probabilities")],
-            evaluation=self.evaluation, encryption=self.encryption,
+            evaluation=self.evaluation, encryption=self.encryption, governance=self.governance,
+            min_cohort=self.min_cohort,
         )
 
 

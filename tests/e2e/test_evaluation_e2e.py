@@ -94,7 +94,7 @@ def _kill_after_first_round(federation, tmp_path: Path, name: str) -> None:
 
 
 def test_partner_killed_mid_study_round_completes_with_the_rest(tmp_path, hospitals, partners, federation):
-    study = write_study(tmp_path, hospitals, rounds=2, min_cohort=2, round_timeout_s=15)
+    study = write_study(tmp_path, hospitals, rounds=2, min_cohort=2, round_timeout_s=40)
     federation.start_coordinator(study, log=tmp_path / "coordinator.log")
     for partner in partners:
         federation.start_partner(partner)
@@ -110,7 +110,7 @@ def test_partner_killed_mid_study_round_completes_with_the_rest(tmp_path, hospit
 
 
 def test_study_stops_when_a_lost_partner_leaves_the_cohort_too_small(tmp_path, hospitals, partners, federation):
-    study = write_study(tmp_path, hospitals, rounds=2, min_cohort=3, round_timeout_s=15)
+    study = write_study(tmp_path, hospitals, rounds=2, min_cohort=3, round_timeout_s=40)
     federation.start_coordinator(study, log=tmp_path / "coordinator.log")
     for partner in partners:
         federation.start_partner(partner)
