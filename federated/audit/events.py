@@ -31,6 +31,7 @@ EVENT_KINDS: dict[str, str] = {
     "aggregate_decrypted": "coordinator: a partner decrypted an encrypted aggregate (partner, aggregate and plaintext hashes, contributors)",
     "round_completed": "coordinator: a round ended (contributors, duration)",
     "privacy_spent": "partner: ε, δ, noise multiplier, sample rate and steps of one local DP-SGD run",
+    "update_flagged": "coordinator: an accepted update's norm is a statistical outlier this round (partner, reason)",
     "update_rejected": "coordinator: a partner's update was left out (reason: shape, NaN/Inf, norm bound)",
     "model_aggregated": "coordinator: a new global model (hash, parent hash, round, contributors, aggregator, file)",
     "report_written": "coordinator: results and report files with their hashes",

@@ -87,3 +87,29 @@ def mean_from_sum(
         name: (reference[name].astype(np.float64) + weighted_sum[name] / total_weight).astype(np.float32)
         for name in reference
     }
+
+
+# Iglewicz & Hoaglin's modified z-score: above 3.5 a value is a likely outlier.
+OUTLIER_Z = 3.5
+
+
+def flag_outliers(norms: dict[str, float], *, threshold: float = OUTLIER_Z) -> dict[str, str]:
+    """Partners whose update norm is a statistical outlier among this round's (robust z-score).
+
+    Flagging records a suspicion in the trail; it does not reject (a partner with unusual but
+    honest data must not be excluded on statistics alone — the norm bound and the robust
+    aggregators are what limit a bad update's effect).
+    """
+    if len(norms) < 3:
+        return {}
+    values = np.array(list(norms.values()))
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
+    if mad == 0:
+        return {}
+    flagged = {}
+    for partner, norm in norms.items():
+        score = 0.6745 * (norm - median) / mad
+        if abs(score) > threshold:
+            flagged[partner] = f"update norm {norm:.4g} is an outlier (robust z-score {score:.1f}; round median {median:.4g})"
+    return flagged

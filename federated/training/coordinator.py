@@ -24,7 +24,7 @@ from federated.protocol import EvaluationReply, ModelRef, TaskSpec
 from federated.server.aggregation import aggregate_round
 from federated.server.rounds import collect_replies, run_round
 from federated.study import Study, TrainingSettings
-from federated.training.aggregation import aggregate_updates, check_update, mean_from_sum
+from federated.training.aggregation import aggregate_updates, check_update, flag_outliers, mean_from_sum
 from federated.training.protocol import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
@@ -116,14 +116,15 @@ def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, roun
 
 
 def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], settings: TrainingSettings,
-                   trail: AuditTrail, where: dict) -> tuple[list[TrainReply], list[dict[str, str]]]:
+                   trail: AuditTrail, where: dict, flagged: list[dict[str, str]]) -> tuple[list[TrainReply], list[dict[str, str]]]:
     """Reject updates that fail their checks; an encrypted update can only have its weight checked
     (its partner checked its norm before encrypting it)."""
     accepted, rejected = [], []
+    norms: dict[str, float] = {}
     for reply in replies:
         try:
             if reply.encrypted is None:
-                check_update(reply.arrays, reference, max_norm=settings.max_update_norm)
+                norms[reply.info.partner] = check_update(reply.arrays, reference, max_norm=settings.max_update_norm)
         except MessageError as exc:
             rejected.append({"partner": reply.info.partner, "reason": str(exc)})
             trail.append("update_rejected", partner=reply.info.partner, reason=str(exc), **where)
@@ -135,6 +136,10 @@ def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], 
             trail.append("update_rejected", partner=reply.info.partner, reason=reason, **where)
             continue
         accepted.append(reply)
+    accepted_norms = {r.info.partner: norms[r.info.partner] for r in accepted if r.info.partner in norms}
+    for partner, reason in flag_outliers(accepted_norms).items():
+        trail.append("update_flagged", partner=partner, reason=reason, **where)
+        flagged.append({"partner": partner, "reason": reason})
     return accepted, rejected
 
 
@@ -174,7 +179,8 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             task_sha256=sha256_bytes(spec.model_dump_json().encode()), trail=trail, timeout_s=study.round_timeout_s,
         )
         timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
-        accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where)
+        flagged: list[dict[str, str]] = []
+        accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where, flagged)
         decrypted = None
         if encryption is not None and plan is not None and len(accepted) >= study.min_cohort:
             collected.accepted = accepted
@@ -183,6 +189,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             timings["decrypt_s"] = time.monotonic() - started - timings["export_s"] - timings["exchange_s"]
         summary: dict[str, Any] = {
             "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
+            "flagged": flagged,
             "refused": collected.refused, "missing": collected.missing, "global_sha256_in": global_model.sha256,
             "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
             "train_loss": {r.info.partner: r.train_loss for r in accepted},

@@ -66,3 +66,12 @@ def test_median_and_krum_resist_one_poisoned_update():
 def test_trimmed_mean_drops_the_extremes():
     updates = [(_update(v), 10) for v in (1.0, 2.0, 3.0, 4.0, 100.0)]
     assert aggregate_updates(_settings("trimmed_mean", trim_fraction=0.2), updates)["w"][0, 0] == pytest.approx(3.0)
+
+
+def test_an_outlying_update_norm_is_flagged_not_rejected():
+    from federated.training.aggregation import flag_outliers
+
+    norms = {"a": 1.0, "b": 1.1, "c": 0.9, "d": 1.05, "e": 9.0}
+    flagged = flag_outliers(norms)
+    assert list(flagged) == ["e"] and "robust z-score" in flagged["e"]
+    assert flag_outliers({"a": 1.0, "b": 50.0}) == {}  # too few updates to call anything an outlier
