@@ -103,10 +103,12 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
         lines += ["## Model × partner matrix (accuracy / AUROC)", ""]
         partners = final["contributors"]
         lines += ["| model | pooled | " + " | ".join(partners) + " |", "| --- | --- |" + " --- |" * len(partners)]
+        # Under encryption no partner's own statistics reach the coordinator: every cell is withheld.
+        withheld = "withheld (encrypted aggregation)" if final.get("encryption") else "withheld by partner"
         for name, row in final["matrix"].items():
             pooled = final["pooled"][name]
             cells = [
-                "withheld by partner" if row.get(p) is None else f"{_fmt(row[p]['accuracy'])} / {_fmt(row[p]['auroc'])}"
+                withheld if row.get(p) is None else f"{_fmt(row[p]['accuracy'])} / {_fmt(row[p]['auroc'])}"
                 for p in partners
             ]
             lines.append(f"| {name} | {_fmt(pooled['accuracy'])} / {_fmt(pooled['auroc'])} | " + " | ".join(cells) + " |")

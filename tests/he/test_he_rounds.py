@@ -151,3 +151,14 @@ def test_below_the_minimum_cohort_nothing_is_sent_for_decryption(tmp_path, hospi
     outcome, trail = _round(hospitals, tmp_path, study, _all(keys), tamper=_corrupt_bundle)
     assert sorted(outcome.contributors) == ["hospital-a", "hospital-b"] and outcome.pooled == {}
     assert "aggregate_decrypted" not in [e["kind"] for e in read_entries(trail.path)]
+
+
+def test_the_report_says_why_the_matrix_is_withheld(tmp_path, hospitals, keys):
+    from federated.report import render_markdown
+
+    study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
+    outcome, _ = _round(hospitals, tmp_path, study, _all(keys))
+    results = {"study": STUDY, "purpose": "evaluation", "status": "completed", "message": "", "models": [],
+               "rounds": [outcome.summary()], "privacy": {}, "trail": "coordinator-trail.jsonl"}
+    report = render_markdown(results, {})
+    assert "withheld (encrypted aggregation)" in report and "withheld by partner" not in report
