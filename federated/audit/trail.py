@@ -255,6 +255,34 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+_CHUNK = 1024  # lines decoded in one call: the decoder shares key strings across a chunk
+
+
+def _decode_chunk(lines: list[bytes]) -> list[dict[str, Any]] | None:
+    """Decode a run of lines in one call and check each is exactly the canonical form of its entry;
+    None if any line needs (or fails) the full per-line check, which then decides and names it."""
+    joined = b",".join(lines)
+    if not joined.isascii():
+        return None
+    array = "[" + joined.decode("ascii") + "]"
+    try:
+        entries, end = _FAST_SCAN(array, 0)
+    except (_FullCheck, StopIteration, ValueError):
+        return None
+    if end != len(array) or len(entries) != len(lines):
+        return None
+    position = 1
+    for line, entry in zip(lines, entries):
+        if type(entry) is not dict:
+            return None
+        canonical = "".join(_C_ENCODE(entry, 0))
+        # Equal length and content at the line's own offset: the line is this entry, canonical.
+        if len(canonical) != len(line) or not array.startswith(canonical, position):
+            return None
+        position += len(line) + 1
+    return entries
+
+
 def load_verified(path: Path) -> VerifiedTrail:
     """Read a trail and check every line is canonical JSON chained to the previous one.
 
@@ -267,24 +295,31 @@ def load_verified(path: Path) -> VerifiedTrail:
         raise TrailError(f"{path}: cannot read trail: {exc.strerror}") from None
     if data and not data.endswith(b"\n"):
         raise TrailError(f"{path}: last line is torn (no newline); reopen the trail to repair it")
+    lines = data.split(b"\n")[:-1]
+    entries: list[dict[str, Any]] = []
     prev = GENESIS
-    lines = data.splitlines()
-    entries = []
+    sha256 = hashlib.sha256
     with _collector_paused():
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = parse_canonical(line)
-            except ValueError as exc:
-                raise TrailError(f"{path}: line {number}: {exc}") from None
-            if entry.get("seq") != number - 1:
-                raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
-            if entry.get("prev") != prev:
-                raise TrailError(
-                    f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
-                    f"but the previous entry hashes to {prev})"
-                )
-            prev = hashlib.sha256(line).hexdigest()
-            entries.append(entry)
+        for first in range(0, len(lines), _CHUNK):
+            chunk = lines[first : first + _CHUNK]
+            decoded = _decode_chunk(chunk)
+            if decoded is None:
+                decoded = []
+                for number, line in enumerate(chunk, start=first + 1):
+                    try:
+                        decoded.append(parse_canonical(line))
+                    except ValueError as exc:
+                        raise TrailError(f"{path}: line {number}: {exc}") from None
+            for number, (line, entry) in enumerate(zip(chunk, decoded), start=first + 1):
+                if entry.get("seq") != number - 1:
+                    raise TrailError(f"{path}: line {number}: sequence number {entry.get('seq')}, expected {number - 1}")
+                if entry.get("prev") != prev:
+                    raise TrailError(
+                        f"{path}: line {number}: chain broken (prev {entry.get('prev')}, "
+                        f"but the previous entry hashes to {prev})"
+                    )
+                prev = sha256(line).hexdigest()
+            entries.extend(decoded)
     return VerifiedTrail(path, lines, entries)
 
 

@@ -7,6 +7,7 @@ accepted if and only if it is byte-for-byte the rfc8785 encoding of what it deco
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -14,7 +15,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federated.audit.trail import parse_canonical
+from federated.audit.trail import TrailError, parse_canonical, verify_trail
 
 _scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**60), max_value=2**60)
@@ -91,3 +92,38 @@ def test_accepts_exactly_the_rfc8785_encoding(value):
 )
 def test_known_cases(line, canonical):
     assert _accepted(line) == canonical
+
+
+def _chained(entries: list[dict]) -> bytes:
+    lines, prev = [], "0" * 64
+    for seq, details in enumerate(entries):
+        line = rfc8785.dumps({"seq": seq, "prev": prev, "details": details})
+        lines.append(line)
+        prev = hashlib.sha256(line).hexdigest()
+    return b"\n".join(lines) + b"\n"
+
+
+def test_a_long_trail_with_entries_needing_the_full_check_verifies(tmp_path):
+    details = [{"n": i} for i in range(2500)]
+    details[1500] = {"reason": "refusé — contract", "ratio": 1e-07, "big": 2**52}  # non-ASCII, exponent, 16 digits
+    path = tmp_path / "trail.jsonl"
+    path.write_bytes(_chained(details))
+    assert verify_trail(path) == 2500
+
+
+def test_lines_that_only_parse_when_joined_are_refused(tmp_path):
+    # Joined with commas these three lines are three valid objects, but no line is one on its own.
+    path = tmp_path / "trail.jsonl"
+    path.write_bytes(b'{"a":[{"b":1}\n{"c":2}]}\n{"d":1},{"e":2}\n')
+    with pytest.raises(TrailError, match="line 1: not valid JSON"):
+        verify_trail(path)
+
+
+def test_a_damaged_line_deep_in_a_long_trail_is_located(tmp_path):
+    path = tmp_path / "trail.jsonl"
+    path.write_bytes(_chained([{"n": i} for i in range(3000)]))
+    lines = path.read_bytes().split(b"\n")
+    lines[2047] = lines[2047].replace(b'"n":2047', b'"n": 2047')
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(TrailError, match="line 2048: not canonical JSON"):
+        verify_trail(path)
