@@ -65,8 +65,14 @@ def _results_table(results: dict[str, Any]) -> Table:
     for name in _SHOWN:
         table.add_column(name, justify="right")
     final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else {"pooled": {}})
+    errors = final.get("standard_errors", {})
     for model, metrics in final["pooled"].items():
-        table.add_row(model, *("—" if metrics.get(k) is None else f"{metrics[k]:.4f}" for k in _SHOWN))
+        se = errors.get(model, {})
+        table.add_row(model, *(
+            "—" if metrics.get(k) is None else f"{metrics[k]:.3f}" + (f" ± {se[k]:.3f}" if k in se else "") for k in _SHOWN
+        ))
+    if errors:
+        table.caption = "± standard error from the partners' DP noise; metrics are clipped into their ranges"
     return table
 
 
