@@ -3,11 +3,13 @@
 Prepares the data, models, contracts and the coordinator's key, starts
 `python -m federated.server` (which starts the SuperLink), then three
 `python -m federated.client` nodes, each under its hospital's data contract, waits for the
-study to finish and stops the nodes. Exits with the coordinator's exit code.
+study to finish and stops the nodes; then exports the evidence pack (demo/evidence.zip) and
+verifies it offline. Exits with the first non-zero exit code.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +33,22 @@ def main() -> int:
     finally:
         federation.stop()
     print(f"\nPartner trails and logs: {demo / 'nodes'}/<hospital>/", file=sys.stderr)
-    return code
+    if code != 0:
+        return code
+    return export_and_verify(demo)
+
+
+def export_and_verify(demo: Path) -> int:
+    """Hand the study to an auditor: the evidence pack, then its offline verification."""
+    audit = [sys.executable, "-m", "federated.audit"]
+    trails = [arg for name, *_ in HOSPITALS for arg in ("--partner-trail", str(demo / "nodes" / name))]
+    manifests = [arg for name, *_ in HOSPITALS for arg in ("--partner-manifest", str(demo / "data" / f"{name}.toml"))]
+    pack = demo / "evidence.zip"
+    export = subprocess.call([*audit, "export", "--study", str(ROOT / "configs" / "demo-evaluation.toml"), "--out", str(pack),
+                              "--key", str(demo / "keys" / "coordinator.key"), *trails, *manifests])
+    if export != 0:
+        return export
+    return subprocess.call([*audit, "verify", str(pack), "--coordinator-key", str(demo / "keys" / "coordinator.key.pub")])
 
 
 if __name__ == "__main__":
