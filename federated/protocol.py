@@ -136,6 +136,7 @@ class PartnerInfo(_Strict):
     release_per_partner: bool = False
     data_sha256: str = ""
     manifest_sha256: str = ""
+    contract_sha256: str = ""  # the data contract the partner applied, if it has one
     count: int = 0
     noise: NoiseInfo | None = None  # set when the statistics carry DP noise
 

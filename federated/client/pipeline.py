@@ -185,8 +185,10 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
                 partner=settings.partner_id, status="ok", release_per_partner=release,
                 data_sha256=data.data_sha256, manifest_sha256=sha256_file(settings.manifest), count=data.size,
             )
+        if settings.contract is not None and info.data_sha256:
+            info = info.model_copy(update={"contract_sha256": sha256_file(settings.contract)})
         trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
-                     count=info.count, **where)
+                     count=info.count, **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where)
         content, details = kind.run(task, data, info, keys)
     except (Refusal, ContractRefusal) as exc:
         return refuse(exc.clause, str(exc))

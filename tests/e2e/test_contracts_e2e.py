@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from accord.hashing import sha256_file
 from federated.audit import read_entries
 
 pytestmark = pytest.mark.timeout(400)
@@ -53,6 +54,9 @@ subgroup_levels = ["under_50", "50_plus"]
     assert not any(e["kind"] == "task_accepted" for e in partner_trail)
     coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("clause") == "allowed_purposes" for e in coordinator)
+    # The contract each contributing partner applied is named by hash on both sides (for the evidence pack).
+    contract_a = sha256_file(partners[0].manifest.with_suffix(".contract.toml"))
+    assert any(e["kind"] == "result_received" and e["details"].get("contract_sha256") == contract_a for e in coordinator)
 
 
 def test_node_refuses_to_start_under_a_contract_for_other_data(tmp_path, partners):
