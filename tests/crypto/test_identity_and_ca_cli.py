@@ -203,7 +203,8 @@ def test_the_readme_key_commands_run_as_written(tmp_path):
     import sys
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Secure mode"):readme.index("## Exit codes")]
+    start = readme.index("## Secure mode")
+    section = readme[start:readme.index("\n## ", start + 1)]
     commands = re.findall(r"^python -m crypto\.keys .*?(?=\s+#|$)", section, re.MULTILINE)
     assert len(commands) == 3
     for command in commands:
