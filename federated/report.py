@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from accord.durable import write_durably
 from accord.hashing import sha256_file
 from federated.metrics import class_curve
 from federated.statistics import EvaluationStatistics
@@ -30,13 +30,8 @@ def json_safe(value: Any) -> Any:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename, fsynced: never half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write `text` to `path` atomically and durably: never half a file."""
+    write_durably(path, text.encode("utf-8"))
 
 
 def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, out_dir: Path) -> dict[str, Path]:

@@ -28,8 +28,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from accord.durable import write_durably
 from federated.audit.errors import AuditError
-from federated.audit.store import CheckpointStore, write_durably
+from federated.audit.store import CheckpointStore
 from federated.audit.trail import read_entries
 from federated.errors import ConfigError
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from accord.durable import make_directory
 from crypto import Identity, KeyFileError, fingerprint, load_public_key
-from federated.audit.store import make_directory
 from federated.errors import ConfigError
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accord.durable import make_directory
 from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, fingerprint, save_public_key, sign_note
 from federated.audit.documents import (
     describe_entry,
@@ -50,7 +51,7 @@ from federated.audit.evidence import (
 )
 from federated.audit.keys import COORDINATOR_KEY_NAME
 from federated.audit.log import same_key, signature_names
-from federated.audit.store import CheckpointStore, make_directory
+from federated.audit.store import CheckpointStore
 from federated.audit.trail import TrailError, load_verified
 from federated.errors import ConfigError
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
+from accord.durable import make_directory
 from crypto import CryptoError, Identity, NoteVerifier, fingerprint, load_public_key, open_note, save_public_key
 from federated.audit.errors import AuditRefusal
 from federated.audit.exchange import (
@@ -37,7 +38,7 @@ from federated.audit.exchange import (
 )
 from federated.audit.keys import load_or_create_identity
 from federated.audit.log import TrailLog, cosigner, same_key
-from federated.audit.store import NoteSeries, make_directory
+from federated.audit.store import NoteSeries
 from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
 from federated.errors import MessageError
 

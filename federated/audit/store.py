@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from accord.durable import make_directory, write_durably
 from crypto import NoteFormatError, NoteVerifier
 
 NOTE_SUFFIX = ".note"
@@ -36,43 +35,6 @@ def store_dir(trail: Path) -> Path:
     """The checkpoint store that belongs to the trail at `trail`."""
     trail = Path(trail)
     return trail.with_name(f"{trail.stem}.checkpoints")
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def make_directory(path: Path) -> None:
-    """Create `path` and any missing parents, fsyncing each parent so the new entries persist."""
-    path = Path(path)
-    if path.is_dir():
-        return
-    make_directory(path.parent)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir()
-    _fsync_directory(path.parent)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` atomically: temporary file, fsync, rename, fsync of the directory."""
-    path = Path(path)
-    make_directory(path.parent)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
 
 
 def origin_directory_name(origin: str) -> str:

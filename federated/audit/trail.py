@@ -26,6 +26,7 @@ from typing import Any
 
 import rfc8785
 
+from accord.durable import fsync_directory
 from accord.errors import ExitCode
 from federated.audit.events import SCHEMA_VERSION, check_kind
 from federated.errors import FederatedError
@@ -43,14 +44,6 @@ class TrailError(FederatedError):
 def entry_hash(line: bytes) -> str:
     """SHA-256 of one entry's canonical bytes (without the newline)."""
     return hashlib.sha256(line).hexdigest()
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _read_tail(handle: Any) -> bytes:
@@ -76,7 +69,7 @@ class AuditTrail:
         created = not self.path.exists()
         with self._locked() as handle:
             if created:
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
                 self._write(handle, "trail_opened", study=None, round_number=None, details={})
             else:
                 self._repair_torn_tail(handle)
