@@ -9,7 +9,7 @@ Nothing here ever unpickles, and nothing raw from the partner's data is placed i
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import rfc8785
@@ -87,6 +87,19 @@ def build_task(spec: TaskSpec, model_bytes: dict[str, bytes]) -> RecordDict:
     )
 
 
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def parse_spec(text: object, model: type[SpecT], *, what: str) -> SpecT:
+    """A task's JSON spec validated as `model`; `MessageError` names what is wrong."""
+    if not isinstance(text, str) or len(text) > MAX_SPEC_BYTES:
+        raise MessageError(f"{what} must be a JSON string of at most 1 MiB")
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise MessageError(describe_validation_error(what, exc)) from None
+
+
 def parse_task(content: RecordDict) -> EvaluationTask:
     """Validate an incoming task; raise `MessageError` saying which part is wrong."""
     try:
@@ -94,12 +107,7 @@ def parse_task(content: RecordDict) -> EvaluationTask:
         models = content.config_records["models"]
     except KeyError as exc:
         raise MessageError(f"task message lacks {exc.args[0]!r}") from None
-    if not isinstance(spec_text, str) or len(spec_text) > MAX_SPEC_BYTES:
-        raise MessageError("task spec must be a JSON string of at most 1 MiB")
-    try:
-        spec = TaskSpec.model_validate_json(spec_text)
-    except ValidationError as exc:
-        raise MessageError(describe_validation_error("task spec", exc)) from None
+    spec = parse_spec(spec_text, TaskSpec, what="task spec")
     model_bytes: dict[str, bytes] = {}
     for ref in spec.models:
         blob = models.get(ref.name)

@@ -15,18 +15,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from accord.config_files import describe_validation_error
-from accord.hashing import sha256_bytes
+from accord.hashing import arrays_sha256, sha256_bytes
 from federated.errors import MessageError
 from federated.he_spec import EncryptionSpec
 from federated.protocol import (
     MAX_MODEL_BYTES,
-    MAX_SPEC_BYTES,
     EvaluationReply,
     EvaluationTask,
     ModelRef,
     PartnerInfo,
     TaskSpec,
     build_reply,
+    parse_spec,
     parse_reply,
 )
 from federated.statistics import EvaluationStatistics
@@ -34,15 +34,6 @@ from federated.study import EvaluationSettings, Governance, TrainingSettings
 
 TRAIN_MESSAGE_TYPE = "train"
 GLOBAL_MODEL = "global"
-
-
-def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """A stable hash over names, dtypes, shapes and bytes of named arrays."""
-    digest = b"".join(
-        f"{name}|{array.dtype.str}|{array.shape}|".encode() + np.ascontiguousarray(array).tobytes()
-        for name, array in arrays.items()
-    )
-    return sha256_bytes(digest)
 
 
 class TrainSpec(BaseModel):
@@ -103,12 +94,7 @@ def parse_train_task(content: RecordDict) -> TrainTask:
         onnx = content.config_records["models"][GLOBAL_MODEL]
     except KeyError as exc:
         raise MessageError(f"train task lacks {exc.args[0]!r}") from None
-    if not isinstance(spec_text, str) or len(spec_text) > MAX_SPEC_BYTES:
-        raise MessageError("train task spec must be a JSON string of at most 1 MiB")
-    try:
-        spec = TrainSpec.model_validate_json(spec_text)
-    except ValidationError as exc:
-        raise MessageError(describe_validation_error("train task spec", exc)) from None
+    spec = parse_spec(spec_text, TrainSpec, what="train task spec")
     if not isinstance(onnx, bytes) or len(onnx) > MAX_MODEL_BYTES:
         raise MessageError("train task's ONNX model is missing or over the size limit")
     if sha256_bytes(onnx) != spec.onnx_sha256:

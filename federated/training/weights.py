@@ -9,7 +9,6 @@ bytes, never on dict order or file layout, so the same weights always hash the s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from accord.hashing import arrays_sha256  # noqa: F401 (re-exported: part of this module's API)
 from federated.training.errors import WeightsError
 
 __all__ = [
@@ -40,7 +40,6 @@ ONNX_INPUT = "input"
 ONNX_OUTPUT = "probabilities"
 _ONNX_OPSET = 17
 _ONNX_TOLERANCE = 1e-5
-_HASH_DOMAIN = b"accord-arrays-v1\x00"
 
 
 def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -119,20 +118,6 @@ def load_safetensors(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str,
         raise WeightsError(f"{path} is not a valid safetensors file: {error}") from None
     metadata = header.get("__metadata__") or {}
     return arrays, dict(metadata)
-
-
-def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
-    """Hex SHA-256 of the arrays: b"accord-arrays-v1\\0", then for each name in sorted order a JSON
-    header [name, dtype (little-endian, e.g. "<f4"), shape] and the little-endian bytes, each
-    prefixed with its length as a little-endian uint64."""
-    digest = hashlib.sha256(_HASH_DOMAIN)
-    for name in sorted(arrays):
-        array = np.asarray(arrays[name])
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-        header = json.dumps([name, array.dtype.str, list(array.shape)], ensure_ascii=True).encode()
-        digest.update(struct.pack("<Q", len(header)) + header)
-        digest.update(struct.pack("<Q", array.nbytes) + array.tobytes())
-    return digest.hexdigest()
 
 
 class _WithSoftmax(nn.Module):
