@@ -216,16 +216,22 @@ class LocalTrainer:
             collate_fn=_already_batched,
         )
         batches_per_epoch = len(self.loader)
-        parameters = self.model.parameters()
-        if optimizer == "sgd":
-            self.optimizer: Any = torch.optim.SGD(parameters, lr=learning_rate, momentum=momentum)
-        else:
-            self.optimizer = torch.optim.Adam(parameters, lr=learning_rate)
-        self.criterion: Any = nn.CrossEntropyLoss()
-        self.network: nn.Module = self.model
         self.sample_rate = 1 / batches_per_epoch
-        self.noise_multiplier = 0.0
         self.grad_sample_mode: str | None = None
+        if dp is not None:
+            self.grad_sample_mode = auto_grad_sample_mode(self.model) if dp.grad_sample_mode == "auto" else dp.grad_sample_mode
+        summed = dp is not None and self.grad_sample_mode != "ghost"  # why: `_make_optimizer`
+        self.optimizer: Any = _make_optimizer(
+            self.model.parameters(),
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            momentum=momentum,
+            summed_batch=_expected_batch_size(self.num_examples, self.sample_rate) if summed else None,
+        )
+        self.loss_reduction = "sum" if summed else "mean"
+        self.criterion: Any = nn.CrossEntropyLoss(reduction=self.loss_reduction)
+        self.network: nn.Module = self.model
+        self.noise_multiplier = 0.0
         self.engine: Any = None
         self.steps = 0
         self.epoch_losses: list[float] = []
@@ -235,7 +241,7 @@ class LocalTrainer:
     def _make_private(self, dp: DPSGDSettings, seed: int, planned_steps: int) -> None:
         from opacus import PrivacyEngine
 
-        mode = auto_grad_sample_mode(self.model) if dp.grad_sample_mode == "auto" else dp.grad_sample_mode
+        mode = self.grad_sample_mode
         sigma = dp.noise_multiplier or _noise_for_target(dp, self.sample_rate, planned_steps)
         with warnings.catch_warnings():
             # Opacus warns that secure_mode is off; the module docstring says what the seed means
@@ -251,13 +257,13 @@ class LocalTrainer:
                 poisson_sampling=True,
                 noise_generator=torch.Generator().manual_seed(seed ^ 0x5EED),
                 grad_sample_mode=mode,
+                loss_reduction=self.loss_reduction,
             )
         if mode == "ghost":  # ghost clipping wraps the loss too: its backward runs both passes
             self.network, self.optimizer, self.criterion, self.loader = private
         else:
             self.network, self.optimizer, self.loader = private
         self.noise_multiplier = sigma
-        self.grad_sample_mode = mode
 
     def run_epoch(self) -> float:
         """One pass of `len(loader)` steps; returns the per-example mean loss (NaN if all batches were empty)."""
@@ -281,7 +287,7 @@ class LocalTrainer:
                 loss.backward()
                 self.optimizer.step()
                 if len(batch_y):
-                    loss_sum += float(loss.item()) * len(batch_y)
+                    loss_sum += float(loss.item()) * (len(batch_y) if self.loss_reduction == "mean" else 1)
                     seen += len(batch_y)
         self.epoch_losses.append(loss_sum / seen if seen else math.nan)
         return self.epoch_losses[-1]
@@ -347,6 +353,34 @@ class LocalTrainer:
         )
 
 
+_ADAM_EPS = 1e-8  # torch's default
+
+
+def _expected_batch_size(num_examples: int, sample_rate: float) -> int:
+    """The divisor Opacus uses for a mean loss under Poisson sampling (`PrivacyEngine.make_private`)."""
+    return max(1, int(num_examples * sample_rate))
+
+
+def _make_optimizer(
+    parameters: Any, *, optimizer: str, learning_rate: float, momentum: float, summed_batch: int | None
+) -> torch.optim.Optimizer:
+    """The torch optimizer; `summed_batch` = B when the loss is summed over a Poisson batch of expected size B.
+
+    Why DP runs other than ghost sum the loss: with a mean loss, torch's ExpandedWeights and Opacus's
+    hooks multiply every per-example gradient by the batch size to undo the 1/B of the mean, a full
+    pass over the largest tensors of the step (about 8 % of a digits CNN DP epoch). With
+    loss_reduction="sum" Opacus hands the optimizer Σ clip(g_i) + N(0, σ²C²) undivided, so the
+    division by B moves here: SGD's learning rate becomes lr/B (SGD, with or without momentum, is
+    linear in the gradient) and Adam's eps becomes eps·B (Adam is invariant to a gradient scale but
+    for eps). The update, clipping and noise are those of the mean loss; tests/training compare the
+    modes' weights. Ghost clipping keeps the mean: its loss wrapper already works per example.
+    """
+    scale = 1 / summed_batch if summed_batch else 1.0
+    if optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=learning_rate * scale, momentum=momentum)
+    return torch.optim.Adam(parameters, lr=learning_rate, eps=_ADAM_EPS / scale)
+
+
 class _Examples(torch.utils.data.Dataset):
     """(features, label) pairs that the DataLoader fetches a whole batch at a time.
 
@@ -390,21 +424,23 @@ def auto_grad_sample_mode(model: nn.Module) -> str:
 
     All four modes compute exact per-example gradients (or their norms) for the layers below: a
     fixed-seed run gives the same weights in each (tests/training check it). Measured by
-    `python -m benchmarks.dp_training` (digits, batch 256, one thread; two full runs, per-epoch
-    time DP / non-private):
-    - only Linear/Embedding layers → "ghost": Opacus computes their per-example norms from
+    `python -m benchmarks.dp_training` (digits, batch 256, one thread; per-epoch time DP /
+    non-private, three runs, with the summed loss of `_make_optimizer`):
+    - several Linear/Embedding layers → "ghost": Opacus computes their per-example norms from
       activations and backprops without materialising per-example gradients, so its cost grows with
-      batch × (in + out) rather than batch × in × out (MLP 64-256-128-10: ghost 3.1-3.6×, the
-      others 18-27×; MLP 64-64-10: ghost 3.5×, ew 5.1-5.2×, hooks 6.3×); on a single Linear, hooks,
-      ew and ghost are within noise of each other (3.1-3.8×);
+      batch × (in + out) rather than batch × in × out, for a second backward pass (MLP
+      64-256-128-10: ghost 3.1×, ew 10×, hooks 20×; MLP 64-64-10: ghost 3.6×, ew 4.2-4.3×, hooks 6.2-6.6×);
+    - a single Linear/Embedding layer (logistic regression) → "ew": its per-example gradient is the
+      only one, and ghost's second backward costs more than materialising it (ew 2.8×, ghost 3.7×,
+      hooks 3.4×);
     - otherwise, if every layer has an ExpandedWeights rule → "ew" (torch computes per-example
       conv gradients inside autograd, one backward pass; ghost has no conv norm rule in Opacus 1.6
-      and runs two backward passes with per-example gradients anyway). Digits CNN: ew 2.2-2.3×,
-      hooks 2.7-2.8×, ghost 3.1×, functorch 3.8×;
+      and runs two backward passes with per-example gradients anyway). Digits CNN: ew 2.0-2.1×,
+      hooks 2.5-2.6×, ghost 3.0×, functorch 3.5-3.8×;
     - anything else → "hooks", which falls back to functorch per layer and stays exact.
     """
     layers = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
-    if layers and all(type(m) in _GHOST_NORM_LAYERS for m in layers):
+    if len(layers) > 1 and all(type(m) in _GHOST_NORM_LAYERS for m in layers):
         return "ghost"
     if layers and all(type(m) in _EXPANDED_WEIGHTS_LAYERS for m in layers):
         return "ew"
