@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_directory(path: Path) -> None:
@@ -28,14 +30,22 @@ def make_directory(path: Path) -> None:
     fsync_directory(path.parent)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` atomically: temporary file, fsync, rename, fsync of the directory."""
+@contextlib.contextmanager
+def replacing(path: Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces `path` atomically when the block ends without error.
+
+    It writes a temporary file beside `path` (with `mode`, set before any byte is written, if given),
+    then fsync, rename over `path`, fsync of the directory. If the block raises, `path` is untouched
+    and the temporary file is removed.
+    """
     path = Path(path)
     make_directory(path.parent)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -44,3 +54,9 @@ def write_durably(path: Path, data: bytes) -> None:
             os.unlink(temporary)
         raise
     fsync_directory(path.parent)
+
+
+def write_durably(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace `path` by `data` atomically (see `replacing`)."""
+    with replacing(path, mode=mode) as handle:
+        handle.write(data)

@@ -14,10 +14,8 @@ raises `SignatureError`), and never import `federated`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from accord.durable import write_durably
 from crypto.errors import KeyFileError, SignatureError
 
 PUBLIC_KEY_SIZE = 32
@@ -163,29 +162,12 @@ def _read_key_file(path: Path, what: str) -> bytes:
 
 
 def _write_atomically(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Write a key file atomically with `mode` (`accord.durable`); never over an existing one unless `overwrite`."""
     if not overwrite and path.exists():
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key file")
+    if not path.parent.is_dir():  # a mistyped directory is an error, not something to create
+        raise KeyFileError(f"cannot write key file {path}: directory {path.parent} does not exist")
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_durably(path, data, mode=mode)
     except OSError as exc:
         raise KeyFileError(f"cannot write key file {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise KeyFileError(f"cannot write key file {path}: {exc.strerror or exc}") from None
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)

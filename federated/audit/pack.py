@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import tomllib
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accord.durable import make_directory
+from accord.durable import make_directory, replacing
 from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, fingerprint, save_public_key, sign_note
 from federated.audit.documents import (
     describe_entry,
@@ -313,23 +312,8 @@ def _write_manifest(staging: Path, study_id: str, evidence: Evidence, key: Path)
 
 def _zip(staging: Path, out: Path) -> tuple[int, int]:
     """Write the staged files into `out` (through a temporary file renamed into place)."""
-    make_directory(out.parent.resolve())
-    descriptor, temporary = tempfile.mkstemp(dir=out.parent.resolve(), prefix=f".{out.name}.", suffix=".tmp")
-    os.close(descriptor)
     files = sorted(path for path in staging.rglob("*") if path.is_file())
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            for path in files:
-                bundle.write(path, path.relative_to(staging).as_posix())
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    descriptor = os.open(out.parent.resolve(), os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    with replacing(out.resolve()) as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in files:
+            bundle.write(path, path.relative_to(staging).as_posix())
     return len(files), out.stat().st_size

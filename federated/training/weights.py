@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from accord.durable import write_durably
 from accord.hashing import arrays_sha256  # noqa: F401 (re-exported: part of this module's API)
 from federated.training.errors import WeightsError
 
@@ -87,22 +86,7 @@ def save_safetensors(path: Path | str, arrays: Mapping[str, np.ndarray], *, meta
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise WeightsError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
     payload = save({name: np.ascontiguousarray(a) for name, a in arrays.items()}, metadata=dict(metadata))
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    write_durably(Path(path), payload)
 
 
 def load_safetensors(path: Path | str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
