@@ -10,7 +10,15 @@ where the trailing SHA-256 covers everything before it, so corruption and trunca
 SEAL reads a byte. The checksum is not a signature: partners sign bundles in the protocol layer.
 
 Weights are multiplied by the partner's example count *before* `encrypt_bundle` (by the caller), so the
-coordinator only adds. Decryption refuses a bundle made under another study's key (fingerprint), and
+coordinator only adds.
+
+Blinding (`slot_blinding`): each partner adds to every used slot a value drawn uniformly mod the plain
+modulus t from a key only secret-context holders can derive, labelled by study, round and partner; the
+decrypting partner subtracts the sum of the listed contributors' blindings. For the honest sum they
+cancel exactly. For anything else the coordinator could build from the bundles with the public context
+(one bundle alone, a subset, plaintext-masked slots, any slot-wise linear combination) each slot where
+some contributor's coefficient is not 1 decrypts to a uniformly random value mod t (t is prime), which
+says nothing about the data: a one-time pad, exact because BFV arithmetic is exact mod t. Decryption refuses a bundle made under another study's key (fingerprint), and
 checks that the slots the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext
 breaks with overwhelming probability.
 
@@ -119,13 +127,53 @@ class EncryptedBundle:
         return bundle
 
 
+_BLINDING_TAG = b"accord/he/slot-blinding/v1\x00"
+
+
+def slot_blinding(context: SecretContext, *, study: str, round: int, partner: str, layout: BundleLayout) -> np.ndarray:
+    """One partner's blinding for one round (see the module docstring): `layout.used_slots` int64 values,
+    uniform in [0, t), from SHAKE-256 keyed by a hash of the study's secret key (rejection sampling, so
+    exactly uniform). Deterministic: every holder of the secret context derives the same values."""
+    _require_secret(context, doing="blinding")
+    modulus, count = layout.plain_modulus, layout.used_slots
+    key = hashlib.sha256(_BLINDING_TAG + context.secret_key).digest()
+    label = rfc8785.dumps([study, round, partner])
+    bits = modulus.bit_length()
+    kept_share = modulus / 2**bits  # the share of `bits`-bit draws below t: > 1/2, near 1 for Accord's t
+    kept: list[np.ndarray] = []
+    found, block = 0, 0
+    while found < count:
+        draws = int((count - found) / kept_share * 1.01) + 64
+        stream = hashlib.shake_256(key + block.to_bytes(4, "big") + label).digest(8 * draws)
+        values = np.frombuffer(stream, dtype="<u8") >> np.uint64(64 - bits)
+        kept.append(values[values < np.uint64(modulus)])
+        found += len(kept[-1])
+        block += 1
+    return np.concatenate(kept)[:count].astype(np.int64)
+
+
+def _check_blinding(blinding: np.ndarray, layout: BundleLayout) -> np.ndarray:
+    blinding = np.asarray(blinding)
+    if blinding.shape != (layout.used_slots,) or blinding.dtype != np.int64:
+        raise LayoutMismatchError(
+            f"a blinding must be {layout.used_slots} int64 values for this layout, got {blinding.dtype} {blinding.shape}"
+        )
+    return blinding
+
+
 def encrypt_bundle(
-    arrays: Mapping[str, Any], *, context: SecretContext, layout: BundleLayout, seeded: bool = True
+    arrays: Mapping[str, Any],
+    *,
+    context: SecretContext,
+    layout: BundleLayout,
+    blinding: np.ndarray | None = None,
+    seeded: bool = True,
 ) -> EncryptedBundle:
     """Encrypt one partner's arrays (weights already multiplied by its example count) under the study key.
 
-    `seeded` (the default) sends SEAL's seed in place of each ciphertext's uniformly random half: half
-    the bytes on the wire, at the price of the coordinator re-expanding the seed when it loads them.
+    `blinding` (`slot_blinding`) is added to the used slots before encryption. `seeded` (the default)
+    sends SEAL's seed in place of each ciphertext's uniformly random half: half the bytes on the wire,
+    at the price of the coordinator re-expanding the seed when it loads them.
     """
     _require_secret(context, doing="encryption")
     public = context.public
@@ -134,6 +182,8 @@ def encrypt_bundle(
     slots = np.zeros(layout.ciphertext_count * layout.slot_count, dtype=np.int64)
     for array in layout.arrays:
         slots[array.first_slot : array.first_slot + array.slots] = array.pack(array.encode(arrays[array.name]))
+    if blinding is not None:  # both terms lie in (-t, t), t < 2**62: no int64 overflow
+        slots[: layout.used_slots] += _check_blinding(blinding, layout)
     rows = np.mod(slots, layout.plain_modulus).reshape(layout.ciphertext_count, layout.slot_count)
     encoder, encryptor, bridge = public.seal.encoder, context.encryptor, seal_bytes()
     blobs = []
@@ -179,8 +229,14 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
     return EncryptedBundle(first.study_id, first.fingerprint, first.layout, addends, tuple(blobs))
 
 
-def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) -> dict[str, np.ndarray]:
-    """Decrypt an aggregate: int64 arrays for counts, float64 for fixed-point arrays."""
+def decrypt_bundle(
+    bundle: EncryptedBundle, *, secret_context: SecretContext, blinding: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Decrypt an aggregate: int64 arrays for counts, float64 for fixed-point arrays.
+
+    `blinding` is the sum (mod t) of the contributors' `slot_blinding`s; it is subtracted from the used
+    slots before they are unpacked.
+    """
     _require_secret(secret_context, doing="decryption")
     public = secret_context.public
     _check_key(bundle, public, what="bundle")
@@ -195,6 +251,10 @@ def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) ->
         rows.append(np.asarray(runtime.encoder.decode_int64(plain), dtype=np.int64))
     slots = np.concatenate(rows)
     layout = bundle.layout
+    if blinding is not None:
+        modulus = layout.plain_modulus
+        used = np.mod(slots[: layout.used_slots] - _check_blinding(blinding, layout), modulus)
+        slots[: layout.used_slots] = np.where(used > (modulus - 1) // 2, used - modulus, used)  # SEAL's signed form
     if np.any(slots[layout.used_slots :]):
         raise CiphertextError(
             "the bundle does not decrypt to a well-formed aggregate (its empty slots are not zero): "

@@ -4,9 +4,9 @@
   `Contribution`: its Ed25519 node key's signature over (study, round, key fingerprint, partner,
   bundle SHA-256). The audit seal on a reply signs a checkpoint of the partner's trail, not the
   reply's bytes, so it cannot show a third party which bundle a partner sent; this signature can.
-- The decryption task (`query.decrypt`) carries the aggregate, the contributions' signed digests
-  and, for evaluation statistics, the individual bundles so that the decrypting partner can re-sum
-  them. The coordinator signs the task like any other (its spec names every bundle by SHA-256).
+- The decryption task (`query.decrypt`) carries the aggregate and the contributions' signed digests,
+  nothing else (a partner refuses one that carries more: a key holder must never be shown another
+  partner's bundle). The coordinator signs the task like any other (its spec names every bundle by SHA-256).
 - The reply carries the decrypted arrays (int64 counts and limbs, float64 fixed-point values).
 
 Nothing here decides whether to trust a message; `federated.client.decryption` does, and this
@@ -31,7 +31,7 @@ from accord.errors import AccordError
 from accord.hashing import sha256_bytes
 from crypto import CryptoError, Identity, public_key_bytes, public_key_from_bytes, verify
 from crypto.he_aggregation import EncryptedBundle
-from federated.audit.exchange import parse_vkey, read_reply_audit
+from federated.audit.exchange import AUDIT_RECORD, parse_vkey, read_reply_audit
 from federated.errors import MessageError
 from federated.he_spec import ENCRYPTION_CLAUSE
 from federated.protocol import MAX_SPEC_BYTES, PartnerInfo
@@ -179,23 +179,21 @@ class DecryptTask(BaseModel):
 
     spec: DecryptSpec
     aggregate: EncryptedBundle
-    forwarded: dict[str, EncryptedBundle] = Field(default_factory=dict)  # partner -> its bundle
 
 
-def build_decrypt_task(spec: DecryptSpec, aggregate: EncryptedBundle, forwarded: dict[str, EncryptedBundle]) -> RecordDict:
+def build_decrypt_task(spec: DecryptSpec, aggregate: EncryptedBundle) -> RecordDict:
+    """The decryption task: the aggregate and the signed contributions' digests, never a partner's own bundle."""
     return RecordDict({
         "task": ConfigRecord({"spec": spec.model_dump_json()}),
         "aggregate": ConfigRecord({"bundle": aggregate.to_bytes()}),
-        "forwarded": ConfigRecord({partner: bundle.to_bytes() for partner, bundle in forwarded.items()}),
     })
 
 
 def parse_decrypt_task(content: RecordDict) -> DecryptTask:
-    """Validate a decryption task: every bundle must be the one its spec names."""
+    """Validate a decryption task: the aggregate must be the one its spec names, and nothing else may ride along."""
     try:
         text = content.config_records["task"]["spec"]
         blob = content.config_records["aggregate"]["bundle"]
-        forwarded = content.config_records["forwarded"]
     except KeyError as exc:
         raise MessageError(f"decryption task lacks {exc.args[0]!r}") from None
     if not isinstance(text, str) or len(text) > MAX_SPEC_BYTES:
@@ -204,13 +202,10 @@ def parse_decrypt_task(content: RecordDict) -> DecryptTask:
     aggregate = _bundle(blob, "the aggregate")
     if aggregate.digest != spec.aggregate_sha256:
         raise MessageError(f"the aggregate hashes to {aggregate.digest}, the task declares {spec.aggregate_sha256}")
-    digests = {c.partner: c.bundle_sha256 for c in spec.contributions}
-    bundles = {}
-    for partner, data in forwarded.items():
-        bundles[partner] = _bundle(data, f"the forwarded bundle of {partner!r}")
-        if digests.get(partner) != bundles[partner].digest:
-            raise MessageError(f"the forwarded bundle of {partner!r} is not the one its contribution names")
-    return DecryptTask(spec=spec, aggregate=aggregate, forwarded=bundles)
+    extra = sorted(set(content.config_records) - {"task", "aggregate", AUDIT_RECORD}) + sorted(content.array_records)
+    if extra:  # e.g. other partners' bundles, which a key holder must never be shown
+        raise MessageError(f"a decryption task carries only its spec, the aggregate and its audit record; it also carries {extra}")
+    return DecryptTask(spec=spec, aggregate=aggregate)
 
 
 class DecryptReply(BaseModel):

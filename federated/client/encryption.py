@@ -4,15 +4,18 @@
   secret context (`--he-secret-context`), and the task's key fingerprint must be that context's;
   otherwise the task is refused with clause "encryption".
 - `encrypted_reply`: the partner packs everything a round sends for aggregation (statistics after
-  DP noise, and a training round's weighted update) into one bundle, encrypts it, signs its
+  DP noise, and a training round's weighted update) into one bundle, blinds every slot with its own
+  `crypto.he_aggregation.slot_blinding` for this study, round and partner, encrypts it, signs its
   SHA-256 with the node key, and sends that instead of plaintext values.
-- `decrypt_aggregate`: the decryption task. The node decrypts only an aggregate of at least the
+- `decrypt_aggregate`: the decryption task. It carries the aggregate and the signed contributions'
+  digests, never another partner's bundle. The node decrypts only an aggregate of at least the
   minimum cohort (never fewer than `MIN_DECRYPTION_COHORT`) of distinct partners' contributions,
-  each signed by its partner's key, its own among them, with as many addends as contributions.
-  For evaluation statistics it re-sums the forwarded bundles and decrypts only if the aggregate is
-  exactly that sum; for model updates (no forwarded bundles) it relies on the signed digests. In
-  both, after decrypting and before returning anything, it checks the membership canary
-  (`federated.he_codec`): the aggregate must hold exactly one bundle of each listed contributor.
+  each signed by its partner's key, its own among them, with as many addends as contributions. It
+  removes the sum of the listed contributors' blindings: any aggregate other than the exact sum of
+  one bundle of each (one bundle alone, a subset, masked slots) decrypts to uniform noise in the
+  slots that differ. Before returning anything it checks the membership canary
+  (`federated.he_codec`), which turns the coarse forgeries (a bundle missing, doubled or added)
+  into a named refusal instead of noise.
 
 This module must never decrypt a single partner's bundle, nor any bundle that fails the checks above.
 """
@@ -29,7 +32,8 @@ from flwr.app import RecordDict
 
 from accord.errors import AccordError
 from crypto import Identity, public_key_bytes
-from crypto.he_aggregation import add_bundles, decrypt_bundle, encrypt_bundle
+from crypto.he_aggregation import decrypt_bundle, encrypt_bundle, slot_blinding
+from crypto.he_errors import EncodingError
 from crypto.he_keys import SecretContext, load_secret_context
 from federated.client.pipeline import Refusal
 from federated.errors import MessageError
@@ -37,7 +41,6 @@ from federated.he_codec import (
     CANARY,
     CANARY_BITS,
     CANARY_WORDS,
-    UPDATE_PREFIX,
     BundlePlan,
     evaluation_plan,
     training_plan,
@@ -120,7 +123,9 @@ def encrypted_reply(
         raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
     canary = canary_for(keys.he, study=study, round=round, partner=info.partner)
     try:
-        bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=keys.he, layout=plan.layout)
+        blinding = slot_blinding(keys.he, study=study, round=round, partner=info.partner, layout=plan.layout)
+        bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=keys.he, layout=plan.layout,
+                                blinding=blinding)
     except AccordError as exc:
         raise Refusal(ENCRYPTION_CLAUSE, str(exc)) from None
     contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
@@ -187,7 +192,7 @@ def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tupl
     details = {
         "decrypted": {"aggregate_sha256": task.spec.aggregate_sha256, "plaintext_sha256": decrypted_sha256(info, arrays),
                       "contributors": [c.partner for c in task.spec.contributions],
-                      "resummed": bool(task.forwarded)},
+                      "resummed": False, "blinded": True},  # resummed: always False since blinding (schema keeps it)
     }
     return build_decrypt_reply(info, arrays), details
 
@@ -220,28 +225,17 @@ def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, se
         raise refuse(f"this node's own contribution ({partner}) is not among the aggregate's")
     if aggregate.addends != count:
         raise refuse(f"the aggregate sums {aggregate.addends} bundles, but {count} contributions are signed")
-    carries_update = any(array.name.startswith(UPDATE_PREFIX) for array in aggregate.layout.arrays)
-    if not carries_update:
-        _check_resum(task, secret, refuse)
+    layout = aggregate.layout
+    blindings = [slot_blinding(secret, study=spec.study, round=spec.round, partner=c.partner, layout=layout)
+                 for c in spec.contributions]
     try:
-        decrypted = decrypt_bundle(aggregate, secret_context=secret)
+        decrypted = decrypt_bundle(aggregate, secret_context=secret, blinding=np.mod(sum(blindings), layout.plain_modulus))
+    except EncodingError as exc:  # honest bundles stay within their bounds (each partner checks its own)
+        raise refuse(f"the aggregate does not hold exactly one bundle of each listed contributor: once their blindings "
+                     f"are removed, {exc}") from None
     except AccordError as exc:
         raise refuse(f"decryption failed: {exc}") from None
     expected = sum(canary_for(secret, study=spec.study, round=spec.round, partner=c.partner) for c in spec.contributions)
     if CANARY not in decrypted or not np.array_equal(decrypted.pop(CANARY), expected):
         raise refuse("the aggregate does not hold exactly one bundle of each listed contributor (membership canary)")
     return decrypted
-
-
-def _check_resum(task: DecryptTask, secret: SecretContext, refuse: Callable[[str], Refusal]) -> None:
-    """Evaluation statistics: the aggregate must be exactly the sum of the forwarded, signed bundles."""
-    names = sorted(c.partner for c in task.spec.contributions)
-    if sorted(task.forwarded) != names:
-        raise refuse(f"the task forwards bundles of {sorted(task.forwarded)}, the contributions are {names}")
-    try:
-        total = add_bundles([task.forwarded[name] for name in names], public_context=secret.public)
-    except AccordError as exc:
-        raise refuse(f"the forwarded bundles do not add up: {exc}") from None
-    if total.to_bytes() != task.aggregate.to_bytes():
-        raise refuse("the aggregate is not the sum of the forwarded contributions")
-

@@ -5,9 +5,9 @@ layout; each partner answers with one signed bundle instead of plaintext values.
 (`EncryptedAggregation`):
 1. sums the bundles with `add_bundles`, which needs only the public context (a bundle SEAL cannot
    read, or under another key, is refused with clause "encryption" and the round goes on without it);
-2. sends ONE decryption task (`query.decrypt`) to a decrypting partner: the aggregate, every
-   contribution's signed digest and, for evaluation statistics, the individual bundles so that the
-   partner can re-sum them (model updates are large: the partner checks the signed digests only);
+2. sends ONE decryption task (`query.decrypt`) to a decrypting partner: the aggregate and every
+   contribution's signed digest, never a partner's own bundle (partners' slot blindings make
+   anything but the exact sum decrypt to noise: `federated.client.encryption`);
 3. if that partner refuses or does not answer, asks the next decryptor (the study's `decryptors`
    in order, else every contributor in the order their results arrived);
 4. records the decrypted aggregate's hash and who decrypted it ("aggregate_decrypted").
@@ -132,7 +132,6 @@ class EncryptedAggregation:
 
     def aggregate(
         self, grid: Grid, collected: Collected, plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
-        forward: bool,
     ) -> EncryptedRound | None:
         """Sum the accepted bundles and have the sum decrypted; None if fewer than the minimum cohort remain."""
         where = {"study": study, "round": round}
@@ -154,14 +153,13 @@ class EncryptedAggregation:
             min_cohort=self.min_cohort, aggregate_sha256=total.digest,
             contributions=[signed[partner].contribution for partner in kept],
         )
-        forwarded = {partner: signed[partner].bundle for partner in kept} if forward else {}
-        arrays, decryptor, attempts = self._decrypt(grid, spec, total, forwarded, plan, collected.nodes, trail, where)
+        arrays, decryptor, attempts = self._decrypt(grid, spec, total, plan, collected.nodes, trail, where)
         statistics, update = plan.unpack(arrays)
         summary = {
             "fingerprint": self.public.fingerprint, "aggregate_sha256": total.digest, "decrypted_by": decryptor,
             "decryption_attempts": attempts, "bundle_sha256": {p: s.bundle.digest for p, s in signed.items()},
             "bundle_bytes": {p: s.bundle.nbytes for p, s in signed.items()},
-            "aggregate_bytes": total.nbytes, "forwarded": forward,
+            "aggregate_bytes": total.nbytes, "forwarded": False,  # no partner's bundle reaches a decryptor
         }
         return EncryptedRound(statistics, update, list(kept), summary)
 
@@ -172,15 +170,14 @@ class EncryptedAggregation:
         return [partner for partner in self.settings.decryptors if partner in contributors]
 
     def _decrypt(
-        self, grid: Grid, spec: DecryptSpec, total: EncryptedBundle, forwarded: dict[str, EncryptedBundle],
-        plan: BundlePlan, nodes: dict[str, int], trail: AuditTrail, where: dict[str, Any],
+        self, grid: Grid, spec: DecryptSpec, total: EncryptedBundle, plan: BundlePlan, nodes: dict[str, int], trail: AuditTrail, where: dict[str, Any],
     ) -> tuple[dict[str, np.ndarray], str, list[dict[str, str]]]:
         attempts: list[dict[str, str]] = []
         candidates = self.decryptors([c.partner for c in spec.contributions])
         step = where | {"step": "decryption"}
         for partner in candidates:
             collected = collect_replies(
-                grid, [nodes[partner]], content=lambda: build_decrypt_task(spec, total, forwarded),
+                grid, [nodes[partner]], content=lambda: build_decrypt_task(spec, total),
                 message_type=DECRYPT_MESSAGE_TYPE, parse=parse_decrypt_reply, where=step, task_sha256=spec.sha256(),
                 trail=trail, timeout_s=self.timeout_s,
             )

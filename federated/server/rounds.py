@@ -157,7 +157,7 @@ def run_round(
     )
     encrypted = None
     if encryption is not None and collected.accepted:
-        encrypted = encryption.aggregate(grid, collected, plan, trail, study=spec.study, round=spec.round, forward=True)
+        encrypted = encryption.aggregate(grid, collected, plan, trail, study=spec.study, round=spec.round)
     accepted = collected.accepted
     if encrypted is not None:
         outcome = aggregate_round(spec.round, accepted, calibration_bins, decrypted=encrypted.statistics)

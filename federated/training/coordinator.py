@@ -184,7 +184,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         decrypted = None
         if encryption is not None and plan is not None and len(accepted) >= study.min_cohort:
             collected.accepted = accepted
-            decrypted = encryption.aggregate(grid, collected, plan, trail, study=study.id, round=round_number, forward=False)
+            decrypted = encryption.aggregate(grid, collected, plan, trail, study=study.id, round=round_number)
             accepted = collected.accepted  # less any bundle that could not be added
             timings["decrypt_s"] = time.monotonic() - started - timings["export_s"] - timings["exchange_s"]
         summary: dict[str, Any] = {

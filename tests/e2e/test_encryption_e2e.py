@@ -124,7 +124,7 @@ max_records_per_partner = 2000
     assert len(round_one["contributors"]) == 3
     assert round_one["encryption"]["forwarded"] is False and round_one["encryption"]["update_error_bound"] <= 2.0**-17
     assert round_one["encryption"]["decrypted_by"] in round_one["contributors"]
-    assert len(results["final_evaluation"]["contributors"]) == 3 and results["final_evaluation"]["encryption"]["forwarded"]
+    assert len(results["final_evaluation"]["contributors"]) == 3 and results["final_evaluation"]["encryption"]["forwarded"] is False
     assert 0 <= results["final_evaluation"]["pooled"]["global"]["accuracy"] <= 1
     assert np.isfinite(results["final_evaluation"]["standard_errors"]["global"]["accuracy"])
     assert set(results["privacy"]) == {f"partner-{i:03d}" for i in range(3)}

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from crypto import Identity
-from crypto.he_aggregation import add_bundles, encrypt_bundle
+from crypto.he_aggregation import EncryptedBundle, add_bundles, decrypt_bundle, encrypt_bundle, slot_blinding
 from crypto.he_keys import load_secret_context
+from crypto.he_errors import EncodingError
 from crypto.he_layout import plan_layout
 from federated.client.encryption import MIN_DECRYPTION_COHORT, canary_for, decrypt_aggregate
 from federated.client.pipeline import Refusal
@@ -29,19 +30,20 @@ def identities() -> dict[str, Identity]:
 
 def _layout(secret, *, update: bool):
     template = {"canary": np.zeros(2, np.int64), "confusion": np.zeros((2, 2), np.int64)}
-    if update:  # a training bundle: no forwarded bundles, the canary alone proves membership
+    if update:  # a training bundle: the canary and the blinding prove membership, as for statistics
         template["update/w"] = np.zeros(3, np.float64)
     bounds = {"canary": 3 * 2.0**30, "confusion": 10_000, "update/w": 100.0}
     return plan_layout(template, context=secret.public, bounds=bounds)
 
 
-def _bundles(secret, layout, *, update: bool):
+def _bundles(secret, layout, *, update: bool, blinded: bool = True):
     bundles = {}
     for i, name in enumerate(PARTNERS):
         arrays = {"canary": canary_for(secret, study="he-study", round=ROUND, partner=name), "confusion": np.full((2, 2), i + 1)}
         if update:
             arrays["update/w"] = np.full(3, 0.5 * (i + 1))
-        bundles[name] = encrypt_bundle(arrays, context=secret, layout=layout)
+        blinding = slot_blinding(secret, study="he-study", round=ROUND, partner=name, layout=layout) if blinded else None
+        bundles[name] = encrypt_bundle(arrays, context=secret, layout=layout, blinding=blinding)
     return bundles
 
 
@@ -65,7 +67,7 @@ def training_bundles(secret, training_layout):
     return _bundles(secret, training_layout, update=True)
 
 
-def _task(secret, layout, bundles, identities, *, partners=PARTNERS, min_cohort=2, forwarded=None, aggregate=None,
+def _task(secret, layout, bundles, identities, *, partners=PARTNERS, min_cohort=2, aggregate=None,
           contributions=None) -> DecryptTask:
     chosen = [bundles[p] for p in partners]
     total = aggregate or add_bundles(chosen, public_context=secret.public)
@@ -74,7 +76,7 @@ def _task(secret, layout, bundles, identities, *, partners=PARTNERS, min_cohort=
     ]
     spec = DecryptSpec(study="he-study", round=ROUND, fingerprint=secret.fingerprint, layout_sha256=layout.digest,
                        min_cohort=min_cohort, aggregate_sha256=total.digest, contributions=signed)
-    return DecryptTask(spec=spec, aggregate=total, forwarded={p: bundles[p] for p in partners} if forwarded is None else forwarded)
+    return DecryptTask(spec=spec, aggregate=total)
 
 
 def _decrypt(task: DecryptTask, secret, identities, me: str = "hospital-a"):
@@ -88,14 +90,14 @@ def test_the_honest_sum_of_the_cohort_is_decrypted_and_the_canary_stripped(secre
 
 
 def test_an_honest_training_sum_is_decrypted_from_signed_digests_alone(secret, training_layout, training_bundles, identities):
-    task = _task(secret, training_layout, training_bundles, identities, forwarded={})
+    task = _task(secret, training_layout, training_bundles, identities)
     np.testing.assert_allclose(_decrypt(task, secret, identities)["update/w"], np.full(3, 0.5 * (1 + 2 + 3)))
 
 
 def test_one_partners_update_summed_with_itself_is_caught_by_the_canary(secret, training_layout, training_bundles, identities):
     # Three signed contributions, three addends, but the aggregate is hospital-a's bundle three times.
     thrice = add_bundles([training_bundles["hospital-a"]] * 3, public_context=secret.public)
-    task = _task(secret, training_layout, training_bundles, identities, forwarded={}, aggregate=thrice)
+    task = _task(secret, training_layout, training_bundles, identities, aggregate=thrice)
     with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
         _decrypt(task, secret, identities)
 
@@ -145,18 +147,54 @@ def test_one_partner_counted_twice_is_refused(secret, layout, bundles, identitie
         _decrypt(task, secret, identities)
 
 
-def test_an_aggregate_that_is_not_the_sum_of_the_forwarded_bundles_is_refused(secret, layout, bundles, identities):
+def test_an_aggregate_that_is_not_one_bundle_of_each_contributor_is_refused(secret, layout, bundles, identities):
     # The coordinator tries to have hospital-b's bundle decrypted next to a doubled own contribution.
     lopsided = add_bundles([bundles["hospital-a"], bundles["hospital-a"], bundles["hospital-b"]], public_context=secret.public)
     task = _task(secret, layout, bundles, identities, aggregate=lopsided)
-    with pytest.raises(Refusal, match="the aggregate is not the sum of the forwarded contributions"):
+    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
         _decrypt(task, secret, identities)
 
 
-def test_evaluation_statistics_are_not_decrypted_without_the_forwarded_bundles(secret, layout, bundles, identities):
-    task = _task(secret, layout, bundles, identities, forwarded={})
-    with pytest.raises(Refusal, match="the task forwards bundles of \\[\\]"):
-        _decrypt(task, secret, identities)
+def test_a_bundle_unblinds_only_as_part_of_the_exact_cohort_it_was_summed_with(secret, layout, bundles):
+    # Control: hospital-a's bundle with hospital-a's own blinding removed gives its values back (all 1s).
+    own = slot_blinding(secret, study="he-study", round=ROUND, partner="hospital-a", layout=layout)
+    np.testing.assert_array_equal(decrypt_bundle(bundles["hospital-a"], secret_context=secret, blinding=own)["confusion"],
+                                  np.full((2, 2), 1))
+    # What a decryptor removes for a claimed cohort {a, b}: hospital-b's blinding stays in, a uniform value mod t.
+    other = slot_blinding(secret, study="he-study", round=ROUND, partner="hospital-b", layout=layout)
+    try:
+        confusion = decrypt_bundle(bundles["hospital-a"], secret_context=secret,
+                                   blinding=np.mod(own + other, layout.plain_modulus))["confusion"]
+    except EncodingError:
+        return  # out of the layout's bounds: refused, nothing of hospital-a's comes out
+    assert not np.any(confusion == 1), confusion
+
+
+def test_one_bundle_presented_as_the_cohorts_aggregate_is_refused(secret, layout, bundles, identities):
+    alone = bundles["hospital-a"]
+    dressed = EncryptedBundle(alone.study_id, alone.fingerprint, alone.layout, len(PARTNERS), alone.ciphertexts)
+    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
+        _decrypt(_task(secret, layout, bundles, identities, aggregate=dressed), secret, identities)
+
+
+def test_blindings_are_uniform_mod_t_and_differ_by_partner_and_round(secret, layout):
+    a = slot_blinding(secret, study="he-study", round=ROUND, partner="hospital-a", layout=layout)
+    assert a.shape == (layout.used_slots,) and a.dtype == np.int64 and np.all((0 <= a) & (a < layout.plain_modulus))
+    assert np.array_equal(a, slot_blinding(secret, study="he-study", round=ROUND, partner="hospital-a", layout=layout))
+    for other in (dict(partner="hospital-b", round=ROUND), dict(partner="hospital-a", round=ROUND + 1)):
+        assert not np.any(a == slot_blinding(secret, study="he-study", layout=layout, **other))
+
+
+def test_a_decryption_task_carrying_a_partners_bundle_is_refused(secret, layout, bundles, identities):
+    from federated.errors import MessageError
+    from federated.he_messages import build_decrypt_task, parse_decrypt_task
+
+    task = _task(secret, layout, bundles, identities)
+    content = build_decrypt_task(task.spec, task.aggregate)
+    assert parse_decrypt_task(content).aggregate.digest == task.aggregate.digest
+    content["forwarded"] = type(content["task"])({"hospital-b": bundles["hospital-b"].to_bytes()})
+    with pytest.raises(MessageError, match="carries only its spec, the aggregate and its audit record; it also carries \\['forwarded'\\]"):
+        parse_decrypt_task(content)
 
 
 def test_an_aggregate_under_another_key_is_refused(secret, other_keys, layout, bundles, identities):

@@ -81,7 +81,8 @@ def test_partners_trails_record_bundles_and_the_decryption(tmp_path, hospitals, 
     sent = [e["details"] for e in entries if e["kind"] == "result_sent"]
     assert sent[0]["bundle_sha256"] == outcome.encryption["bundle_sha256"]["hospital-c"]
     decrypted = sent[1]["decrypted"]
-    assert decrypted["aggregate_sha256"] == outcome.encryption["aggregate_sha256"] and decrypted["resummed"]
+    assert decrypted["aggregate_sha256"] == outcome.encryption["aggregate_sha256"] and decrypted["blinded"]
+    assert not decrypted["resummed"] and outcome.encryption["forwarded"] is False  # no partner sees another's bundle
     assert sorted(decrypted["contributors"]) == ["hospital-a", "hospital-b", "hospital-c"]
     received = [e["details"] for e in entries if e["kind"] == "task_received"]
     assert {r["he_fingerprint"] for r in received} == {EncryptedAggregation.for_study(study, tmp_path).public.fingerprint}
