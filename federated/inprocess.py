@@ -19,7 +19,8 @@ from flwr.common.serde import message_to_proto
 
 from federated.client import app as client_app
 
-HANDLERS = {"query.evaluate": client_app.evaluate, "train": client_app.train, "query.decrypt": client_app.decrypt}
+HANDLERS = {"query.evaluate": client_app.evaluate, "train": client_app.train, "query.decrypt": client_app.decrypt,
+            "query.seal": client_app.seal}
 
 
 @dataclass

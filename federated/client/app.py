@@ -11,7 +11,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from federated.client.pipeline import serve
-from federated.client.tasks import DECRYPT, EVALUATE, TRAIN
+from federated.client.tasks import DECRYPT, EVALUATE, SEAL, TRAIN
 
 app = ClientApp()
 
@@ -29,3 +29,8 @@ def decrypt(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     return serve(TRAIN, message, context)
+
+
+@app.query("seal")
+def seal(message: Message, context: Context) -> Message:
+    return serve(SEAL, message, context)

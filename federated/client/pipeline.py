@@ -5,7 +5,7 @@ refuse a replayed task (its nonce seen before: `federated.client.replay`);
 3. log the task, and load the study's HE secret context if the task is encrypted (refused
 without it, or under another key: `federated.client.encryption`); 4. check the privacy budget
 (refuse before touching data); 5. load and check the data; 6. run the task; 7. spend the budget
-and log what leaves; 8. reply. A decryption task touches no data: it skips 4, 5 and 7.
+and log what leaves; 8. reply. A decryption or seal task touches no data: it skips 4, 5 and 7.
 Any failure is a structured refusal, logged, returned to the coordinator; nothing is spent
 for a refused task, and the node keeps serving.
 """

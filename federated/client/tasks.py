@@ -128,3 +128,28 @@ DECRYPT = TaskKind(
     uses_data=False,
 )
 
+
+
+def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+    from federated.audit.seal import build_seal_reply, seal_payload_sha256
+
+    # The cosignature of the coordinator's final checkpoint is made by the pipeline's audit check;
+    # the reply only names the partner.
+    return build_seal_reply(info), {"payload_sha256": seal_payload_sha256(info), "step": "seal"}
+
+
+def _parse_seal(content: RecordDict) -> Any:
+    from federated.audit.seal import parse_seal_task
+
+    return parse_seal_task(content)
+
+
+SEAL = TaskKind(
+    parse=_parse_seal,
+    task_sha256=lambda task: task.sha256(),
+    where=lambda task: {"study": task.study, "round": None},
+    received=lambda task: {"step": "seal", "status": task.status, "rounds": task.rounds},
+    cost=lambda task, size: TaskCost(),  # never asked: a seal uses no data
+    run=_seal,
+    uses_data=False,
+)

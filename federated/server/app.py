@@ -17,19 +17,21 @@ from flwr.serverapp import Grid, ServerApp
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
+from federated.audit.seal import SEAL_MESSAGE_TYPE, SealSpec, build_seal_task, parse_seal_reply
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.protocol import ModelRef, TaskSpec
 from federated.privacy_report import privacy_report
 from federated.report import write_outputs
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
-from federated.server.rounds import run_round
+from federated.server.rounds import collect_replies, run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
 
 app = ServerApp()
 
 TRAIL_NAME = "coordinator-trail.jsonl"
 _COHORT_POLL_S = 0.5
+SEAL_TIMEOUT_S = 60.0
 
 
 def trail_path(study: Study) -> Path:
@@ -137,11 +139,30 @@ def run_study(
     results["privacy"] = privacy_report(results)
     hashes = write_outputs(study.output_dir, results, pooled_statistics, study.evaluation.calibration_bins)
     trail.append("report_written", study=study.id, files=hashes)
+    # Before the closing entry, which the CLI waits for: partners cosign everything up to the report.
+    silent = {int(m["node"]) for m in results["rounds"][-1]["missing"]} if results["rounds"] else set()
+    seal_study(grid, study, trail, completed=results["status"] == "completed", skip=silent)
     if results["status"] == "completed":
         trail.append("study_completed", study=study.id, rounds=study.rounds)
     else:
         trail.append("study_failed", study=study.id, status=results["status"], reason=results["message"])
     return results
+
+
+def seal_study(grid: Grid, study: Study, trail: AuditTrail, *, completed: bool, skip: set[int]) -> None:
+    """Have every connected partner cosign the checkpoint that covers the whole study (`federated.audit.seal`).
+
+    Nodes in `skip` (silent in the last round) are not waited for again; a seal waits at most
+    `SEAL_TIMEOUT_S` (it asks for no work).
+    """
+    if CoordinatorAudit.bound_to(trail) is None:
+        return  # no checkpoints to cosign
+    spec = SealSpec(study=study.id, rounds=study.rounds, status="completed" if completed else "failed")
+    collect_replies(
+        grid, [node for node in grid.get_node_ids() if node not in skip], content=lambda: build_seal_task(spec),
+        message_type=SEAL_MESSAGE_TYPE, parse=parse_seal_reply, where={"study": study.id, "round": None},
+        task_sha256=spec.sha256(), trail=trail, timeout_s=min(study.round_timeout_s, SEAL_TIMEOUT_S),
+    )
 
 
 @app.main()

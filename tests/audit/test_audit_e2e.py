@@ -50,18 +50,22 @@ def test_two_round_study_exports_a_pack_that_verifies_with_partner_cosignatures(
     coordinator = store.own.read_key()
     cosigners = [NoteVerifier(o, store.peer(o).read_key().public_key, SignatureType.COSIGNATURE_V1) for o in store.peer_origins()]
     notes = store.own.notes()
-    assert len(notes) == 3  # before round 1, before round 2, at the end
-    for note in notes[:2]:
+    assert len(notes) == 4  # before round 1, before round 2, before the seal, at the end
+    for note in notes[:3]:
         opened = open_note(note.text, verifiers=[coordinator, *cosigners])
         assert sorted(opened.cosignature_times) == [f"accord.partner/{p.name}" for p in partners]
     for partner in partners:
         node = CheckpointStore.beside(tmp_path / "nodes" / partner.name / "trail.jsonl")
-        assert len(node.peer(coordinator.name).notes()) == 2
+        assert len(node.peer(coordinator.name).notes()) == 3
         countersigned = open_note(node.own.notes()[0].text, verifiers=[
             node.own.read_key(), NoteVerifier(coordinator.name, coordinator.public_key, SignatureType.COSIGNATURE_V1)])
         assert countersigned.signers == (f"accord.partner/{partner.name}", coordinator.name)
     kinds = [e["kind"] for e in read_entries(out / "coordinator-trail.jsonl")]
-    assert kinds.count("cosignature_received") == 6 and kinds[-1] == "study_completed"
+    assert kinds.count("cosignature_received") == 9 and kinds[-1] == "study_completed"
+    # Everything up to the report is cosigned: only the seal's own records and the closing entry are not.
+    uncosigned = [n for n in verdict["notes"] if "after the last checkpoint partners cosigned" in n]
+    report = kinds.index("report_written")
+    assert all(int(n.split("–")[0].split()[-1]) > report for n in uncosigned), uncosigned
 
     shown = _audit("show", str(pack), "--json")
     assert shown.returncode == 0 and any(row["kind"] == "checkpoint_signed" for row in json.loads(shown.stdout))

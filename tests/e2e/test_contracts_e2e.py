@@ -51,7 +51,8 @@ subgroup_levels = ["under_50", "50_plus"]
     partner_trail = read_entries(tmp_path / "nodes" / "hospital-b" / "trail.jsonl")
     refused = [e for e in partner_trail if e["kind"] == "task_refused"]
     assert refused and refused[0]["details"]["clause"] == "allowed_purposes"
-    assert not any(e["kind"] == "task_accepted" for e in partner_trail)
+    assert not any(e["kind"] == "task_accepted" and e["round"] is not None for e in partner_trail)  # None: the seal
+    assert not any(e["kind"] == "task_accepted" and e["details"].get("data_sha256") for e in partner_trail)
     coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("clause") == "allowed_purposes" for e in coordinator)
     # The contract each contributing partner applied is named by hash on both sides (for the evidence pack).

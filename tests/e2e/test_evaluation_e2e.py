@@ -56,8 +56,13 @@ def test_pooled_metrics_equal_sklearn_on_concatenated_data(tmp_path, hospitals, 
         assert final["matrix"][name]["hospital-a"]["count"] == 200
     out = tmp_path / "out"
     assert {"report.md", "roc-logreg.png", "calibration-mlp.png"} <= {p.name for p in out.iterdir()}
-    coordinator = _kinds(out / "coordinator-trail.jsonl")
-    assert coordinator.count("result_received") == 3 and coordinator[-1] == "study_completed"
+    entries = read_entries(out / "coordinator-trail.jsonl")
+    assert [e["round"] for e in entries if e["kind"] == "result_received"] == [1, 1, 1, None, None, None]
+    assert entries[-1]["kind"] == "study_completed"
+    # The seal: every partner cosigned a checkpoint that covers the whole study up to its report.
+    report = next(e["seq"] for e in entries if e["kind"] == "report_written")
+    sealed = {e["details"]["partner"]: e["details"]["size"] for e in entries if e["kind"] == "cosignature_received" and e["round"] is None}
+    assert set(sealed) == {p.name for p in partners} and min(sealed.values()) > report
     for partner in partners:
         assert _kinds(tmp_path / "nodes" / partner.name / "trail.jsonl")[-3:] == ["task_received", "task_accepted", "result_sent"]
 
@@ -77,7 +82,9 @@ def test_partner_whose_data_does_not_fit_is_refused_and_study_goes_on(tmp_path, 
     assert refusal["partner"] == "hospital-d" and refusal["clause"] == "model"
     assert "expects 30 features, this partner's data has 29" in refusal["reason"]
     partner_trail = read_entries(tmp_path / "nodes" / "hospital-d" / "trail.jsonl")
-    assert partner_trail[-1]["kind"] == "task_refused" and "29" in partner_trail[-1]["details"]["reason"]
+    refused = [e for e in partner_trail if e["kind"] == "task_refused"]
+    assert len(refused) == 1 and refused[0]["round"] == 1 and "29" in refused[0]["details"]["reason"]
+    assert partner_trail[-1]["kind"] == "result_sent" and partner_trail[-1]["round"] is None  # it still sealed the study
     coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("partner") == "hospital-d" for e in coordinator)
 
@@ -106,7 +113,9 @@ def test_partner_killed_mid_study_round_completes_with_the_rest(tmp_path, hospit
     assert sorted(second["contributors"]) == ["hospital-a", "hospital-c"]
     assert len(second["missing"]) == 1
     coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
-    assert [e["round"] for e in coordinator if e["kind"] == "partner_missing"] == [2]
+    assert [e["round"] for e in coordinator if e["kind"] == "partner_missing"] == [2]  # the seal skips the lost node
+    sealed = {e["details"]["partner"] for e in coordinator if e["kind"] == "cosignature_received" and e["round"] is None}
+    assert sealed == {"hospital-a", "hospital-c"}
 
 
 def test_study_stops_when_a_lost_partner_leaves_the_cohort_too_small(tmp_path, hospitals, partners, federation):
