@@ -17,7 +17,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# Privacy budget benchmark", "", f"`{result['command']}` — {result['machine']}, {result['total_s']} s.", ""]
     evaluation = result["evaluation"]
     header = ("| partners | bins | ε | noise SD per count | acc MAE | acc bias | acc spread | acc mean SE | acc cover | "
-              "AUROC MAE | AUROC bias | AUROC spread | AUROC mean SE | AUROC cover | MAE unclamped (acc / AUROC) |")
+              "AUROC MAE | AUROC bias | AUROC spread | AUROC mean SE | AUROC cover | MAE unclamped (acc / AUROC) | "
+              "ECE MAE | ECE MAE not debiased |")
     for title, cells in ((f"DP evaluation: error vs ε ({evaluation['score_bins']} bins)", evaluation["grid"]),
                          (f"DP evaluation: score bins ({evaluation['bins_sweep_partners']} partners)", evaluation["bins_sweep"])):
         lines += [f"## {title}", "",
@@ -26,13 +27,14 @@ def markdown(result: dict[str, Any]) -> str:
                   "spread = SD of the DP metric over repeats; cover = share of repeats whose ±1.96·SE interval "
                   "holds the non-private value; the last column (a diagnostic, not what Accord reports) is the "
                   "error of the same noisy sums without the coordinator's clamping.", "",
-                  header, "|" + "---|" * 15]
+                  header, "|" + "---|" * 17]
         for c in cells:
             a, u = c["accuracy"], c["auroc"]
             lines.append(
                 f"| {c['partners']} | {c['score_bins']} | {c['epsilon']:g} | {_fmt(c['noise_std_per_count'])} | "
                 + " | ".join(_fmt(m[k]) for m in (a, u) for k in ("mae", "bias", "spread", "mean_se", "coverage_95"))
-                + f" | {_fmt(c['unclamped']['accuracy']['mae'])} / {_fmt(c['unclamped']['auroc']['mae'])} |"
+                + f" | {_fmt(c['unclamped']['accuracy']['mae'])} / {_fmt(c['unclamped']['auroc']['mae'])}"
+                + (f" | {_fmt(c['ece']['mae'])} | {_fmt(c['unclamped']['ece']['mae'])} |" if "ece" in c else " | | |")
             )
         lines.append("")
     training = result.get("training")

@@ -89,10 +89,10 @@ def aggregate_round(
     for name in known or replies[0].statistics:
         pooled = known[name] if known else EvaluationStatistics.total([reply.statistics[name] for reply in replies])
         variance = _noise_variance(replies, pooled.layout)
-        metrics = compute_metrics if variance is None else noisy_metrics
         if variance is not None:
             outcome.standard_errors[name] = standard_errors(pooled, variance, calibration_bins)
-        outcome.pooled[name] = metrics(pooled, calibration_bins)
+        outcome.pooled[name] = compute_metrics(pooled, calibration_bins) if variance is None else noisy_metrics(
+            pooled, calibration_bins, variance)
         # Plots are drawn from these; under DP, clamped at zero for display only.
         outcome.pooled_statistics[name] = pooled if variance is None else clamp(pooled)
         if pooled.layout.subgroup_levels:
@@ -101,9 +101,16 @@ def aggregate_round(
                 groups = {level: clip_metrics(entry) for level, entry in groups.items()}
             outcome.subgroups[name] = {"levels": groups, "gaps": subgroup_gaps(groups)}
         outcome.matrix[name] = {
-            reply.info.partner: metrics(reply.statistics[name], calibration_bins)
+            reply.info.partner: _partner_metrics(reply, name, calibration_bins)
             if reply.info.release_per_partner and not known
             else None
             for reply in replies
         }
     return outcome
+
+
+def _partner_metrics(reply: EvaluationReply, model: str, calibration_bins: int) -> dict[str, float]:
+    """One partner's cell of the model × partner matrix (from its own noisy sums under DP)."""
+    stats = reply.statistics[model]
+    variance = _noise_variance([reply], stats.layout)
+    return compute_metrics(stats, calibration_bins) if variance is None else noisy_metrics(stats, calibration_bins, variance)

@@ -97,3 +97,26 @@ def test_standard_error_shrinks_with_more_records_and_matches_the_spread_of_nois
         for s in range(200)
     ])
     assert se_small == pytest.approx(spread, rel=0.3)
+
+
+def test_debiased_ece_is_closer_to_the_exact_ece_than_ece_of_the_noisy_sums():
+    # |noise| inflates every bin's |S_b - P_b|: the plain estimate sits far above the exact ECE.
+    stats = _stats(n=400)
+    exact = compute_metrics(stats, 10)["ece"]
+    settings = EvaluationPrivacy(enabled=True, epsilon=2.0)
+    plain, debiased = [], []
+    for seed in range(60):
+        noisy, release = privatize({"m": stats}, settings, rng=np.random.default_rng(seed))
+        variance = {name: (release.sigma * scale) ** 2 for name, scale in array_scales(LAYOUT).items()}
+        plain.append(noisy_metrics(noisy["m"], 10)["ece"])
+        debiased.append(noisy_metrics(noisy["m"], 10, variance)["ece"])
+    plain_error = np.mean(np.abs(np.array(plain) - exact))
+    debiased_error = np.mean(np.abs(np.array(debiased) - exact))
+    assert np.mean(plain) > exact + 0.1  # the bias the debiasing removes is there
+    assert debiased_error < plain_error / 2
+
+
+def test_debiased_ece_equals_ece_when_there_is_no_noise():
+    stats = _stats(n=400)
+    zero = {name: 0.0 for name in array_scales(LAYOUT)}
+    assert noisy_metrics(stats, 10, zero)["ece"] == pytest.approx(compute_metrics(stats, 10)["ece"], rel=1e-12)
