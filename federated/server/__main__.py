@@ -29,6 +29,8 @@ _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
 def _progress_line(entry: dict[str, Any]) -> str | None:
     kind, details = entry["kind"], entry["details"]
     round_number = entry.get("round")
+    if round_number is None and kind == "result_received":  # the closing seal (federated.audit.seal)
+        return f"seal: {details['partner']} cosigned the checkpoint that covers the whole study"
     if kind == "study_started":
         return f"study {entry['study']} started: {details['rounds']} round(s), minimum cohort {details['min_cohort']}; waiting for partners"
     if kind == "cohort_ready":
@@ -36,27 +38,31 @@ def _progress_line(entry: dict[str, Any]) -> str | None:
     if kind == "result_received" and details.get("step") == "decryption":
         return None  # "aggregate_decrypted" follows
     if kind == "aggregate_decrypted":
-        return f"round {round_number}: {details['partner']} decrypted the aggregate of {len(details['contributors'])} partners"
+        return f"{_step(round_number)}: {details['partner']} decrypted the aggregate of {len(details['contributors'])} partners"
     if kind == "result_received":
         size = f"{details['count']} records" if details.get("count") else "record count withheld under DP"
-        return f"round {round_number}: result from {details['partner']} ({size})"
+        return f"{_step(round_number)}: result from {details['partner']} ({size})"
     if kind == "task_refused":
         who = details.get("partner", f"node {details.get('node')}")
-        return f"round {round_number}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"
+        return f"{_step(round_number)}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"
     if kind == "partner_missing":
-        return f"round {round_number}: [yellow]node {details['node']} missing[/]: {details['reason']}"
+        return f"{_step(round_number)}: [yellow]node {details['node']} missing[/]: {details['reason']}"
     if kind == "round_completed":
         return (
             f"[bold]round {round_number} done[/] in {details['duration_s']} s: "
             f"{len(details['contributors'])} contributor(s) ({', '.join(details['contributors'])})"
         )
     if kind == "update_rejected":
-        return f"round {round_number}: [yellow]update from {details['partner']} rejected[/]: {details['reason']}"
+        return f"{_step(round_number)}: [yellow]update from {details['partner']} rejected[/]: {details['reason']}"
     if kind == "model_aggregated" and details.get("parent_sha256"):
-        return f"round {round_number}: new global model {details['sha256'][:12]}… ({details['aggregator']}, {details['file']})"
+        return f"{_step(round_number)}: new global model {details['sha256'][:12]}… ({details['aggregator']}, {details['file']})"
     if kind == "study_failed":
         return f"[red]study stopped[/]: {details.get('reason', '')}"
     return None
+
+
+def _step(round_number: int | None) -> str:
+    return f"round {round_number}" if round_number is not None else "seal"
 
 
 def _results_table(results: dict[str, Any]) -> Table:
