@@ -18,8 +18,9 @@ decrypting partner subtracts the sum of the listed contributors' blindings. For 
 cancel exactly. For anything else the coordinator could build from the bundles with the public context
 (one bundle alone, a subset, plaintext-masked slots, any slot-wise linear combination) each slot where
 some contributor's coefficient is not 1 decrypts to a uniformly random value mod t (t is prime), which
-says nothing about the data: a one-time pad, exact because BFV arithmetic is exact mod t. Decryption refuses a bundle made under another study's key (fingerprint), and
-checks that the slots the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext
+says nothing about the data: a one-time pad, exact because BFV arithmetic is exact mod t.
+
+Decryption refuses a bundle made under another study's key (fingerprint), and checks that the slots the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext
 breaks with overwhelming probability.
 
 This module must never pickle, never need a secret key to add, and never return values from a bundle

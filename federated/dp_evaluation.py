@@ -11,8 +11,8 @@ mechanism to the study's (ε, δ) (see `privacy.release`).
 
 The coordinator only post-processes: it makes the record count the sum of the confusion
 matrix, computes metrics from the unclamped noisy sums and clips each metric into its
-range (ECE debiased: `debiased_ece`), and estimates each metric's noise-induced standard error by redrawing noise of the
-released variance around the pooled sums (a parametric bootstrap; post-processing, so it
+range (ECE debiased: `debiased_ece`), and estimates each metric's noise-induced standard
+error by redrawing noise of the released variance around the pooled sums (a parametric bootstrap; post-processing, so it
 costs no privacy). Plots use sums clamped at zero (display only).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from federated.metrics import compute_metrics
+from federated.metrics import calibration_sums, compute_metrics
 from federated.statistics import EvaluationStatistics, StatisticsLayout
 from federated.study import EvaluationPrivacy
 from privacy.release import GaussianRelease, add_gaussian_noise, calibrate_release
@@ -122,16 +122,16 @@ def debiased_ece(stats: EvaluationStatistics, calibration_bins: int, noise_varia
     Binary: the positive class; otherwise the mean over classes, as `compute_metrics`.
     """
     layout = stats.layout
+    total = float(stats["count"][0])  # the confusion matrix's sum: 4 noisy cells, not 2 × bins
+    if not total > 0:
+        return float("nan")
+    merged = layout.score_bins // calibration_bins  # score bins per calibration bin, each with its own noise
+    variance = merged * (noise_variance["score_sum"] + noise_variance["hist_pos"])
     classes = [layout.positive_class] if layout.num_classes == 2 else range(layout.num_classes)
     per_class = []
     for cls in classes:
-        pos, score = stats["hist_pos"][cls], stats["score_sum"][cls]
-        merge = pos.size // calibration_bins
-        gap = score.reshape(calibration_bins, merge).sum(axis=1) - pos.reshape(calibration_bins, merge).sum(axis=1)
-        variance = merge * (noise_variance["score_sum"] + noise_variance["hist_pos"])
-        total = float(stats["count"][0])  # the confusion matrix's sum: 4 noisy cells, not 2 × bins
-        magnitude = np.sqrt(np.maximum(gap**2 - variance, 0.0)).sum()
-        per_class.append(magnitude / total if total > 0 else float("nan"))
+        _, positives, scores = calibration_sums(stats, cls, calibration_bins)
+        per_class.append(np.sqrt(np.maximum((scores - positives) ** 2 - variance, 0.0)).sum() / total)
     return float(np.mean(per_class))
 
 

@@ -38,6 +38,13 @@ class ClassCurve:
     ece: float
 
 
+def calibration_sums(stats: EvaluationStatistics, cls: int, calibration_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per calibration bin for class `cls`: records, positives and the sum of scores (score bins merged)."""
+    pos, neg, score = stats["hist_pos"][cls], stats["hist_neg"][cls], stats["score_sum"][cls]
+    merge = pos.size // calibration_bins
+    return tuple(array.reshape(calibration_bins, merge).sum(axis=1) for array in (pos + neg, pos, score))
+
+
 def class_curve(stats: EvaluationStatistics, cls: int, calibration_bins: int) -> ClassCurve:
     """ROC curve, AUROC (with its binning bound) and reliability for class `cls` vs the rest."""
     pos, neg, score = stats["hist_pos"][cls], stats["hist_neg"][cls], stats["score_sum"][cls]
@@ -51,10 +58,7 @@ def class_curve(stats: EvaluationStatistics, cls: int, calibration_bins: int) ->
         bound = float(0.5 * (pos * neg).sum() / (total_pos * total_neg))
     else:
         auroc = bound = float("nan")
-    merge = pos.size // calibration_bins
-    counts = (pos + neg).reshape(calibration_bins, merge).sum(axis=1)
-    positives = pos.reshape(calibration_bins, merge).sum(axis=1)
-    scores = score.reshape(calibration_bins, merge).sum(axis=1)
+    counts, positives, scores = calibration_sums(stats, cls, calibration_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_predicted = np.where(counts > 0, scores / counts, np.nan)
         observed = np.where(counts > 0, positives / counts, np.nan)

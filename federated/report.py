@@ -67,7 +67,8 @@ def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, ou
     return paths
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A metric or count as reports print it: '—' for missing, integers plain, else 4 decimals."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if isinstance(value, float):
@@ -90,7 +91,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
         errors = final.get("standard_errors", {})
         for name, metrics in final["pooled"].items():
             se = errors.get(name, {})
-            cells = [_fmt(metrics.get(k)) + (f" ± {se[k]:.3f}" if k in se and k != "count" else "") for k in _TABLE_METRICS]
+            cells = [format_value(metrics.get(k)) + (f" ± {se[k]:.3f}" if k in se and k != "count" else "") for k in _TABLE_METRICS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if errors:
             lines += ["", "± is the standard error caused by the partners' DP noise (parametric bootstrap)."]
@@ -103,18 +104,18 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
         for name, row in final["matrix"].items():
             pooled = final["pooled"][name]
             cells = [
-                withheld if row.get(p) is None else f"{_fmt(row[p]['accuracy'])} / {_fmt(row[p]['auroc'])}"
+                withheld if row.get(p) is None else f"{format_value(row[p]['accuracy'])} / {format_value(row[p]['auroc'])}"
                 for p in partners
             ]
-            lines.append(f"| {name} | {_fmt(pooled['accuracy'])} / {_fmt(pooled['auroc'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {format_value(pooled['accuracy'])} / {format_value(pooled['auroc'])} | " + " | ".join(cells) + " |")
         if final["subgroups"]:
             lines += ["", "## Subgroups (pooled)", ""]
             for name, groups in final["subgroups"].items():
                 lines += [f"### {name}", "", "| level | count | accuracy | TPR | FPR | selection rate |", "| --- |" + " --- |" * 5]
                 for level, entry in groups["levels"].items():
                     keys = ("count", "accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
-                    lines.append(f"| {level} | " + " | ".join(_fmt(entry.get(k)) for k in keys) + " |")
-                lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {_fmt(v)}" for k, v in groups["gaps"].items()), ""]
+                    lines.append(f"| {level} | " + " | ".join(format_value(entry.get(k)) for k in keys) + " |")
+                lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {format_value(v)}" for k, v in groups["gaps"].items()), ""]
     lines += _privacy_section(results)
     lines += ["", "## Cohort per round", "", "| round | contributors | refused | missing | duration (s) |", "| --- | --- | --- | --- | --- |"]
     for entry in results["rounds"]:
@@ -155,9 +156,9 @@ def _training_section(results: dict[str, Any]) -> list[str]:
     for entry in results["rounds"]:
         pooled = next(iter(entry.get("pooled", {}).values()), {})
         rejected = "; ".join(f"{r['partner']}: {r['reason']}" for r in entry.get("rejected", [])) or "—"
-        spent = ", ".join(f"{p} {_fmt(v['epsilon'])}" for p, v in entry.get("privacy", {}).items()) or "DP off"
-        lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {_fmt(pooled.get('accuracy'))} | "
-                     f"{_fmt(pooled.get('log_loss'))} | {rejected} | {spent} |")
+        spent = ", ".join(f"{p} {format_value(v['epsilon'])}" for p, v in entry.get("privacy", {}).items()) or "DP off"
+        lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {format_value(pooled.get('accuracy'))} | "
+                     f"{format_value(pooled.get('log_loss'))} | {rejected} | {spent} |")
     lines += ["", "## Model lineage", "", "| round | SHA-256 (weights) | parent | contributors | file |", "| --- | --- | --- | --- | --- |"]
     for entry in results.get("lineage", []):
         parent = entry["parent_sha256"][:16] + "…" if entry["parent_sha256"] else "— (initial)"

@@ -12,21 +12,14 @@ This module must never read partner data, only what the trail and manifests decl
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
+from federated.report import format_value
+
 _CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
-    return str(value)
 
 
 def _final_round(results: dict[str, Any]) -> dict[str, Any] | None:
@@ -74,21 +67,21 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
             "",
             "| " + " | ".join(_CARD_METRICS) + " |",
             "|" + " --- |" * len(_CARD_METRICS),
-            "| " + " | ".join(_fmt(metrics.get(k)) for k in _CARD_METRICS) + " |",
+            "| " + " | ".join(format_value(metrics.get(k)) for k in _CARD_METRICS) + " |",
             "",
         ]
         row = final.get("matrix", {}).get(key, {})
         if row:
             lines += ["Per partner (accuracy / AUROC), where the partner allowed release:", ""]
             lines += [
-                f"- {partner}: " + ("withheld by the partner" if cell is None else f"{_fmt(cell.get('accuracy'))} / {_fmt(cell.get('auroc'))}")
+                f"- {partner}: " + ("withheld by the partner" if cell is None else f"{format_value(cell.get('accuracy'))} / {format_value(cell.get('auroc'))}")
                 for partner, cell in row.items()
             ]
             lines.append("")
         groups = final.get("subgroups", {}).get(key, {})
         if groups.get("gaps"):
             lines += ["Subgroup gaps (largest difference between levels): "
-                      + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(groups["gaps"].items())), ""]
+                      + ", ".join(f"{k} {format_value(v)}" for k, v in sorted(groups["gaps"].items())), ""]
     if lineage and model.get("sha256") == lineage[-1].get("sha256"):
         lines += ["## Lineage", "", "| round | SHA-256 (weights) | parent | contributors |", "| --- | --- | --- | --- |"]
         lines += [f"| {e['round']} | `{e['sha256']}` | `{e.get('parent_sha256') or '—'}` | {', '.join(e.get('contributors', [])) or '—'} |"
@@ -218,9 +211,9 @@ def privacy_report(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for partner, entry in sorted(report.items()):
-        releases = ", ".join(f"{r['round']}: {_fmt(r.get('epsilon'))}" for r in entry.get("releases", []))
+        releases = ", ".join(f"{r['round']}: {format_value(r.get('epsilon'))}" for r in entry.get("releases", []))
         basic, prv = entry.get("basic_composition", {}), entry.get("prv_composition", {})
-        lines.append(f"| {partner} | {releases} | {_fmt(basic.get('epsilon'))} | {_fmt(prv.get('epsilon'))} | "
+        lines.append(f"| {partner} | {releases} | {format_value(basic.get('epsilon'))} | {format_value(prv.get('epsilon'))} | "
                      f"{basic.get('delta', 0):.1e} |")
     return "\n".join(lines) + "\n"
 
@@ -277,7 +270,7 @@ def timeline_markdown(study_id: str, rows: list[dict[str, Any]]) -> str:
     """The chronological narrative: one line per entry and checkpoint, in time order."""
     lines = [f"# Timeline — study `{study_id}`", "", "| time (UTC) | who | what | round | detail |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
-        lines.append(f"| {row['time']} | {row['actor']} | {row['kind']} | {_fmt(row.get('round'))} | {row['detail']} |")
+        lines.append(f"| {row['time']} | {row['actor']} | {row['kind']} | {format_value(row.get('round'))} | {row['detail']} |")
     return "\n".join(lines) + "\n"
 
 

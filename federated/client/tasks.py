@@ -129,7 +129,6 @@ DECRYPT = TaskKind(
 )
 
 
-
 def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.audit.seal import build_seal_reply, seal_payload_sha256
 
