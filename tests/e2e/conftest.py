@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from examples.hospitals.prepare import HOSPITALS, prepare
-from federated.localhost import LocalFederation, Partner
+from federated.localhost import LocalFederation, Partner, free_port
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +44,14 @@ def federation(tmp_path: Path):
     local = LocalFederation(workdir=tmp_path / "nodes")
     yield local
     local.stop()
+
+
+def run_simulated(study: Path, data: Path, partners: int) -> dict[str, Any]:
+    """Run `study` under Flower's simulation engine through the coordinator CLI; its results.json."""
+    done = subprocess.run(
+        [sys.executable, "-m", "federated.server", "--study", str(study), "--insecure", "--port", str(free_port()),
+         "--simulate", str(partners), "--simulation-data", str(data)],
+        capture_output=True, text=True, timeout=540,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((study.parent / "out" / "results.json").read_text())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +15,11 @@ from examples.digits.prepare import prepare_digits, write_initial_weights
 from federated.audit import read_entries
 from federated.client.evaluation import evaluate_task
 from federated.data import load_manifest, load_partner_data
-from federated.localhost import LocalFederation, free_port
+from federated.localhost import LocalFederation
 from federated.protocol import EvaluationReply, EvaluationTask, ModelRef, PartnerInfo, TaskSpec
 from federated.server.aggregation import aggregate_round
 from federated.study import load_study, resolve_models
-from tests.e2e.conftest import write_study
+from tests.e2e.conftest import run_simulated, write_study
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -113,13 +111,7 @@ enabled = true
 public_context = "{keys.public}"
 max_records_per_partner = 2000
 """, encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "federated.server", "--study", str(study), "--insecure", "--port", str(free_port()),
-         "--simulate", "3", "--simulation-data", str(data)],
-        capture_output=True, text=True, timeout=540,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = run_simulated(study, data, 3)
     (round_one,) = results["rounds"]
     assert len(round_one["contributors"]) == 3
     assert round_one["encryption"]["forwarded"] is False and round_one["encryption"]["update_error_bound"] <= 2.0**-17

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,8 @@ import pytest
 from accord.hashing import sha256_file
 from examples.digits.prepare import partner_name, prepare_digits, write_initial_weights
 from federated.audit import read_entries
-from federated.localhost import Partner, free_port
+from federated.localhost import Partner
+from tests.e2e.conftest import run_simulated
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -92,13 +91,7 @@ def test_simulation_trains_ten_partners_with_dp_from_the_same_apps(tmp_path):
     prepare_digits(data, partners=10)
     write_initial_weights(data, architecture="mlp")
     study = _training_study(tmp_path, data, rounds=1, min_cohort=8, privacy="enabled = true\nnoise_multiplier = 1.0\nmax_grad_norm = 1.0")
-    done = subprocess.run(
-        [sys.executable, "-m", "federated.server", "--study", str(study), "--insecure", "--port", str(free_port()),
-         "--simulate", "10", "--simulation-data", str(data)],
-        capture_output=True, text=True, timeout=540,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = run_simulated(study, data, 10)
     (round_one,) = results["rounds"]
     assert len(round_one["contributors"]) == 10
     assert len(results["final_evaluation"]["contributors"]) == 10
