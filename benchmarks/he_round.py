@@ -7,15 +7,15 @@ Two studies, each run with and without `[encryption]`, alternated in one process
 - a small training study (digits, three partners, the MLP, one local epoch, one round plus the final
   evaluation of the new model).
 Rounds run through the coordinator's real round logic (`federated.server.rounds`,
-`federated.training.coordinator`) and the partners' real pipeline (`federated.client.app`), in this
-process (`federated.inprocess.InProcessGrid`), so the times are compute, serialization, signing,
+`federated.server.training`) and the partners' real pipeline (`federated.client.app`), in this
+process (`federated.local.inprocess.InProcessGrid`), so the times are compute, serialization, signing,
 trails and checks, without Flower's polling (a real round adds a few seconds of it either way; see
 `benchmarks.round_latency`). Bytes are Flower's protobuf serialization of every message as it would
 travel, per message type, summed over partners; the decryption task and its reply are the HE
 protocol's extra message pair. Times are medians (and minima: the machine may be shared) over repeats.
 
 `--flower N` also runs the demo evaluation N times each way over real Flower (a SuperLink and three
-SuperNodes on 127.0.0.1, `federated.localhost`) and reports the round's `duration_s` from results:
+SuperNodes on 127.0.0.1, `federated.local.localhost`) and reports the round's `duration_s` from results:
 that includes Flower's polling, which the extra decryption message pays once more.
 """
 
@@ -38,8 +38,8 @@ from accord.hashing import sha256_file
 from crypto.he_keys import KeyFiles, generate_context, write_key_files
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.inprocess import InProcessGrid, node_config
-from federated.protocol import ModelRef, TaskSpec
+from federated.local.inprocess import InProcessGrid, node_config
+from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.server.encryption import EncryptedAggregation
 from federated.study import Study
 
@@ -87,7 +87,7 @@ def _evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool
 
 def _training_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) -> dict[str, Any]:
     from examples.digits.prepare import partner_name
-    from federated.training.coordinator import run_training
+    from federated.server.training import run_training
 
     study = Study.model_validate({
         "id": STUDY, "purpose": "training", "rounds": 1, "output_dir": str(workdir / "out"),
@@ -114,7 +114,7 @@ def _training_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) 
 
 def _flower_evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) -> dict[str, Any]:
     from examples.hospitals.prepare import HOSPITALS
-    from federated.localhost import LocalFederation, Partner
+    from federated.local.localhost import LocalFederation, Partner
 
     workdir.mkdir(parents=True)
     lines = [f'id = "{STUDY}"', 'purpose = "evaluation"', "min_cohort = 3", "round_timeout_s = 120",

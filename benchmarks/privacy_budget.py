@@ -6,7 +6,7 @@ module must be found here first): `python -m benchmarks.privacy_budget [--quick]
 1. **DP evaluation** (in-process, Accord's own code, no Flower): the three demo hospitals' records
    (`examples.hospitals.prepare`, 410 breast-cancer records) scored by the demo logistic-regression
    ONNX model, split at random into N ∈ {3, 10, 100} partners of near-equal size. Every repeat, each
-   partner privatizes its statistics (`federated.dp_evaluation.privatize`, the study's default
+   partner privatizes its statistics (`federated.evaluation.dp_release.privatize`, the study's default
    δ = 1e-6 and loss bound) and the coordinator's `aggregate_round` sums, estimates standard errors
    and clamps, exactly as in a study. Against the non-private pooled metric of the same layout:
    mean absolute error, bias, RMSE, the spread of the DP metric, the mean reported standard error
@@ -47,11 +47,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from federated.dp_evaluation import calibrate, privatize
-from federated.metrics import compute_metrics
-from federated.protocol import EvaluationReply, NoiseInfo, PartnerInfo
-from federated.server.aggregation import aggregate_round
-from federated.statistics import EvaluationStatistics, StatisticsLayout, compute_statistics
+from federated.evaluation.dp_release import calibrate, privatize
+from federated.evaluation.metrics import compute_metrics
+from federated.messages.evaluation import EvaluationReply, NoiseInfo, PartnerInfo
+from federated.server.pooling import aggregate_round
+from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout, compute_statistics
 from federated.study import EvaluationPrivacy
 from benchmarks.privacy_budget_report import markdown, plot
 from privacy import PrivacyAccount, epsilon, noise_multiplier
@@ -92,8 +92,8 @@ class Scores:
 def hospital_scores(work: Path) -> Scores:
     """The demo hospitals' records, scored by the demo logistic regression (as partners do)."""
     from examples.hospitals.prepare import HOSPITALS, prepare
-    from federated.data import load_manifest, load_partner_data
-    from federated.onnx_model import predict_probabilities
+    from federated.client.data import load_manifest, load_partner_data
+    from federated.evaluation.onnx_model import predict_probabilities
 
     prepare(work)
     model = (work / "models" / f"{MODEL}.onnx").read_bytes()
@@ -241,7 +241,7 @@ def exact_accuracy(weights: Path, data: Path) -> float:
     """Accuracy of saved global weights on every partner's records (the researcher holds them all)."""
     import torch
 
-    from federated.data import load_manifest, load_partner_data
+    from federated.client.data import load_manifest, load_partner_data
     from federated.training import create_model, load_arrays, load_safetensors
 
     arrays, metadata = load_safetensors(weights)

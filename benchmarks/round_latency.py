@@ -21,8 +21,8 @@ from pathlib import Path
 
 from examples.hospitals.prepare import HOSPITALS, prepare
 from federated.client.settings import NodeSettings
-from federated.flower_runtime import start_process, stop_process, submit_run, wait_for_port, write_bundle, write_connection
-from federated.localhost import free_port
+from federated.runtime.flower import start_process, stop_process, submit_run, wait_for_port, write_bundle, write_connection
+from federated.local.localhost import free_port
 from federated.server.coordinator import Transport, follow, submit_study
 from federated.server.rounds import REPLY_POLL_S
 

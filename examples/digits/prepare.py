@@ -18,13 +18,10 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from accord.hashing import sha256_file
+from federated.runtime.simulation import partner_name
 
 SEED = 11
 FEATURES = [f"px{i:02d}" for i in range(64)]
-
-
-def partner_name(index: int) -> str:
-    return f"partner-{index:03d}"
 
 
 def _sizes(partners: int, total: int, rng: np.random.Generator) -> np.ndarray:

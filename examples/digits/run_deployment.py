@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from examples.digits.prepare import partner_name, prepare_digits, write_initial_weights
-from federated.localhost import LocalFederation, Partner
+from federated.local.localhost import LocalFederation, Partner
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTNERS = 3

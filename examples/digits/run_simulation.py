@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from examples.digits.prepare import prepare_digits, write_initial_weights
-from federated.localhost import free_port
+from federated.local.localhost import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from examples.hospitals.prepare import HOSPITALS, prepare
-from federated.localhost import LocalFederation, Partner
+from federated.local.localhost import LocalFederation, Partner
 
 ROOT = Path(__file__).resolve().parents[2]
 

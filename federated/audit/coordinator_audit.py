@@ -24,7 +24,7 @@ from flwr.app import RecordDict
 
 from crypto import Identity, NoteVerifier, fingerprint
 from federated.audit.errors import AuditRefusal
-from federated.audit.exchange import (
+from federated.messages.audit_exchange import (
     TaskAudit,
     attach,
     coordinator_origin,

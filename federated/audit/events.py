@@ -47,7 +47,7 @@ EVENT_KINDS: dict[str, str] = {
     # 128-bit hex nonce the task signature covers; a partner refuses a nonce it saw before, clause
     # "replay"); optional.
     "nodes_authorized": "coordinator CLI: SuperNode public keys registered with the SuperLink (name, node id, key fingerprint)",
-    # The closing seal (`federated.audit.seal`): its task_sent / task_received / task_accepted /
+    # The closing seal (`federated.messages.seal`): its task_sent / task_received / task_accepted /
     # result_sent / result_received / cosignature_received / partner_missing entries carry round
     # null; the partner's task_received and result_sent carry `step: "seal"`. No new kind.
 }

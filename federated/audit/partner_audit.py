@@ -18,14 +18,14 @@ This module must never cosign a checkpoint before all of the checks above have p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flwr.app import RecordDict
 
 from accord.durable import make_directory
 from crypto import CryptoError, Identity, NoteVerifier, fingerprint, load_public_key, open_note, save_public_key
 from federated.audit.errors import AuditRefusal
-from federated.audit.exchange import (
+from federated.messages.audit_exchange import (
     ReplyAudit,
     TaskAudit,
     attach,
@@ -42,9 +42,6 @@ from federated.audit.store import NoteSeries
 from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
 from federated.errors import MessageError
 
-if TYPE_CHECKING:
-    from federated.client.settings import NodeSettings
-
 PINNED_COORDINATOR_KEY = "coordinator.pub"
 
 
@@ -60,10 +57,10 @@ class PartnerAudit:
         self._proof_from = 0
 
     @classmethod
-    def for_node(cls, settings: NodeSettings) -> PartnerAudit:
-        """The audit of a node started by `python -m federated.client` (key created if absent)."""
-        identity, _ = load_or_create_identity(settings.key_path)
-        return cls(settings.trail, identity, partner_id=settings.partner_id, coordinator_key=settings.coordinator_key)
+    def for_node(cls, *, trail: Path, key_path: Path, partner_id: str, coordinator_key: str | None) -> PartnerAudit:
+        """The audit of a node started by `python -m federated.client` (its key created if absent)."""
+        identity, _ = load_or_create_identity(key_path)
+        return cls(trail, identity, partner_id=partner_id, coordinator_key=coordinator_key)
 
     def check_task(self, content: RecordDict, task_sha256: str) -> dict[str, Any]:
         """Check and cosign the coordinator's checkpoint; return the fields `task_received` records."""

@@ -16,7 +16,7 @@ from typing import Any
 from accord.errors import AccordError
 from federated.client.costs import TaskCost
 from federated.client.settings import NodeSettings
-from federated.contracts import task_request
+from federated.client.contract_request import task_request
 from privacy.contract import ContractViolation, DataContract, load_contract
 
 

@@ -14,7 +14,7 @@
   removes the sum of the listed contributors' blindings: any aggregate other than the exact sum of
   one bundle of each (one bundle alone, a subset, masked slots) decrypts to uniform noise in the
   slots that differ. Before returning anything it checks the membership canary
-  (`federated.he_codec`), which turns the coarse forgeries (a bundle missing, doubled or added)
+  (`federated.messages.he_codec`), which turns the coarse forgeries (a bundle missing, doubled or added)
   into a named refusal instead of noise.
 
 This module must never decrypt a single partner's bundle, nor any bundle that fails the checks above.
@@ -37,7 +37,7 @@ from crypto.he_errors import EncodingError
 from crypto.he_keys import SecretContext, load_secret_context
 from federated.client.pipeline import Refusal
 from federated.errors import MessageError
-from federated.he_codec import (
+from federated.messages.he_codec import (
     CANARY,
     CANARY_BITS,
     CANARY_WORDS,
@@ -45,15 +45,15 @@ from federated.he_codec import (
     evaluation_plan,
     training_plan,
 )
-from federated.he_messages import DecryptTask, SignedBundle, attach_bundle, decrypted_sha256, sign_contribution
-from federated.he_spec import ENCRYPTION_CLAUSE, EncryptionSpec
-from federated.protocol import EvaluationReply, PartnerInfo, TaskSpec, build_reply
-from federated.statistics import EvaluationStatistics
+from federated.messages.encryption import DecryptTask, SignedBundle, attach_bundle, decrypted_sha256, sign_contribution
+from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.messages.evaluation import EvaluationReply, PartnerInfo, TaskSpec, build_reply
+from federated.evaluation.statistics import EvaluationStatistics
 
 if TYPE_CHECKING:
     from federated.client.pipeline import NodeKeys
     from federated.client.settings import NodeSettings
-    from federated.training.protocol import TrainTask
+    from federated.messages.training import TrainTask
 
 MIN_DECRYPTION_COHORT = 2  # a "sum" of one contribution is that partner's values: never decrypted
 _CANARY_TAG = b"accord/he/canary-key/v1\x00"
@@ -184,7 +184,7 @@ def _plan(derive: Callable[[Any], BundlePlan], keys: NodeKeys) -> BundlePlan:
 
 def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     """The decryption task's run: checks, decryption, and the reply with the plaintext aggregate."""
-    from federated.he_messages import build_decrypt_reply
+    from federated.messages.encryption import build_decrypt_reply
 
     if keys.he is None:
         raise Refusal(ENCRYPTION_CLAUSE, "a decryption task needs this node's secret context")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from federated.data import PartnerData
-from federated.onnx_model import predict_probabilities
-from federated.protocol import EvaluationTask
-from federated.statistics import EvaluationStatistics, compute_statistics
+from federated.client.data import PartnerData
+from federated.evaluation.onnx_model import predict_probabilities
+from federated.messages.evaluation import EvaluationTask
+from federated.evaluation.statistics import EvaluationStatistics, compute_statistics
 
 
 def evaluate_task(task: EvaluationTask, data: PartnerData) -> dict[str, EvaluationStatistics]:

@@ -28,9 +28,9 @@ from federated.client.replay import ReplayCache, ReplayRefusal, task_nonce
 from federated.client.contract_gate import ContractRefusal, enforce_contract
 from federated.client.costs import TaskCost
 from federated.client.settings import NodeSettings
-from federated.data import DataManifest, PartnerData, load_manifest, load_partner_data
+from federated.client.data import DataManifest, PartnerData, load_manifest, load_partner_data
 from federated.errors import FederatedError, MessageError
-from federated.protocol import PartnerInfo, build_reply
+from federated.messages.evaluation import PartnerInfo, build_reply
 from privacy import BudgetExceededError, BudgetLedger, PrivacyError
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     """Run one task through the steps above; always returns a reply (result or refusal)."""
     settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
     trail = AuditTrail(settings.trail, actor=settings.partner_id)
-    audit = PartnerAudit.for_node(settings)
+    audit = PartnerAudit.for_node(trail=settings.trail, key_path=settings.key_path, partner_id=settings.partner_id,
+                                  coordinator_key=settings.coordinator_key)
     where: dict[str, Any] = {}
 
     def refuse(clause: str, reason: str, **details: Any) -> Message:

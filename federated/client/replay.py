@@ -2,7 +2,7 @@
 
 Every task the coordinator sends carries a fresh 128-bit nonce that its Ed25519 signature
 covers together with the task's hash (which names the study, the round and every model);
-see `federated.audit.exchange`. The node keeps each nonce it accepted in a SQLite file beside
+see `federated.messages.audit_exchange`. The node keeps each nonce it accepted in a SQLite file beside
 its trail, so a replay — the same signed task again, from a network attacker or a
 misbehaving coordinator, even after a restart — is refused with clause "replay" before any
 data is read. Two copies arriving at once cannot both pass: the insert is the check.
@@ -23,7 +23,7 @@ from pathlib import Path
 from flwr.app import RecordDict
 
 from accord.errors import ExitCode
-from federated.audit.exchange import read_task_audit
+from federated.messages.audit_exchange import read_task_audit
 from federated.errors import FederatedError, MessageError
 
 CLAUSE = "replay"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from federated.errors import ConfigError
+from federated.runtime.simulation import virtual_partner_files
 
 KEYS = ("partner-id", "data", "manifest", "trail")
-SIMULATION_HE_SECRET = "he-secret-context.json"  # in simulation, every virtual partner's secret context
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,8 @@ class NodeSettings:
             directory = Path(str(run_config.get("simulation-dir", "")))
             if not directory.is_dir():
                 raise ConfigError(f"simulation run config simulation-dir {str(directory)!r} is not a directory")
-            name = f"partner-{int(node_config['partition-id']):03d}"
-            secret = directory / SIMULATION_HE_SECRET
-            return cls(name, directory / f"{name}.csv", directory / f"{name}.toml", directory / "trails" / f"{name}.jsonl",
-                       he_secret_context=secret if secret.is_file() else None)
+            files = virtual_partner_files(directory, int(node_config["partition-id"]))
+            return cls(files.name, files.data, files.manifest, files.trail, he_secret_context=files.he_secret_context)
         return cls.from_node_config(node_config)
 
     @classmethod

@@ -12,10 +12,10 @@ from accord.hashing import sha256_bytes
 from federated.client.evaluation import evaluate_task
 from federated.client.costs import TaskCost, round_cost
 from federated.client.pipeline import NodeKeys, Refusal, TaskKind
-from federated.data import PartnerData
-from federated.dp_evaluation import privatize
+from federated.client.data import PartnerData
+from federated.evaluation.dp_release import privatize
 from federated.errors import FederatedError
-from federated.protocol import EvaluationReply, EvaluationTask, NoiseInfo, PartnerInfo, build_reply, parse_task
+from federated.messages.evaluation import EvaluationReply, EvaluationTask, NoiseInfo, PartnerInfo, build_reply, parse_task
 
 
 def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple[dict, PartnerInfo]:
@@ -56,8 +56,8 @@ EVALUATE = TaskKind(
 
 
 def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
-    from federated.training.partner import train_round
-    from federated.training.protocol import arrays_sha256, build_train_reply
+    from federated.client.training import train_round
+    from federated.messages.training import arrays_sha256, build_train_reply
 
     try:
         local = train_round(task, data)
@@ -85,7 +85,7 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> t
 
 
 def _parse_train(content: RecordDict) -> Any:
-    from federated.training.protocol import parse_train_task  # torch-free, but only training needs it
+    from federated.messages.training import parse_train_task  # torch-free, but only training needs it
 
     return parse_train_task(content)
 
@@ -105,7 +105,7 @@ TRAIN = TaskKind(
 
 
 def _parse_decrypt(content: RecordDict) -> Any:
-    from federated.he_messages import parse_decrypt_task  # TenSEAL only for decryption tasks
+    from federated.messages.encryption import parse_decrypt_task  # TenSEAL only for decryption tasks
 
     return parse_decrypt_task(content)
 
@@ -130,7 +130,7 @@ DECRYPT = TaskKind(
 
 
 def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
-    from federated.audit.seal import build_seal_reply, seal_payload_sha256
+    from federated.messages.seal import build_seal_reply, seal_payload_sha256
 
     # The cosignature of the coordinator's final checkpoint is made by the pipeline's audit check;
     # the reply only names the partner.
@@ -138,7 +138,7 @@ def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[Rec
 
 
 def _parse_seal(content: RecordDict) -> Any:
-    from federated.audit.seal import parse_seal_task
+    from federated.messages.seal import parse_seal_task
 
     return parse_seal_task(content)
 

@@ -18,7 +18,7 @@ from accord.errors import AccordError, ExitCode
 from crypto.node_auth import read_authorized_nodes
 from federated.errors import ConfigError
 from federated.server.coordinator import Simulation, Transport, expected_duration_s, follow, submit_study
-from federated.flower_runtime import stop_process
+from federated.runtime.flower import stop_process
 
 console = Console(stderr=True, soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
@@ -29,7 +29,7 @@ _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
 def _progress_line(entry: dict[str, Any]) -> str | None:
     kind, details = entry["kind"], entry["details"]
     round_number = entry.get("round")
-    if round_number is None and kind == "result_received":  # the closing seal (federated.audit.seal)
+    if round_number is None and kind == "result_received":  # the closing seal (federated.messages.seal)
         return f"seal: {details['partner']} cosigned the checkpoint that covers the whole study"
     if kind == "study_started":
         return f"study {entry['study']} started: {details['rounds']} round(s), minimum cohort {details['min_cohort']}; waiting for partners"

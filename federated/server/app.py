@@ -17,12 +17,12 @@ from flwr.serverapp import Grid, ServerApp
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.audit.seal import SEAL_MESSAGE_TYPE, SealSpec, build_seal_task, parse_seal_reply
+from federated.messages.seal import SEAL_MESSAGE_TYPE, SealSpec, build_seal_task, parse_seal_reply
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
-from federated.protocol import ModelRef, TaskSpec
-from federated.privacy_report import privacy_report
-from federated.report import write_outputs
+from federated.messages.evaluation import ModelRef, TaskSpec
+from federated.reporting.privacy_report import privacy_report
+from federated.reporting.report import write_outputs
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
 from federated.server.rounds import collect_replies, run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
@@ -122,7 +122,7 @@ def run_study(
     try:
         wait_for_cohort(grid, study, trail)
         if study.purpose == "training":
-            from federated.training.coordinator import run_training  # torch only for training studies
+            from federated.server.training import run_training  # torch only for training studies
 
             pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption)
         else:
@@ -150,7 +150,7 @@ def run_study(
 
 
 def seal_study(grid: Grid, study: Study, trail: AuditTrail, *, completed: bool, skip: set[int]) -> None:
-    """Have every connected partner cosign the checkpoint that covers the whole study (`federated.audit.seal`).
+    """Have every connected partner cosign the checkpoint that covers the whole study (`federated.messages.seal`).
 
     Nodes in `skip` (silent in the last round) are not waited for again; a seal waits at most
     `SEAL_TIMEOUT_S` (it asks for no work).

@@ -23,11 +23,11 @@ from typing import Any
 from accord.hashing import sha256_file
 from crypto.node_auth import AuthorizedNode
 from federated.audit import AuditTrail
-from federated.audit.evidence import keep_submitted_study
+from federated.audit.evidence.layout import keep_submitted_study
 from federated.audit.keys import COORDINATOR_KEY_NAME, RUN_CONFIG_KEY, load_or_create_identity
-from federated.client.settings import SIMULATION_HE_SECRET
+from federated.runtime.simulation import SIMULATION_HE_SECRET
 from federated.errors import ConfigError, FlowerRuntimeError
-from federated.flower_runtime import (
+from federated.runtime.flower import (
     is_loopback,
     parse_address,
     register_supernode,

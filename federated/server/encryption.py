@@ -30,16 +30,16 @@ from crypto.he_aggregation import EncryptedBundle, add_bundles
 from crypto.he_keys import PublicContext, load_public_context
 from federated.audit import AuditTrail
 from federated.errors import ConfigError, FederatedError
-from federated.he_codec import BundlePlan
-from federated.he_messages import (
+from federated.messages.he_codec import BundlePlan
+from federated.messages.encryption import (
     DECRYPT_MESSAGE_TYPE,
     DecryptSpec,
     SignedBundle,
     build_decrypt_task,
     parse_decrypt_reply,
 )
-from federated.he_spec import ENCRYPTION_CLAUSE, EncryptionSpec
-from federated.protocol import PartnerInfo
+from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.messages.evaluation import PartnerInfo
 from federated.server.rounds import Collected, collect_replies
 from federated.study import EncryptionSettings, Study
 

@@ -17,8 +17,8 @@ from flwr.serverapp import Grid
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.errors import MessageError
-from federated.protocol import MESSAGE_TYPE, TaskSpec, build_task, parse_reply
-from federated.server.aggregation import RoundOutcome, aggregate_round, statistics_sha256
+from federated.messages.evaluation import MESSAGE_TYPE, TaskSpec, build_task, parse_reply
+from federated.server.pooling import RoundOutcome, aggregate_round, statistics_sha256
 
 if TYPE_CHECKING:
     from federated.server.encryption import EncryptedAggregation
@@ -147,7 +147,7 @@ def run_round(
     started = time.monotonic()
     nodes = list(grid.get_node_ids())
     if encryption is not None:
-        from federated.he_codec import evaluation_plan
+        from federated.messages.he_codec import evaluation_plan
 
         spec, plan = encryption.encrypt_spec(spec, partners=len(nodes), plan_for=evaluation_plan)
     collected = collect_replies(

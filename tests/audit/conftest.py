@@ -20,9 +20,9 @@ from crypto import Identity
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.errors import AuditRefusal
-from federated.audit.evidence import SUBMITTED_STUDY
+from federated.audit.evidence.layout import SUBMITTED_STUDY
 from federated.audit.partner_audit import PartnerAudit
-from federated.protocol import ModelRef, PartnerInfo, TaskSpec, build_reply, build_task
+from federated.messages.evaluation import ModelRef, PartnerInfo, TaskSpec, build_reply, build_task
 from federated.study import EvaluationSettings
 
 MODEL = b"onnx model bytes"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from federated.audit.seal import (
+from federated.messages.seal import (
     SealSpec,
     build_seal_reply,
     build_seal_task,
@@ -15,7 +15,7 @@ from federated.audit.seal import (
     seal_payload_sha256,
 )
 from federated.errors import MessageError
-from federated.protocol import PartnerInfo
+from federated.messages.evaluation import PartnerInfo
 
 
 def test_a_seal_task_round_trips_and_its_hash_names_study_rounds_and_status():

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from examples.hospitals.prepare import HOSPITALS, prepare
-from federated.localhost import LocalFederation, Partner, free_port
+from federated.local.localhost import LocalFederation, Partner, free_port
 
 
 @pytest.fixture(scope="session")

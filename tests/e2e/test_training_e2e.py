@@ -11,7 +11,7 @@ import pytest
 from accord.hashing import sha256_file
 from examples.digits.prepare import partner_name, prepare_digits, write_initial_weights
 from federated.audit import read_entries
-from federated.localhost import Partner
+from federated.local.localhost import Partner
 from tests.e2e.conftest import run_simulated
 
 pytestmark = pytest.mark.timeout(600)

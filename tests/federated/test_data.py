@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from accord.hashing import sha256_file
-from federated.data import load_manifest, load_partner_data
+from federated.client.data import load_manifest, load_partner_data
 from federated.errors import ConfigError, DataError
 
 

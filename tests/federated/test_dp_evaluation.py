@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from federated.dp_evaluation import array_scales, clamp, coordinates_per_record, noisy_metrics, privatize, standard_errors
-from federated.metrics import compute_metrics
-from federated.statistics import StatisticsLayout, compute_statistics
+from federated.evaluation.dp_release import array_scales, clamp, coordinates_per_record, noisy_metrics, privatize, standard_errors
+from federated.evaluation.metrics import compute_metrics
+from federated.evaluation.statistics import StatisticsLayout, compute_statistics
 from federated.study import EvaluationPrivacy
 from privacy.gaussian import gaussian_sigma
 from privacy.release import add_gaussian_noise, calibrate_release

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from federated.errors import ConfigError
-from federated.localhost import free_port
+from federated.local.localhost import free_port
 from federated.server.encryption import load_study_context
 from federated.study import load_study
 from tests.he.conftest import STUDY

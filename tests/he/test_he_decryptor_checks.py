@@ -12,7 +12,7 @@ from crypto.he_errors import EncodingError
 from crypto.he_layout import plan_layout
 from federated.client.encryption import MIN_DECRYPTION_COHORT, canary_for, decrypt_aggregate
 from federated.client.pipeline import Refusal
-from federated.he_messages import DecryptSpec, DecryptTask, sign_contribution
+from federated.messages.encryption import DecryptSpec, DecryptTask, sign_contribution
 
 ROUND = 3
 PARTNERS = ("hospital-a", "hospital-b", "hospital-c")
@@ -187,7 +187,7 @@ def test_blindings_are_uniform_mod_t_and_differ_by_partner_and_round(secret, lay
 
 def test_a_decryption_task_carrying_a_partners_bundle_is_refused(secret, layout, bundles, identities):
     from federated.errors import MessageError
-    from federated.he_messages import build_decrypt_task, parse_decrypt_task
+    from federated.messages.encryption import build_decrypt_task, parse_decrypt_task
 
     task = _task(secret, layout, bundles, identities)
     content = build_decrypt_task(task.spec, task.aggregate)

@@ -10,12 +10,12 @@ import pytest
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.protocol import ModelRef, TaskSpec
+from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
 from federated.server.rounds import run_round
 from federated.study import Study
 from tests.he.conftest import STUDY, hospital_files
-from federated.inprocess import InProcessGrid, node_config
+from federated.local.inprocess import InProcessGrid, node_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
 MODELS = ("logreg", "mlp")
@@ -155,7 +155,7 @@ def test_below_the_minimum_cohort_nothing_is_sent_for_decryption(tmp_path, hospi
 
 
 def test_the_report_says_why_the_matrix_is_withheld(tmp_path, hospitals, keys):
-    from federated.report import render_markdown
+    from federated.reporting.report import render_markdown
 
     study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
     outcome, _ = _round(hospitals, tmp_path, study, _all(keys))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks import privacy_budget as benchmark
-from federated.metrics import compute_metrics
-from federated.statistics import EvaluationStatistics, compute_statistics
+from federated.evaluation.metrics import compute_metrics
+from federated.evaluation.statistics import EvaluationStatistics, compute_statistics
 from federated.study import EvaluationPrivacy
 
 REPEATS = 12

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federated.flower_runtime import stop_process, wait_for_port
+from federated.runtime.flower import stop_process, wait_for_port
 
 
 def free_port() -> int:

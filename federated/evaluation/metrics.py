@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federated.statistics import EvaluationStatistics
+from federated.evaluation.statistics import EvaluationStatistics
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
-from federated.protocol import PartnerInfo, build_reply
+from federated.messages.evaluation import PartnerInfo, build_reply
 
 SEAL_MESSAGE_TYPE = "query.seal"
 _RECORD = "seal"

@@ -1,8 +1,8 @@
 """What an encrypted task tells a partner about the study's keys and the bundle it must send.
 
-It rides in evaluation and training task specs (`federated.protocol.TaskSpec`,
-`federated.training.protocol.TrainSpec`), so the coordinator's signature over the task covers it.
-Both sides derive the bundle layout from the task and these numbers (`federated.he_codec`), and
+It rides in evaluation and training task specs (`federated.messages.evaluation.TaskSpec`,
+`federated.messages.training.TrainSpec`), so the coordinator's signature over the task covers it.
+Both sides derive the bundle layout from the task and these numbers (`federated.messages.he_codec`), and
 the partner refuses a task whose `layout_sha256` differs from the layout it derives itself.
 
 This module must stay import-light (no TenSEAL): every ClientApp process parses task specs.

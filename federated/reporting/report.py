@@ -12,8 +12,8 @@ from typing import Any
 
 from accord.durable import write_durably
 from accord.hashing import sha256_file
-from federated.metrics import class_curve
-from federated.statistics import EvaluationStatistics
+from federated.evaluation.metrics import class_curve
+from federated.evaluation.statistics import EvaluationStatistics
 
 _TABLE_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
 

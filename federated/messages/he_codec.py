@@ -43,14 +43,14 @@ import numpy as np
 from crypto.he_errors import EncodingError, LayoutMismatchError
 from crypto.he_keys import PublicContext
 from crypto.he_layout import BundleLayout, plan_layout
-from federated.dp_evaluation import array_scales, calibrate
-from federated.statistics import LOG_LOSS_EPSILON, EvaluationStatistics, StatisticsLayout
-from federated.he_spec import EncryptionSpec
-from federated.protocol import TaskSpec
+from federated.evaluation.dp_release import array_scales, calibrate
+from federated.evaluation.statistics import LOG_LOSS_EPSILON, EvaluationStatistics, StatisticsLayout
+from federated.messages.encryption_spec import EncryptionSpec
+from federated.messages.evaluation import TaskSpec
 from federated.study import EvaluationPrivacy
 
 if TYPE_CHECKING:
-    from federated.training.protocol import TrainSpec
+    from federated.messages.training import TrainSpec
 
 FRACTION_BITS = 32
 LIMB_BITS = 26

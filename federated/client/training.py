@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from federated.client.evaluation import evaluate_task
 from federated.client.costs import plan_dp_sgd
-from federated.data import PartnerData
-from federated.training.protocol import GLOBAL_MODEL, PrivacySpent, TrainTask
-from federated.statistics import EvaluationStatistics
+from federated.client.data import PartnerData
+from federated.messages.training import GLOBAL_MODEL, PrivacySpent, TrainTask
+from federated.evaluation.statistics import EvaluationStatistics
 from privacy import PrivacyError
 
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from accord.config_files import describe_validation_error
 from accord.hashing import arrays_sha256, sha256_bytes
 from federated.errors import MessageError
-from federated.he_spec import EncryptionSpec
-from federated.protocol import (
+from federated.messages.encryption_spec import EncryptionSpec
+from federated.messages.evaluation import (
     MAX_MODEL_BYTES,
     EvaluationReply,
     EvaluationTask,
@@ -29,7 +29,7 @@ from federated.protocol import (
     parse_spec,
     parse_reply,
 )
-from federated.statistics import EvaluationStatistics
+from federated.evaluation.statistics import EvaluationStatistics
 from federated.study import EvaluationSettings, Governance, TrainingSettings
 
 TRAIN_MESSAGE_TYPE = "train"
@@ -128,7 +128,7 @@ class TrainReply(BaseModel):
     train_loss: float | None = None  # withheld under DP: the guarantee does not cover it
     privacy: PrivacySpent | None = None
     statistics: dict[str, EvaluationStatistics] = Field(default_factory=dict)
-    encrypted: Any = None  # federated.he_messages.SignedBundle: update and statistics, encrypted
+    encrypted: Any = None  # federated.messages.encryption.SignedBundle: update and statistics, encrypted
 
     def payload_sha256(self) -> str:
         """Hash of what the partner sent: its identity record, its weights and its statistics."""

@@ -20,12 +20,12 @@ from flwr.serverapp import Grid
 from accord.hashing import sha256_bytes, sha256_file
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, MessageError
-from federated.protocol import EvaluationReply, ModelRef, TaskSpec
-from federated.server.aggregation import aggregate_round
+from federated.messages.evaluation import EvaluationReply, ModelRef, TaskSpec
+from federated.server.pooling import aggregate_round
 from federated.server.rounds import collect_replies, run_round
 from federated.study import Study, TrainingSettings
 from federated.training.aggregation import aggregate_updates, check_update, flag_outliers, mean_from_sum
-from federated.training.protocol import (
+from federated.messages.training import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
     TrainSpec,
@@ -168,7 +168,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         nodes = list(grid.get_node_ids())
         plan = None
         if encryption is not None:
-            from federated.he_codec import training_plan
+            from federated.messages.he_codec import training_plan
 
             shapes = {name: array.shape for name, array in arrays.items()}
             spec, plan = encryption.encrypt_spec(spec, partners=len(nodes),

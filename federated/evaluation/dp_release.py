@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from federated.metrics import calibration_sums, compute_metrics
-from federated.statistics import EvaluationStatistics, StatisticsLayout
+from federated.evaluation.metrics import calibration_sums, compute_metrics
+from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
 from federated.study import EvaluationPrivacy
 from privacy.release import GaussianRelease, add_gaussian_noise, calibrate_release
 

@@ -31,13 +31,13 @@ from accord.errors import AccordError
 from accord.hashing import sha256_bytes
 from crypto import CryptoError, Identity, public_key_bytes, public_key_from_bytes, verify
 from crypto.he_aggregation import EncryptedBundle
-from federated.audit.exchange import AUDIT_RECORD, parse_vkey, read_reply_audit
+from federated.messages.audit_exchange import AUDIT_RECORD, parse_vkey, read_reply_audit
 from federated.errors import MessageError
-from federated.he_spec import ENCRYPTION_CLAUSE
-from federated.protocol import MAX_SPEC_BYTES, PartnerInfo
+from federated.messages.encryption_spec import ENCRYPTION_CLAUSE
+from federated.messages.evaluation import MAX_SPEC_BYTES, PartnerInfo
 
 if TYPE_CHECKING:
-    from federated.protocol import TaskSpec
+    from federated.messages.evaluation import TaskSpec
 
 DECRYPT_MESSAGE_TYPE = "query.decrypt"
 CONTRIBUTION_CONTEXT = b"accord/he-contribution/v1\n"  # domain separation: the node key also signs notes

@@ -17,7 +17,7 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
-from federated.report import format_value
+from federated.reporting.report import format_value
 
 _CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from accord.durable import make_directory, replacing
 from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, fingerprint, save_public_key, sign_note
-from federated.audit.documents import (
+from federated.audit.evidence.documents import (
     describe_entry,
     dp_enabled,
     model_card,
@@ -38,7 +38,9 @@ from federated.audit.documents import (
     utc_now,
 )
 from federated.audit.errors import AuditError
-from federated.audit.evidence import (
+from federated.audit.evidence.verify import verify_evidence
+from federated.audit.evidence.layout import (
+    manifest_note_body,
     COORDINATOR_TRAIL,
     MANIFEST,
     MANIFEST_SIGNATURE,
@@ -66,10 +68,6 @@ class ExportSummary:
     partners: list[str]
     signed: bool
     problem: str | None  # the first problem `verify` finds in the written pack, if any
-
-
-def manifest_note_body(study: str, manifest_sha256: str) -> str:
-    return f"accord evidence pack\n{study}\nMANIFEST.json sha256 {manifest_sha256}\n"
 
 
 def export_pack(
@@ -101,8 +99,6 @@ def export_pack(
         _stage(staging, evidence, results, study_file, partners, manifests, entries)
         signed = _write_manifest(staging, study_id, evidence, key or Path(output_dir) / COORDINATOR_KEY_NAME)
         files, size = _zip(staging, Path(out))
-    from federated.audit.verify import verify_evidence  # verify imports this module's constants
-
     verdict = verify_evidence(Path(out))
     return ExportSummary(Path(out), study_id, files, size, sorted(p.name for p in partners), signed, verdict.problem)
 

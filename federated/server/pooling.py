@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from accord.hashing import sha256_bytes
-from federated.dp_evaluation import array_scales, clamp, clip_metrics, noisy_metrics, standard_errors
+from federated.evaluation.dp_release import array_scales, clamp, clip_metrics, noisy_metrics, standard_errors
 from federated.errors import MessageError
-from federated.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
-from federated.protocol import EvaluationReply
-from federated.statistics import EvaluationStatistics
+from federated.evaluation.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
+from federated.messages.evaluation import EvaluationReply
+from federated.evaluation.statistics import EvaluationStatistics
 
 
 @dataclass

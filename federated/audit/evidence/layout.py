@@ -44,6 +44,12 @@ PARTNER_TRAIL = "trail.jsonl"
 MAX_PACK_BYTES = 2 * 1024**3
 
 
+
+def manifest_note_body(study: str, manifest_sha256: str) -> str:
+    """The text the coordinator signs over a pack's MANIFEST.json (a signed note's body)."""
+    return f"accord evidence pack\n{study}\nMANIFEST.json sha256 {manifest_sha256}\n"
+
+
 @dataclass
 class PartnerEvidence:
     name: str

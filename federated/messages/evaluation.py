@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
-from federated.he_spec import EncryptionSpec
-from federated.statistics import EvaluationStatistics, StatisticsLayout
+from federated.messages.encryption_spec import EncryptionSpec
+from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
 from federated.study import EvaluationSettings, Governance
 
 MESSAGE_TYPE = "query.evaluate"
@@ -126,7 +126,7 @@ def parse_task(content: RecordDict) -> EvaluationTask:
 
 
 class NoiseInfo(_Strict):
-    """The Gaussian noise a partner added to its statistics (see federated.dp_evaluation)."""
+    """The Gaussian noise a partner added to its statistics (see federated.evaluation.dp_release)."""
 
     epsilon: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
@@ -154,7 +154,7 @@ class EvaluationReply(_Strict):
 
     info: PartnerInfo
     statistics: dict[str, EvaluationStatistics]
-    encrypted: Any = None  # federated.he_messages.SignedBundle when the task is encrypted
+    encrypted: Any = None  # federated.messages.encryption.SignedBundle when the task is encrypted
 
     def payload_sha256(self) -> str:
         digest_input: dict[str, Any] = {
@@ -189,7 +189,7 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
         raise MessageError(detail) from None
     statistics: dict[str, EvaluationStatistics] = {}
     if info.status == "ok" and spec.encryption is not None:
-        from federated.he_messages import SignedBundle  # TenSEAL only for encrypted studies
+        from federated.messages.encryption import SignedBundle  # TenSEAL only for encrypted studies
 
         return EvaluationReply(info=info, statistics={}, encrypted=SignedBundle.read(content, info.partner, spec))
     if info.status == "ok":

@@ -42,16 +42,17 @@ from crypto import (
     open_note,
 )
 from federated.audit.errors import AuditError
-from federated.audit.evidence import (
+from federated.audit.evidence.layout import (
     MANIFEST,
     MANIFEST_SIGNATURE,
     PACK_FORMAT,
     Evidence,
     PartnerEvidence,
     extract_pack,
+    manifest_note_body,
     open_evidence,
 )
-from federated.audit.exchange import partner_origin
+from federated.messages.audit_exchange import partner_origin
 from federated.audit.log import cosigner, same_key, signature_names, tree_of
 from federated.audit.store import NoteSeries, StoredNote
 from federated.audit.trail import TrailError, VerifiedTrail, load_verified
@@ -198,8 +199,6 @@ class _Checker:
                                       "independently with --coordinator-key")
         signature = self.root / MANIFEST_SIGNATURE
         if signature.is_file() and self.manifest_bytes is not None:
-            from federated.audit.pack import manifest_note_body
-
             try:
                 opened = open_note(signature.read_text(encoding="utf-8"), verifiers=[key])
             except CryptoError as exc:
