@@ -30,14 +30,15 @@ import rfc8785
 from crypto import Identity, MerkleTree, leaf_hash
 from federated.audit import AuditTrail, verify_trail
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.audit.evidence.layout import SUBMITTED_STUDY
-from federated.messages.audit_exchange import read_reply_audit, read_task_audit
-from federated.audit.log import TrailLog, tree_of
 from federated.audit.evidence.export import export_pack
+from federated.audit.evidence.layout import SUBMITTED_STUDY
+from federated.audit.evidence.verify import verify_evidence
+from federated.audit.log import TrailLog, tree_of
 from federated.audit.partner_audit import PartnerAudit
 from federated.audit.trail import GENESIS, load_verified
-from federated.audit.evidence.verify import verify_evidence
-from federated.messages.evaluation import PartnerInfo, build_reply
+from federated.messages.audit_exchange import read_reply_audit, read_task_audit
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import build_reply
 
 HERE = Path(__file__).resolve().parent
 STUDY = 'id = "bench"\npurpose = "evaluation"\noutput_dir = "."\n'

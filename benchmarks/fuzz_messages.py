@@ -21,11 +21,22 @@ from hypothesis import strategies as st
 
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
-from federated.messages.evaluation import ModelRef, PartnerInfo, TaskSpec, build_reply, build_task, parse_reply, parse_task
 from federated.evaluation.statistics import compute_statistics
-from federated.study import EvaluationSettings
-from federated.messages.training import TrainSpec, arrays_sha256, build_train_task, parse_train_task
-from federated.study import TrainingSettings
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import (
+    ModelRef,
+    TaskSpec,
+    build_task,
+    parse_reply,
+    parse_task,
+)
+from federated.messages.training import (
+    TrainSpec,
+    arrays_sha256,
+    build_train_task,
+    parse_train_task,
+)
+from federated.study import EvaluationSettings, TrainingSettings
 
 MODEL = b"model bytes"
 SPEC = TaskSpec(

@@ -33,7 +33,13 @@ import numpy as np
 import tenseal
 import typer
 
-from crypto.he_aggregation import EncryptedBundle, add_bundles, decrypt_bundle, encrypt_bundle, slot_blinding
+from crypto.he_aggregation import (
+    EncryptedBundle,
+    add_bundles,
+    decrypt_bundle,
+    encrypt_bundle,
+    slot_blinding,
+)
 from crypto.he_keys import SecretContext, generate_context
 from crypto.he_layout import BundleLayout, plan_layout
 

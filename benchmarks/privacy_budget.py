@@ -47,13 +47,18 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from benchmarks.privacy_budget_report import markdown, plot
 from federated.evaluation.dp_release import calibrate, privatize
 from federated.evaluation.metrics import compute_metrics
-from federated.messages.evaluation import EvaluationReply, NoiseInfo, PartnerInfo
+from federated.evaluation.statistics import (
+    EvaluationStatistics,
+    StatisticsLayout,
+    compute_statistics,
+)
+from federated.messages.common import NoiseInfo, PartnerInfo
+from federated.messages.evaluation import EvaluationReply
 from federated.server.pooling import aggregate_round
-from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout, compute_statistics
 from federated.study import EvaluationPrivacy
-from benchmarks.privacy_budget_report import markdown, plot
 from privacy import PrivacyAccount, epsilon, noise_multiplier
 
 RESULTS = Path(__file__).parent / "results"

@@ -21,10 +21,17 @@ from pathlib import Path
 
 from examples.hospitals.prepare import HOSPITALS, prepare
 from federated.client.settings import NodeSettings
-from federated.runtime.flower import start_process, stop_process, submit_run, wait_for_port, write_bundle, write_connection
 from federated.local.localhost import free_port
+from federated.runtime.flower import (
+    start_process,
+    stop_process,
+    submit_run,
+    wait_for_port,
+    write_bundle,
+    write_connection,
+)
+from federated.server.collect import REPLY_POLL_S
 from federated.server.coordinator import Transport, follow, submit_study
-from federated.server.rounds import REPLY_POLL_S
 
 HERE = Path(__file__).resolve().parent
 

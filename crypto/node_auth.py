@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto.errors import KeyFileError
-from crypto.identity import _write_atomically  # one atomic, 0600-capable key writer for the package
+from crypto.identity import (
+    _write_atomically,  # one atomic, 0600-capable key writer for the package
+)
 
 CURVE = ec.SECP384R1  # what `ssh-keygen -t ecdsa -b 384` makes and Flower's docs use
 _NIST_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)

@@ -24,9 +24,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from crypto.errors import CryptoError, KeyFileError, NoteFormatError, SignatureError, UnknownSignerError
+from crypto.errors import (
+    CryptoError,
+    KeyFileError,
+    NoteFormatError,
+    SignatureError,
+    UnknownSignerError,
+)
 from crypto.identity import public_key_bytes, public_key_from_bytes, verify
 from crypto.merkle import HASH_SIZE
 

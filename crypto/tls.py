@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crypto.errors import KeyFileError
-from crypto.identity import _write_atomically  # one atomic, 0600-capable key writer for the package
+from crypto.identity import (
+    _write_atomically,  # one atomic, 0600-capable key writer for the package
+)
 
 CA_CERTIFICATE = "ca.pem"
 CA_KEY = "ca.key"

@@ -37,3 +37,32 @@ class FlowerRuntimeError(FederatedError):
     """Flower's own runtime (SuperLink, SuperNode, a run) failed or could not start."""
 
     exit_code = ExitCode.FLOWER
+
+
+class RefusalError(FederatedError):
+    """A partner refuses a task. `clause` names the check that failed; the message is the detail.
+
+    Every refusal in Accord is one of these (a contract clause, the budget, a replay, the audit
+    check, an encryption check, the data or the model); the node answers with the clause and logs
+    the detail, so one `except RefusalError` handles them all.
+    """
+
+    exit_code = ExitCode.REFUSED
+    clause: str = "task"
+
+    def __init__(self, clause: str, reason: str) -> None:
+        super().__init__(reason)
+        self.clause = clause
+
+
+class NamedClauseRefusal(RefusalError):
+    """A refusal whose class fixes the clause: raise it with the reason alone."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(type(self).clause, reason)
+
+
+class EncryptionMessageError(MessageError, NamedClauseRefusal):
+    """An encrypted reply or decryption message does not check out; refusals name the clause "encryption"."""
+
+    clause = "encryption"

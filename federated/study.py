@@ -11,10 +11,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from accord.config_files import load_toml_model
 from accord.hashing import sha256_file
+from accord.models import Strict
 from federated.errors import ConfigError
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss")
@@ -22,16 +28,12 @@ Metric = Literal["accuracy", "precision", "recall", "f1", "auroc", "brier", "ece
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     return (Path(base) / path).resolve() if base is not None and not path.is_absolute() else path
 
 
-class CandidateModel(_Strict):
+class CandidateModel(Strict):
     """One ONNX model to evaluate: float32 input [N, features] -> probabilities [N, classes]."""
 
     name: str
@@ -62,7 +64,7 @@ class CandidateModel(_Strict):
         return value
 
 
-class EvaluationPrivacy(_Strict):
+class EvaluationPrivacy(Strict):
     """Differential privacy for evaluation statistics: one Gaussian release per partner per round.
 
     The neighbouring relation is add/remove one record. `epsilon` and `delta` cover one
@@ -76,7 +78,7 @@ class EvaluationPrivacy(_Strict):
     loss_bound: Annotated[float, Field(gt=0, le=100)] = 10.0
 
 
-class EvaluationSettings(_Strict):
+class EvaluationSettings(Strict):
     """How predictions are summarised into sufficient statistics."""
 
     metrics: list[Metric] = Field(default_factory=lambda: list(METRICS))
@@ -105,7 +107,7 @@ class EvaluationSettings(_Strict):
 AGGREGATORS = ("fedavg", "fedmedian", "trimmed_mean", "krum", "multikrum")
 
 
-class DPSGDSettings(_Strict):
+class DPSGDSettings(Strict):
     """DP-SGD at every partner (Opacus): give exactly one of noise_multiplier or target_epsilon."""
 
     enabled: bool = True
@@ -125,7 +127,7 @@ class DPSGDSettings(_Strict):
         return self
 
 
-class TrainingSettings(_Strict):
+class TrainingSettings(Strict):
     """What partners train and how the coordinator combines their updates."""
 
     architecture: str
@@ -156,7 +158,7 @@ class TrainingSettings(_Strict):
         return value
 
 
-class EncryptionSettings(_Strict):
+class EncryptionSettings(Strict):
     """Homomorphically encrypted aggregation (BFV, `crypto.he_*`): the coordinator only adds ciphertexts.
 
     `public_context` is the coordinator's public context file from `python -m crypto.keys init`
@@ -190,7 +192,7 @@ class EncryptionSettings(_Strict):
         return self
 
 
-class Governance(_Strict):
+class Governance(Strict):
     """What the study declares for partners' data contracts and the record of processing.
 
     Partners' nodes compare these with their contracts: jurisdiction, legal basis, the
@@ -206,7 +208,7 @@ class Governance(_Strict):
     recipients: list[str] = Field(default_factory=list)
 
 
-class Study(_Strict):
+class Study(Strict):
     """A study as the coordinator submits it."""
 
     id: str
@@ -255,7 +257,7 @@ class Study(_Strict):
         return self
 
 
-class ResolvedModel(_Strict):
+class ResolvedModel(Strict):
     """A candidate model with the hash of the bytes that will be sent."""
 
     name: str

@@ -127,7 +127,10 @@ class PRVAccountant(Accountant):
 def _prv_upper_bound(history: list[tuple[float, float, int]], *, delta: float) -> float:
     """Opacus's certified PRV upper bound with eps_error shrunk until it is ≤ 1% of ε."""
     from opacus.accountants import PRVAccountant as OpacusPRV
-    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, compute_safe_domain_size
+    from opacus.accountants.analysis.prv import (
+        PoissonSubsampledGaussianPRV,
+        compute_safe_domain_size,
+    )
 
     delta_error = delta / 1000  # Opacus's default
     accountant = OpacusPRV()

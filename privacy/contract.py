@@ -19,10 +19,11 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from accord.config_files import load_toml_model
 from accord.errors import ExitCode
+from accord.models import Strict
 from privacy.errors import PrivacyError
 
 Purpose = Literal["evaluation", "training"]
@@ -45,11 +46,7 @@ class ContractViolation(PrivacyError):
         self.clause = clause
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Protections(_Strict):
+class Protections(Strict):
     """What every task must apply to this dataset."""
 
     require_dp: bool = True
@@ -57,14 +54,14 @@ class Protections(_Strict):
     require_encryption: bool = False
 
 
-class Budget(_Strict):
+class Budget(Strict):
     """ε caps fed to the partner's ledger (the node CLI may only lower them)."""
 
     max_epsilon_per_study: Annotated[float, Field(gt=0)]
     max_epsilon_total: Annotated[float, Field(gt=0)]
 
 
-class DataContract(_Strict):
+class DataContract(Strict):
     """One dataset's contract (field by field in the README)."""
 
     dataset_id: str

@@ -25,14 +25,14 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import tomli_w
+from skl2onnx import to_onnx
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-import tomli_w
-from skl2onnx import to_onnx
 
 from accord.hashing import sha256_file
 from federated.audit.keys import load_or_create_identity

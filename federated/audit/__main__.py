@@ -22,12 +22,17 @@ from rich.table import Table
 from accord.errors import AccordError, ExitCode
 from crypto import CryptoError, leaf_hash, open_note, verify_inclusion
 from federated.audit.errors import AuditError
-from federated.audit.evidence.layout import Evidence, extract_pack, open_evidence, partner_evidence
+from federated.audit.evidence.export import export_pack, timeline_rows
+from federated.audit.evidence.layout import (
+    Evidence,
+    extract_pack,
+    open_evidence,
+    partner_evidence,
+)
+from federated.audit.evidence.verify import verify_evidence
 from federated.audit.keys import pinned_fingerprint
 from federated.audit.log import tree_of
-from federated.audit.evidence.export import export_pack, timeline_rows
 from federated.audit.trail import load_verified
-from federated.audit.evidence.verify import verify_evidence
 from federated.audit.witness import open_checkpoint
 from federated.errors import ConfigError
 

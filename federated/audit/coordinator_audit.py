@@ -24,6 +24,16 @@ from flwr.app import RecordDict
 
 from crypto import Identity, NoteVerifier, fingerprint
 from federated.audit.errors import AuditRefusal
+from federated.audit.keys import load_or_create_identity
+from federated.audit.log import SignedCheckpoint, TrailLog, same_key, signature_names
+from federated.audit.trail import AuditTrail
+from federated.audit.witness import (
+    check_extends,
+    cosign_and_keep,
+    held_checkpoint,
+    open_checkpoint,
+)
+from federated.errors import MessageError
 from federated.messages.audit_exchange import (
     TaskAudit,
     attach,
@@ -35,11 +45,6 @@ from federated.messages.audit_exchange import (
     read_reply_audit,
     sign_task,
 )
-from federated.audit.keys import load_or_create_identity
-from federated.audit.log import SignedCheckpoint, TrailLog, same_key, signature_names
-from federated.audit.trail import AuditTrail
-from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
-from federated.errors import MessageError
 
 _BOUND: weakref.WeakKeyDictionary[AuditTrail, CoordinatorAudit] = weakref.WeakKeyDictionary()
 

@@ -7,7 +7,7 @@ Both map to `ExitCode.VERIFICATION_FAILED`. `TrailError` (a damaged trail file) 
 from __future__ import annotations
 
 from accord.errors import ExitCode
-from federated.errors import FederatedError
+from federated.errors import FederatedError, NamedClauseRefusal
 
 
 class AuditError(FederatedError):
@@ -16,11 +16,13 @@ class AuditError(FederatedError):
     exit_code = ExitCode.VERIFICATION_FAILED
 
 
-class AuditRefusal(AuditError):
+class AuditRefusal(AuditError, NamedClauseRefusal):
     """A peer's log went backwards or forked, its key changed, or its signature fails: stop dealing with it.
 
     On a partner this becomes a refusal with clause "audit"; on the coordinator, a refused reply.
     """
+
+    clause = "audit"
 
 
 class KeyMismatchError(AuditError):

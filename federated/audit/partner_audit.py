@@ -23,8 +23,26 @@ from typing import Any
 from flwr.app import RecordDict
 
 from accord.durable import make_directory
-from crypto import CryptoError, Identity, NoteVerifier, fingerprint, load_public_key, open_note, save_public_key
+from crypto import (
+    CryptoError,
+    Identity,
+    NoteVerifier,
+    fingerprint,
+    load_public_key,
+    open_note,
+    save_public_key,
+)
 from federated.audit.errors import AuditRefusal
+from federated.audit.keys import load_or_create_identity
+from federated.audit.log import TrailLog, cosigner, same_key
+from federated.audit.store import NoteSeries
+from federated.audit.witness import (
+    check_extends,
+    cosign_and_keep,
+    held_checkpoint,
+    open_checkpoint,
+)
+from federated.errors import MessageError
 from federated.messages.audit_exchange import (
     ReplyAudit,
     TaskAudit,
@@ -36,11 +54,6 @@ from federated.messages.audit_exchange import (
     read_task_audit,
     verify_task,
 )
-from federated.audit.keys import load_or_create_identity
-from federated.audit.log import TrailLog, cosigner, same_key
-from federated.audit.store import NoteSeries
-from federated.audit.witness import check_extends, cosign_and_keep, held_checkpoint, open_checkpoint
-from federated.errors import MessageError
 
 PINNED_COORDINATOR_KEY = "coordinator.pub"
 

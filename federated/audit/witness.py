@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, cosign_note, open_note, verify_consistency
+from crypto import (
+    Checkpoint,
+    CryptoError,
+    Identity,
+    NoteVerifier,
+    cosign_note,
+    open_note,
+    verify_consistency,
+)
 from federated.audit.errors import AuditRefusal
 from federated.audit.store import NoteSeries
 

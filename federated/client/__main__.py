@@ -7,7 +7,6 @@ Exit codes: 0 node stopped normally · 2 bad usage · 3 invalid manifest, data o
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 from typing import Annotated
 

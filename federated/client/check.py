@@ -21,8 +21,8 @@ from rich.table import Table
 
 from accord.errors import AccordError, ExitCode
 from federated.audit.keys import pinned_fingerprint
-from federated.client.costs import round_cost
 from federated.client.contract_request import task_request
+from federated.client.costs import round_cost
 from federated.client.data import load_manifest, load_partner_data
 from federated.study import load_study
 from privacy.contract import ClauseResult, load_contract

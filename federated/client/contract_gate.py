@@ -14,18 +14,11 @@ from datetime import date
 from typing import Any
 
 from accord.errors import AccordError
+from federated.client.contract_request import task_request
 from federated.client.costs import TaskCost
 from federated.client.settings import NodeSettings
-from federated.client.contract_request import task_request
+from federated.errors import RefusalError
 from privacy.contract import ContractViolation, DataContract, load_contract
-
-
-class ContractRefusal(Exception):
-    """A task the contract does not allow; `clause` names the clause."""
-
-    def __init__(self, clause: str, reason: str) -> None:
-        super().__init__(reason)
-        self.clause = clause
 
 
 def enforce_contract(
@@ -38,7 +31,7 @@ def enforce_contract(
         contract = load_contract(settings.contract)
         contract.check_data(data_sha256, today=date.today(), source=str(settings.contract))
     except AccordError as exc:
-        raise ContractRefusal("contract", str(exc)) from None
+        raise RefusalError("contract", str(exc)) from None
     request = task_request(
         purpose=purpose, governance=spec.governance, min_cohort=spec.min_cohort, cost=cost,
         encrypted=getattr(spec, "encryption", None) is not None, coordinator_key=coordinator_key,
@@ -46,7 +39,7 @@ def enforce_contract(
     try:
         contract.check(request)
     except ContractViolation as exc:
-        raise ContractRefusal(exc.clause, str(exc)) from None
+        raise RefusalError(exc.clause, str(exc)) from None
     capped = dataclasses.replace(
         settings,
         max_epsilon_total=min(settings.max_epsilon_total, contract.budget.max_epsilon_total),

@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from accord.config_files import load_toml_model
 from accord.hashing import sha256_bytes
+from accord.models import Strict
 from federated.errors import ConfigError, DataError
 
 
-class DataManifest(BaseModel):
+class DataManifest(Strict):
     """What a partner declares about one data file (TOML)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset_id: str
     features: list[str] = Field(min_length=1)

@@ -35,8 +35,17 @@ from crypto import Identity, public_key_bytes
 from crypto.he_aggregation import decrypt_bundle, encrypt_bundle, slot_blinding
 from crypto.he_errors import EncodingError
 from crypto.he_keys import SecretContext, load_secret_context
-from federated.client.pipeline import Refusal
-from federated.errors import MessageError
+from federated.errors import MessageError, RefusalError
+from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.common import PartnerInfo, payload_sha256
+from federated.messages.encryption import (
+    DecryptTask,
+    SignedBundle,
+    attach_bundle,
+    sign_contribution,
+)
+from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.messages.evaluation import EvaluationReply, TaskSpec, build_reply
 from federated.messages.he_codec import (
     CANARY,
     CANARY_BITS,
@@ -45,14 +54,10 @@ from federated.messages.he_codec import (
     evaluation_plan,
     training_plan,
 )
-from federated.messages.encryption import DecryptTask, SignedBundle, attach_bundle, decrypted_sha256, sign_contribution
-from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
-from federated.messages.evaluation import EvaluationReply, PartnerInfo, TaskSpec, build_reply
-from federated.evaluation.statistics import EvaluationStatistics
 
 if TYPE_CHECKING:
-    from federated.client.pipeline import NodeKeys
     from federated.client.settings import NodeSettings
+    from federated.client.task_kind import NodeKeys
     from federated.messages.training import TrainTask
 
 MIN_DECRYPTION_COHORT = 2  # a "sum" of one contribution is that partner's values: never decrypted
@@ -74,7 +79,7 @@ def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext 
         return None
     path = settings.he_secret_context
     if path is None:
-        raise Refusal(
+        raise RefusalError(
             ENCRYPTION_CLAUSE,
             f"the study encrypts its aggregation under key {fingerprint[:16]}…, and this node holds no secret "
             "context (start it with --he-secret-context)",
@@ -82,9 +87,9 @@ def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext 
     try:
         secret = load_secret_context(path)
     except AccordError as exc:
-        raise Refusal(ENCRYPTION_CLAUSE, f"this node's secret context cannot be used: {exc}") from None
+        raise RefusalError(ENCRYPTION_CLAUSE, f"this node's secret context cannot be used: {exc}") from None
     if secret.fingerprint != fingerprint:
-        raise Refusal(
+        raise RefusalError(
             ENCRYPTION_CLAUSE,
             f"the task is encrypted under key {fingerprint[:16]}…, but this node's secret context {path} holds the "
             f"key of study {secret.study_id!r} ({secret.fingerprint[:16]}…)",
@@ -95,12 +100,12 @@ def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext 
 def check_plan(plan: BundlePlan, encryption: EncryptionSpec, records: int) -> None:
     """Refuse a task whose layout this node derives differently, or whose bounds its data exceeds."""
     if plan.sha256 != encryption.layout_sha256:
-        raise Refusal(
+        raise RefusalError(
             ENCRYPTION_CLAUSE,
             f"the task declares bundle layout {encryption.layout_sha256[:16]}…, this node derives {plan.sha256[:16]}…",
         )
     if records > encryption.max_records_per_partner:
-        raise Refusal(
+        raise RefusalError(
             ENCRYPTION_CLAUSE,
             f"this node holds {records} records, more than the study's encryption.max_records_per_partner "
             f"({encryption.max_records_per_partner}) the encoding is bounded for",
@@ -120,14 +125,14 @@ def encrypted_reply(
 ) -> tuple[RecordDict, dict[str, Any]]:
     """Encrypt and sign one partner's round; return the reply and what the trail records of it."""
     if keys.he is None:
-        raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
+        raise RefusalError(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
     canary = canary_for(keys.he, study=study, round=round, partner=info.partner)
     try:
         blinding = slot_blinding(keys.he, study=study, round=round, partner=info.partner, layout=plan.layout)
         bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=keys.he, layout=plan.layout,
                                 blinding=blinding)
     except AccordError as exc:
-        raise Refusal(ENCRYPTION_CLAUSE, str(exc)) from None
+        raise RefusalError(ENCRYPTION_CLAUSE, str(exc)) from None
     contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
     signed = SignedBundle(bundle, contribution)
     details = {
@@ -163,7 +168,7 @@ def encrypt_training(
     check_plan(plan, spec.encryption, records)  # type: ignore[arg-type]
     norm = update_norm(dict(weights), task.arrays)
     if not norm <= spec.training.max_update_norm:
-        raise Refusal(
+        raise RefusalError(
             "training",
             f"this node's update moves the model by {norm:.4g}, beyond the study's max_update_norm "
             f"{spec.training.max_update_norm:g}; encrypted, the coordinator could not reject it, so the node withholds it",
@@ -175,11 +180,11 @@ def encrypt_training(
 
 def _plan(derive: Callable[[Any], BundlePlan], keys: NodeKeys) -> BundlePlan:
     if keys.he is None:
-        raise Refusal(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
+        raise RefusalError(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
     try:
         return derive(keys.he.public)
     except AccordError as exc:
-        raise Refusal(ENCRYPTION_CLAUSE, f"the task's encryption bounds do not fit: {exc}") from None
+        raise RefusalError(ENCRYPTION_CLAUSE, f"the task's encryption bounds do not fit: {exc}") from None
 
 
 def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
@@ -187,10 +192,10 @@ def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tupl
     from federated.messages.encryption import build_decrypt_reply
 
     if keys.he is None:
-        raise Refusal(ENCRYPTION_CLAUSE, "a decryption task needs this node's secret context")
+        raise RefusalError(ENCRYPTION_CLAUSE, "a decryption task needs this node's secret context")
     arrays = decrypt_aggregate(task, partner=info.partner, identity=keys.identity, secret=keys.he)
     details = {
-        "decrypted": {"aggregate_sha256": task.spec.aggregate_sha256, "plaintext_sha256": decrypted_sha256(info, arrays),
+        "decrypted": {"aggregate_sha256": task.spec.aggregate_sha256, "plaintext_sha256": payload_sha256(info, arrays),
                       "contributors": [c.partner for c in task.spec.contributions],
                       "resummed": False, "blinded": True},  # resummed: always False since blinding (schema keeps it)
     }
@@ -201,8 +206,8 @@ def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, se
     """Run every check of the module docstring, then decrypt; `Refusal` (clause "encryption") otherwise."""
     spec, aggregate = task.spec, task.aggregate
 
-    def refuse(reason: str) -> Refusal:
-        return Refusal(ENCRYPTION_CLAUSE, f"study {spec.study} round {spec.round}: {reason}")
+    def refuse(reason: str) -> RefusalError:
+        return RefusalError(ENCRYPTION_CLAUSE, f"study {spec.study} round {spec.round}: {reason}")
 
     if aggregate.fingerprint != secret.fingerprint or aggregate.layout.digest != spec.layout_sha256:
         raise refuse("the aggregate is not under this study's key and the task's layout")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from federated.client.data import PartnerData
 from federated.evaluation.onnx_model import predict_probabilities
-from federated.messages.evaluation import EvaluationTask
 from federated.evaluation.statistics import EvaluationStatistics, compute_statistics
+from federated.messages.evaluation import EvaluationTask
 
 
 def evaluate_task(task: EvaluationTask, data: PartnerData) -> dict[str, EvaluationStatistics]:

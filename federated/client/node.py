@@ -20,8 +20,8 @@ from pathlib import Path
 from crypto.node_auth import NodeAuthKey
 from federated.audit import AuditTrail
 from federated.audit.keys import pinned_fingerprint
-from federated.client.settings import NodeSettings
 from federated.client.data import PartnerData, load_manifest, load_partner_data
+from federated.client.settings import NodeSettings
 from federated.errors import ConfigError
 from federated.runtime.flower import flower_env, parse_address, require_transport
 from privacy.contract import load_contract

@@ -13,71 +13,29 @@ for a refused task, and the node keeps serving.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message
 
 from accord.errors import AccordError
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
-from federated.audit.errors import AuditRefusal
 from federated.audit.partner_audit import PartnerAudit
-from federated.client.replay import ReplayCache, ReplayRefusal, task_nonce
-from federated.client.contract_gate import ContractRefusal, enforce_contract
+from federated.client.contract_gate import enforce_contract
 from federated.client.costs import TaskCost
+from federated.client.data import DataManifest, load_manifest, load_partner_data
+from federated.client.replay import ReplayCache, task_nonce
 from federated.client.settings import NodeSettings
-from federated.client.data import DataManifest, PartnerData, load_manifest, load_partner_data
-from federated.errors import FederatedError, MessageError
-from federated.messages.evaluation import PartnerInfo, build_reply
+from federated.client.task_kind import NodeKeys, TaskKind
+from federated.errors import FederatedError, MessageError, RefusalError
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import build_reply
 from privacy import BudgetExceededError, BudgetLedger, PrivacyError
 
 if TYPE_CHECKING:
-    from crypto import Identity
     from crypto.he_keys import SecretContext
 
 TaskT = TypeVar("TaskT")
-
-
-class Refusal(Exception):
-    """Raised inside a task to refuse it: `clause` says which check failed."""
-
-    def __init__(self, clause: str, reason: str) -> None:
-        super().__init__(reason)
-        self.clause = clause
-
-
-@dataclass(frozen=True)
-class NodeKeys:
-    """The keys a task may use: the node's Ed25519 identity (signs its encrypted bundles) and the
-    study's HE secret context (None unless the task is encrypted)."""
-
-    identity: Identity
-    he: SecretContext | None = None
-
-
-def _not_encrypted(task: Any) -> str | None:
-    return None
-
-
-@dataclass(frozen=True)
-class TaskKind(Generic[TaskT]):
-    """How one kind of task is parsed, described, costed and run."""
-
-    parse: Callable[[RecordDict], TaskT]
-    task_sha256: Callable[[TaskT], str]
-    where: Callable[[TaskT], dict[str, Any]]
-    received: Callable[[TaskT], dict[str, Any]]
-    # Privacy cost given the data's size.
-    cost: Callable[[TaskT, int], TaskCost]
-    # Runs the task; returns (reply content given the partner's info, details for the trail).
-    # `PartnerData` is None for a kind that does not use data.
-    run: Callable[[TaskT, PartnerData | None, PartnerInfo, NodeKeys], tuple[RecordDict, dict[str, Any]]]
-    # The fingerprint of the study key the task is encrypted under (None: not encrypted).
-    encryption: Callable[[TaskT], str | None] = _not_encrypted
-    uses_data: bool = True  # False: no data, no budget (decryption of an aggregate)
-    purpose: str = "evaluation"  # what the data is used for, as data contracts name it
 
 
 def _finite_cap(value: float) -> float:
@@ -104,7 +62,7 @@ def _budget_check(
     """
     capped = settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf")
     if cost.unprotected and capped and not unprotected_allowed:
-        raise Refusal(
+        raise RefusalError(
             "privacy",
             f"the study releases {cost.unprotected} without differential privacy (unbounded ε), and this node caps ε at "
             f"{min(settings.max_epsilon_total, settings.max_epsilon_per_study):g}",
@@ -115,14 +73,16 @@ def _budget_check(
     try:
         ledger.check(study_id=study, epsilon=cost.private.epsilon, release=cost.private.release)
     except BudgetExceededError as exc:
-        raise Refusal("privacy", str(exc)) from None
+        raise RefusalError("privacy", str(exc)) from None
     return ledger
 
 
 def _study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext | None:
     if fingerprint is None:
         return None
-    from federated.client.encryption import study_key  # TenSEAL only for encrypted tasks
+    from federated.client.encryption import (
+        study_key,  # TenSEAL only for encrypted tasks
+    )
 
     return study_key(settings, fingerprint)
 
@@ -151,16 +111,14 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         replays.check(nonce)  # a replay is named as such, even if its old checkpoint fails the audit too
         checked = audit.check_task(message.content, task_sha256)
         replays.admit(nonce, task_sha256=task_sha256, **where)  # only once the signature over it verified
-    except ReplayRefusal as exc:
+    except RefusalError as exc:  # a replay, or the coordinator's signatures and checkpoint do not check out
         return refuse(exc.clause, str(exc), task_sha256=task_sha256)
-    except AuditRefusal as exc:
-        return refuse("audit", str(exc), task_sha256=task_sha256)
     fingerprint = kind.encryption(task)
     trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where,
                  **({"he_fingerprint": fingerprint} if fingerprint else {}))
     try:
         keys = NodeKeys(audit.identity, _study_key(settings, fingerprint))
-    except Refusal as exc:
+    except RefusalError as exc:
         return refuse(exc.clause, str(exc))
     data, ledger, cost = None, None, None
     info = PartnerInfo(partner=settings.partner_id, status="ok")
@@ -191,7 +149,7 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
                      count=info.count, **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where)
         content, details = kind.run(task, data, info, keys)
-    except (Refusal, ContractRefusal) as exc:
+    except RefusalError as exc:
         return refuse(exc.clause, str(exc))
     except AccordError as exc:
         return refuse("task", str(exc))

@@ -22,18 +22,11 @@ from pathlib import Path
 
 from flwr.app import RecordDict
 
-from accord.errors import ExitCode
+from federated.client.errors import ReplayRefusal
+from federated.errors import MessageError
 from federated.messages.audit_exchange import read_task_audit
-from federated.errors import FederatedError, MessageError
 
-CLAUSE = "replay"
-
-
-class ReplayRefusal(FederatedError):
-    """The task's nonce was seen before, or the task carries none."""
-
-    exit_code = ExitCode.REFUSED
-    clause = CLAUSE
+CLAUSE = ReplayRefusal.clause
 
 
 def task_nonce(content: RecordDict) -> str:

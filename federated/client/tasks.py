@@ -8,14 +8,19 @@ from typing import Any
 from flwr.app import RecordDict
 
 from accord.errors import AccordError
-from accord.hashing import sha256_bytes
-from federated.client.evaluation import evaluate_task
 from federated.client.costs import TaskCost, round_cost
-from federated.client.pipeline import NodeKeys, Refusal, TaskKind
 from federated.client.data import PartnerData
+from federated.client.evaluation import evaluate_task
+from federated.client.task_kind import NodeKeys, TaskKind
+from federated.errors import FederatedError, RefusalError
 from federated.evaluation.dp_release import privatize
-from federated.errors import FederatedError
-from federated.messages.evaluation import EvaluationReply, EvaluationTask, NoiseInfo, PartnerInfo, build_reply, parse_task
+from federated.messages.common import NoiseInfo, PartnerInfo
+from federated.messages.evaluation import (
+    EvaluationReply,
+    EvaluationTask,
+    build_reply,
+    parse_task,
+)
 
 
 def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple[dict, PartnerInfo]:
@@ -32,7 +37,7 @@ def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo, keys: 
     try:
         statistics = evaluate_task(task, data)
     except FederatedError as exc:
-        raise Refusal("model", str(exc)) from None
+        raise RefusalError("model", str(exc)) from None
     statistics, info = _release(statistics, task, info)
     if task.spec.encryption is not None:
         from federated.client.encryption import encrypt_evaluation
@@ -62,7 +67,7 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> t
     try:
         local = train_round(task, data)
     except AccordError as exc:
-        raise Refusal("training", str(exc)) from None
+        raise RefusalError("training", str(exc)) from None
     statistics, info = _release(local.statistics, task.evaluation_task(), info)
     if local.privacy is None:
         weight, loss = local.num_examples, local.train_loss
@@ -85,14 +90,16 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> t
 
 
 def _parse_train(content: RecordDict) -> Any:
-    from federated.messages.training import parse_train_task  # torch-free, but only training needs it
+    from federated.messages.training import (
+        parse_train_task,  # torch-free, but only training needs it
+    )
 
     return parse_train_task(content)
 
 
 TRAIN = TaskKind(
     parse=_parse_train,
-    task_sha256=lambda task: sha256_bytes(task.spec.model_dump_json().encode()),
+    task_sha256=lambda task: task.spec.sha256(),
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"global_sha256": task.spec.global_sha256, "onnx_sha256": task.spec.onnx_sha256},
     cost=lambda task, size: round_cost(
@@ -105,7 +112,9 @@ TRAIN = TaskKind(
 
 
 def _parse_decrypt(content: RecordDict) -> Any:
-    from federated.messages.encryption import parse_decrypt_task  # TenSEAL only for decryption tasks
+    from federated.messages.encryption import (
+        parse_decrypt_task,  # TenSEAL only for decryption tasks
+    )
 
     return parse_decrypt_task(content)
 
@@ -130,11 +139,12 @@ DECRYPT = TaskKind(
 
 
 def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
-    from federated.messages.seal import build_seal_reply, seal_payload_sha256
+    from federated.messages.common import payload_sha256
+    from federated.messages.seal import build_seal_reply
 
     # The cosignature of the coordinator's final checkpoint is made by the pipeline's audit check;
     # the reply only names the partner.
-    return build_seal_reply(info), {"payload_sha256": seal_payload_sha256(info), "step": "seal"}
+    return build_seal_reply(info), {"payload_sha256": payload_sha256(info), "step": "seal"}
 
 
 def _parse_seal(content: RecordDict) -> Any:

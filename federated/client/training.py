@@ -12,11 +12,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from federated.client.evaluation import evaluate_task
 from federated.client.costs import plan_dp_sgd
 from federated.client.data import PartnerData
-from federated.messages.training import GLOBAL_MODEL, PrivacySpent, TrainTask
+from federated.client.evaluation import evaluate_task
 from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.training import GLOBAL_MODEL, PrivacySpent, TrainTask
 from privacy import PrivacyError
 
 

@@ -47,7 +47,7 @@ def calibration_sums(stats: EvaluationStatistics, cls: int, calibration_bins: in
 
 def class_curve(stats: EvaluationStatistics, cls: int, calibration_bins: int) -> ClassCurve:
     """ROC curve, AUROC (with its binning bound) and reliability for class `cls` vs the rest."""
-    pos, neg, score = stats["hist_pos"][cls], stats["hist_neg"][cls], stats["score_sum"][cls]
+    pos, neg = stats["hist_pos"][cls], stats["hist_neg"][cls]
     total_pos, total_neg = pos.sum(), neg.sum()
     # Walk thresholds from the highest bin down: each bin adds its positives and negatives.
     tpr = np.concatenate([[0.0], np.cumsum(pos[::-1])]) / total_pos if total_pos else np.full(pos.size + 1, np.nan)

@@ -24,9 +24,10 @@ import binascii
 import re
 
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
+from accord.models import Strict
 from crypto import CryptoError, Identity, NoteVerifier, verify
 from federated.errors import MessageError
 
@@ -46,11 +47,7 @@ def partner_origin(partner_id: str) -> str:
     return f"accord.partner/{_UNSAFE.sub('_', partner_id)}"
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskAudit(_Record):
+class TaskAudit(Strict):
     coordinator: str = Field(description="C2SP verifier key of the coordinator's log")
     task_signature: str = Field(description="base64 Ed25519 signature over signed_task_bytes(task SHA-256, nonce)")
     nonce: str = Field(default="", pattern=r"^([0-9a-f]{32})?$", description="128 random bits (hex), fresh per task message")
@@ -60,7 +57,7 @@ class TaskAudit(_Record):
     countersigned: str = Field(default="", description="this partner's latest checkpoint, cosigned")
 
 
-class ReplyAudit(_Record):
+class ReplyAudit(Strict):
     partner: str = Field(description="C2SP verifier key of the partner's log")
     cosignature: str = Field(default="", description="cosignature line for the task's checkpoint")
     checkpoint: str = Field(default="", description="the partner's own signed checkpoint")
@@ -79,13 +76,13 @@ def decode_hashes(encoded: list[str], *, what: str) -> list[bytes]:
         raise MessageError(f"{what}: a proof hash is not base64") from None
 
 
-def attach(content: RecordDict, record: _Record) -> RecordDict:
+def attach(content: RecordDict, record: Strict) -> RecordDict:
     """Add the audit record to a task or reply (in place) and return it."""
     content[AUDIT_RECORD] = ConfigRecord({"json": record.model_dump_json()})
     return content
 
 
-def _read(content: RecordDict, model: type[_Record], what: str) -> _Record | None:
+def _read(content: RecordDict, model: type[Strict], what: str) -> Strict | None:
     record = content.config_records.get(AUDIT_RECORD)
     if record is None:
         return None

@@ -18,26 +18,34 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from accord.config_files import describe_validation_error
 from accord.errors import AccordError
-from accord.hashing import sha256_bytes
-from crypto import CryptoError, Identity, public_key_bytes, public_key_from_bytes, verify
+from accord.models import Strict, StrictWithArrays
+from crypto import (
+    CryptoError,
+    Identity,
+    public_key_bytes,
+    public_key_from_bytes,
+    verify,
+)
 from crypto.he_aggregation import EncryptedBundle
+from federated.errors import EncryptionMessageError, MessageError
 from federated.messages.audit_exchange import AUDIT_RECORD, parse_vkey, read_reply_audit
-from federated.errors import MessageError
-from federated.messages.encryption_spec import ENCRYPTION_CLAUSE
-from federated.messages.evaluation import MAX_SPEC_BYTES, PartnerInfo
-
-if TYPE_CHECKING:
-    from federated.messages.evaluation import TaskSpec
+from federated.messages.common import (
+    MAX_SPEC_BYTES,
+    PartnerInfo,
+    SignedSpec,
+    payload_sha256,
+)
+from federated.messages.encryption_spec import EncryptionSpec
 
 DECRYPT_MESSAGE_TYPE = "query.decrypt"
 CONTRIBUTION_CONTEXT = b"accord/he-contribution/v1\n"  # domain separation: the node key also signs notes
@@ -45,17 +53,18 @@ ENCRYPTED_RECORD = "encrypted"
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 
 
-class EncryptionMessageError(MessageError):
-    """An encrypted reply or decryption message does not check out; refusals name the clause "encryption"."""
+class EncryptedTaskSpec(Protocol):
+    """What reading a bundle needs of the task it answers (an evaluation or a train spec)."""
 
-    clause = ENCRYPTION_CLAUSE
+    @property
+    def study(self) -> str: ...
+    @property
+    def round(self) -> int: ...
+    @property
+    def encryption(self) -> EncryptionSpec | None: ...
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Contribution(_Strict):
+class Contribution(Strict):
     """One partner's signed statement: "for this round I sent the bundle with this SHA-256"."""
 
     partner: str
@@ -147,7 +156,7 @@ class SignedBundle:
     contribution: Contribution
 
     @classmethod
-    def read(cls, content: RecordDict, partner: str, spec: TaskSpec) -> SignedBundle:
+    def read(cls, content: RecordDict, partner: str, spec: EncryptedTaskSpec) -> SignedBundle:
         encryption = spec.encryption
         if encryption is None:
             raise EncryptionMessageError(f"study {spec.study} round {spec.round} is not encrypted")
@@ -158,7 +167,7 @@ class SignedBundle:
         return cls(bundle, contribution)
 
 
-class DecryptSpec(_Strict):
+class DecryptSpec(SignedSpec):
     """What the coordinator asks a decrypting partner to decrypt, and on whose behalf."""
 
     study: str
@@ -169,14 +178,8 @@ class DecryptSpec(_Strict):
     aggregate_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     contributions: list[Contribution] = Field(min_length=1)
 
-    def sha256(self) -> str:
-        """The task's hash; it names the aggregate and every contribution by SHA-256."""
-        return sha256_bytes(rfc8785.dumps(self.model_dump(mode="json")))
 
-
-class DecryptTask(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
+class DecryptTask(StrictWithArrays):
     spec: DecryptSpec
     aggregate: EncryptedBundle
 
@@ -184,7 +187,7 @@ class DecryptTask(BaseModel):
 def build_decrypt_task(spec: DecryptSpec, aggregate: EncryptedBundle) -> RecordDict:
     """The decryption task: the aggregate and the signed contributions' digests, never a partner's own bundle."""
     return RecordDict({
-        "task": ConfigRecord({"spec": spec.model_dump_json()}),
+        "task": ConfigRecord({"spec": spec.canonical().decode("utf-8")}),
         "aggregate": ConfigRecord({"bundle": aggregate.to_bytes()}),
     })
 
@@ -208,21 +211,13 @@ def parse_decrypt_task(content: RecordDict) -> DecryptTask:
     return DecryptTask(spec=spec, aggregate=aggregate)
 
 
-class DecryptReply(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
+class DecryptReply(StrictWithArrays):
     info: PartnerInfo
     arrays: dict[str, np.ndarray] = Field(default_factory=dict)
 
     def payload_sha256(self) -> str:
-        return decrypted_sha256(self.info, self.arrays)
+        return payload_sha256(self.info, self.arrays)
 
-
-def decrypted_sha256(info: PartnerInfo, arrays: dict[str, np.ndarray]) -> str:
-    """Hash of a decryption reply: who answered and the plaintext aggregate (names, dtypes, bytes)."""
-    parts = [info.model_dump_json().encode()]
-    parts += [f"{name}|{a.dtype.str}|{a.shape}|".encode() + np.ascontiguousarray(a).tobytes() for name, a in sorted(arrays.items())]
-    return sha256_bytes(b"\n".join(parts))
 
 
 def build_decrypt_reply(info: PartnerInfo, arrays: dict[str, np.ndarray]) -> RecordDict:

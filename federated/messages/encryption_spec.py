@@ -10,15 +10,16 @@ This module must stay import-light (no TenSEAL): every ClientApp process parses 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-ENCRYPTION_CLAUSE = "encryption"  # the refusal clause of every HE check
+from accord.models import Strict
+from federated.errors import EncryptionMessageError
+
+ENCRYPTION_CLAUSE = EncryptionMessageError.clause  # the refusal clause of every HE check
 
 
-class EncryptionSpec(BaseModel):
+class EncryptionSpec(Strict):
     """The study key and the bounds a round's encrypted bundles are laid out for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="the study key's fingerprint (public context)")
     key_study: str = Field(description="the study id the keys were made for (python -m crypto.keys init --study)")

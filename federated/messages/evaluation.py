@@ -9,36 +9,37 @@ Nothing here ever unpickles, and nothing raw from the partner's data is placed i
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import numpy as np
-import rfc8785
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
+from accord.models import Strict, StrictWithArrays
 from federated.errors import MessageError
-from federated.messages.encryption_spec import EncryptionSpec
 from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
+from federated.messages.common import (
+    MAX_MODEL_BYTES,
+    PartnerInfo,
+    SignedSpec,
+    parse_spec,
+    payload_sha256,
+)
+from federated.messages.encryption_spec import EncryptionSpec
 from federated.study import EvaluationSettings, Governance
 
 MESSAGE_TYPE = "query.evaluate"
-MAX_MODEL_BYTES = 64 * 1024 * 1024
-MAX_SPEC_BYTES = 1024 * 1024
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelRef(_Strict):
+class ModelRef(Strict):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     output: str
 
 
-class TaskSpec(_Strict):
+class TaskSpec(SignedSpec):
     """The part of an evaluation task that is not model bytes."""
 
     study: str
@@ -61,20 +62,14 @@ class TaskSpec(_Strict):
             loss_bound=settings.privacy.loss_bound if settings.privacy.enabled else None,
         )
 
-    def canonical(self) -> bytes:
-        return rfc8785.dumps(self.model_dump(mode="json"))
 
-    def sha256(self) -> str:
-        """The task's hash; the spec names every model by hash, so this covers the models too."""
-        return sha256_bytes(self.canonical())
-
-
-class EvaluationTask(_Strict):
+class EvaluationTask(Strict):
     spec: TaskSpec
     model_bytes: dict[str, bytes]
 
     @property
     def sha256(self) -> str:
+        """The task's hash; the spec names every model by hash, so this covers the models too."""
         return self.spec.sha256()
 
 
@@ -85,19 +80,6 @@ def build_task(spec: TaskSpec, model_bytes: dict[str, bytes]) -> RecordDict:
             "models": ConfigRecord(dict(model_bytes)),
         }
     )
-
-
-SpecT = TypeVar("SpecT", bound=BaseModel)
-
-
-def parse_spec(text: object, model: type[SpecT], *, what: str) -> SpecT:
-    """A task's JSON spec validated as `model`; `MessageError` names what is wrong."""
-    if not isinstance(text, str) or len(text) > MAX_SPEC_BYTES:
-        raise MessageError(f"{what} must be a JSON string of at most 1 MiB")
-    try:
-        return model.model_validate_json(text)
-    except ValidationError as exc:
-        raise MessageError(describe_validation_error(what, exc)) from None
 
 
 def parse_task(content: RecordDict) -> EvaluationTask:
@@ -125,48 +107,16 @@ def parse_task(content: RecordDict) -> EvaluationTask:
     return EvaluationTask(spec=spec, model_bytes=model_bytes)
 
 
-class NoiseInfo(_Strict):
-    """The Gaussian noise a partner added to its statistics (see federated.evaluation.dp_release)."""
-
-    epsilon: float = Field(gt=0)
-    delta: float = Field(gt=0, lt=1)
-    l2_sensitivity: float = Field(gt=0)
-    sigma: float = Field(gt=0)
-
-
-class PartnerInfo(_Strict):
-    """Who answered and on which data (hashes and counts only)."""
-
-    partner: str
-    status: Literal["ok", "refused"]
-    clause: str = ""
-    reason: str = ""
-    release_per_partner: bool = False
-    data_sha256: str = ""
-    manifest_sha256: str = ""
-    contract_sha256: str = ""  # the data contract the partner applied, if it has one
-    count: int = 0
-    noise: NoiseInfo | None = None  # set when the statistics carry DP noise
-
-
-class EvaluationReply(_Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
+class EvaluationReply(StrictWithArrays):
     info: PartnerInfo
     statistics: dict[str, EvaluationStatistics]
     encrypted: Any = None  # federated.messages.encryption.SignedBundle when the task is encrypted
 
     def payload_sha256(self) -> str:
-        digest_input: dict[str, Any] = {
-            "info": self.info.model_dump(mode="json"),
-            "statistics": {
-                name: {key: sha256_bytes(np.ascontiguousarray(arr, dtype=np.float64).tobytes()) for key, arr in stats.arrays.items()}
-                for name, stats in sorted(self.statistics.items())
-            },
-        }
-        if self.encrypted is not None:
-            digest_input["bundle_sha256"] = self.encrypted.bundle.digest
-        return sha256_bytes(rfc8785.dumps(digest_input))
+        arrays = {f"{name}/{key}": np.ascontiguousarray(value, dtype=np.float64)
+                  for name, stats in self.statistics.items() for key, value in stats.arrays.items()}
+        digests = {"bundle_sha256": self.encrypted.bundle.digest} if self.encrypted is not None else {}
+        return payload_sha256(self.info, arrays, **digests)
 
 
 def build_reply(info: PartnerInfo, statistics: dict[str, EvaluationStatistics]) -> RecordDict:
@@ -189,7 +139,9 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
         raise MessageError(detail) from None
     statistics: dict[str, EvaluationStatistics] = {}
     if info.status == "ok" and spec.encryption is not None:
-        from federated.messages.encryption import SignedBundle  # TenSEAL only for encrypted studies
+        from federated.messages.encryption import (
+            SignedBundle,  # TenSEAL only for encrypted studies
+        )
 
         return EvaluationReply(info=info, statistics={}, encrypted=SignedBundle.read(content, info.partner, spec))
     if info.status == "ok":

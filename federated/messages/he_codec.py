@@ -44,7 +44,11 @@ from crypto.he_errors import EncodingError, LayoutMismatchError
 from crypto.he_keys import PublicContext
 from crypto.he_layout import BundleLayout, plan_layout
 from federated.evaluation.dp_release import array_scales, calibrate
-from federated.evaluation.statistics import LOG_LOSS_EPSILON, EvaluationStatistics, StatisticsLayout
+from federated.evaluation.statistics import (
+    LOG_LOSS_EPSILON,
+    EvaluationStatistics,
+    StatisticsLayout,
+)
 from federated.messages.encryption_spec import EncryptionSpec
 from federated.messages.evaluation import TaskSpec
 from federated.study import EvaluationPrivacy

@@ -16,50 +16,40 @@ from __future__ import annotations
 
 from typing import Literal
 
-import rfc8785
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from accord.config_files import describe_validation_error
-from accord.hashing import sha256_bytes
+from accord.models import Strict
 from federated.errors import MessageError
-from federated.messages.evaluation import PartnerInfo, build_reply
+from federated.messages.common import PartnerInfo, SignedSpec, payload_sha256
+from federated.messages.evaluation import build_reply
 
 SEAL_MESSAGE_TYPE = "query.seal"
 _RECORD = "seal"
 
 
-class SealSpec(BaseModel):
+class SealSpec(SignedSpec):
     """What a seal task says: which study ended, after how many rounds, and how."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     study: str
     rounds: int
     status: Literal["completed", "failed"]
 
-    def sha256(self) -> str:
-        return sha256_bytes(rfc8785.dumps(self.model_dump(mode="json")))
 
 
-class SealReply(BaseModel):
+class SealReply(Strict):
     """A partner's answer to a seal task: who it is (its cosignature rides in the audit record)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     info: PartnerInfo
 
     def payload_sha256(self) -> str:
-        return seal_payload_sha256(self.info)
+        return payload_sha256(self.info)
 
-
-def seal_payload_sha256(info: PartnerInfo) -> str:
-    """The hash both trails record for a seal reply (partner side `result_sent`, coordinator `result_received`)."""
-    return sha256_bytes(rfc8785.dumps({"seal": info.model_dump(mode="json")}))
 
 
 def build_seal_task(spec: SealSpec) -> RecordDict:
-    return RecordDict({_RECORD: ConfigRecord({"spec": spec.model_dump_json()})})
+    return RecordDict({_RECORD: ConfigRecord({"spec": spec.canonical().decode("utf-8")})})
 
 
 def parse_seal_task(content: RecordDict) -> SealSpec:

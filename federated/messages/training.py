@@ -12,34 +12,37 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
 from accord.hashing import arrays_sha256, sha256_bytes
+from accord.models import Strict, StrictWithArrays
 from federated.errors import MessageError
+from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.common import (
+    MAX_MODEL_BYTES,
+    PartnerInfo,
+    SignedSpec,
+    parse_spec,
+    payload_sha256,
+)
 from federated.messages.encryption_spec import EncryptionSpec
 from federated.messages.evaluation import (
-    MAX_MODEL_BYTES,
     EvaluationReply,
     EvaluationTask,
     ModelRef,
-    PartnerInfo,
     TaskSpec,
     build_reply,
-    parse_spec,
     parse_reply,
 )
-from federated.evaluation.statistics import EvaluationStatistics
 from federated.study import EvaluationSettings, Governance, TrainingSettings
 
 TRAIN_MESSAGE_TYPE = "train"
 GLOBAL_MODEL = "global"
 
 
-class TrainSpec(BaseModel):
+class TrainSpec(SignedSpec):
     """The JSON part of a train task."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     study: str
     round: int = Field(ge=1)
@@ -63,9 +66,7 @@ class TrainSpec(BaseModel):
         )
 
 
-class TrainTask(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
+class TrainTask(StrictWithArrays):
     spec: TrainSpec
     arrays: dict[str, np.ndarray]
     onnx: bytes
@@ -80,7 +81,7 @@ def _array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 
 def build_train_task(spec: TrainSpec, arrays: dict[str, np.ndarray], onnx: bytes) -> RecordDict:
     return RecordDict({
-        "task": ConfigRecord({"spec": spec.model_dump_json()}),
+        "task": ConfigRecord({"spec": spec.canonical().decode("utf-8")}),
         "arrays": _array_record(arrays),
         "models": ConfigRecord({GLOBAL_MODEL: onnx}),
     })
@@ -105,10 +106,8 @@ def parse_train_task(content: RecordDict) -> TrainTask:
     return TrainTask(spec=spec, arrays=arrays, onnx=onnx)
 
 
-class PrivacySpent(BaseModel):
+class PrivacySpent(Strict):
     """What one partner's local training cost in privacy (absent when DP is off)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epsilon: float | None
     delta: float
@@ -119,9 +118,7 @@ class PrivacySpent(BaseModel):
     grad_sample_mode: str
 
 
-class TrainReply(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
+class TrainReply(StrictWithArrays):
     info: PartnerInfo
     arrays: dict[str, np.ndarray] = Field(default_factory=dict)
     num_examples: int = 0
@@ -131,9 +128,12 @@ class TrainReply(BaseModel):
     encrypted: Any = None  # federated.messages.encryption.SignedBundle: update and statistics, encrypted
 
     def payload_sha256(self) -> str:
-        """Hash of what the partner sent: its identity record, its weights and its statistics."""
-        evaluation = EvaluationReply(info=self.info, statistics=self.statistics, encrypted=self.encrypted).payload_sha256()
-        return sha256_bytes(f"{evaluation}|{arrays_sha256(self.arrays)}|{self.num_examples}".encode())
+        """Hash of what the partner sent: its header, its example count, its weights and its statistics."""
+        arrays = {f"weights/{name}": value for name, value in self.arrays.items()}
+        arrays.update({f"{name}/{key}": np.ascontiguousarray(value, dtype=np.float64)
+                       for name, stats in self.statistics.items() for key, value in stats.arrays.items()})
+        digests = {"bundle_sha256": self.encrypted.bundle.digest} if self.encrypted is not None else {}
+        return payload_sha256(self.info, arrays, num_examples=str(self.num_examples), **digests)
 
 
 def build_train_reply(

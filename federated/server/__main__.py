@@ -17,8 +17,14 @@ from rich.table import Table
 from accord.errors import AccordError, ExitCode
 from crypto.node_auth import read_authorized_nodes
 from federated.errors import ConfigError
-from federated.server.coordinator import Simulation, Transport, expected_duration_s, follow, submit_study
 from federated.runtime.flower import stop_process
+from federated.server.coordinator import (
+    Simulation,
+    Transport,
+    expected_duration_s,
+    follow,
+    submit_study,
+)
 
 console = Console(stderr=True, soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)

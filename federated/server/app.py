@@ -17,14 +17,20 @@ from flwr.serverapp import Grid, ServerApp
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.messages.seal import SEAL_MESSAGE_TYPE, SealSpec, build_seal_task, parse_seal_reply
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.messages.evaluation import ModelRef, TaskSpec
+from federated.messages.seal import (
+    SEAL_MESSAGE_TYPE,
+    SealSpec,
+    build_seal_task,
+    parse_seal_reply,
+)
 from federated.reporting.privacy_report import privacy_report
 from federated.reporting.report import write_outputs
+from federated.server.collect import collect_replies
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
-from federated.server.rounds import collect_replies, run_round
+from federated.server.rounds import run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
 
 app = ServerApp()
@@ -122,7 +128,9 @@ def run_study(
     try:
         wait_for_cohort(grid, study, trail)
         if study.purpose == "training":
-            from federated.server.training import run_training  # torch only for training studies
+            from federated.server.training import (
+                run_training,  # torch only for training studies
+            )
 
             pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption)
         else:

@@ -24,8 +24,11 @@ from accord.hashing import sha256_file
 from crypto.node_auth import AuthorizedNode
 from federated.audit import AuditTrail
 from federated.audit.evidence.layout import keep_submitted_study
-from federated.audit.keys import COORDINATOR_KEY_NAME, RUN_CONFIG_KEY, load_or_create_identity
-from federated.runtime.simulation import SIMULATION_HE_SECRET
+from federated.audit.keys import (
+    COORDINATOR_KEY_NAME,
+    RUN_CONFIG_KEY,
+    load_or_create_identity,
+)
 from federated.errors import ConfigError, FlowerRuntimeError
 from federated.runtime.flower import (
     is_loopback,
@@ -41,6 +44,7 @@ from federated.runtime.flower import (
     write_bundle,
     write_connection,
 )
+from federated.runtime.simulation import SIMULATION_HE_SECRET
 from federated.server.app import trail_path
 from federated.server.encryption import load_study_context
 from federated.study import Study, load_study, resolve_models

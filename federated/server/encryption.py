@@ -30,7 +30,7 @@ from crypto.he_aggregation import EncryptedBundle, add_bundles
 from crypto.he_keys import PublicContext, load_public_context
 from federated.audit import AuditTrail
 from federated.errors import ConfigError, FederatedError
-from federated.messages.he_codec import BundlePlan
+from federated.messages.common import PartnerInfo
 from federated.messages.encryption import (
     DECRYPT_MESSAGE_TYPE,
     DecryptSpec,
@@ -39,8 +39,8 @@ from federated.messages.encryption import (
     parse_decrypt_reply,
 )
 from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
-from federated.messages.evaluation import PartnerInfo
-from federated.server.rounds import Collected, collect_replies
+from federated.messages.he_codec import BundlePlan
+from federated.server.collect import Collected, collect_replies
 from federated.study import EncryptionSettings, Study
 
 _PLACEHOLDER = "0" * 64

@@ -12,11 +12,21 @@ from typing import Any
 import numpy as np
 
 from accord.hashing import sha256_bytes
-from federated.evaluation.dp_release import array_scales, clamp, clip_metrics, noisy_metrics, standard_errors
 from federated.errors import MessageError
-from federated.evaluation.metrics import compute_metrics, subgroup_gaps, subgroup_metrics
-from federated.messages.evaluation import EvaluationReply
+from federated.evaluation.dp_release import (
+    array_scales,
+    clamp,
+    clip_metrics,
+    noisy_metrics,
+    standard_errors,
+)
+from federated.evaluation.metrics import (
+    compute_metrics,
+    subgroup_gaps,
+    subgroup_metrics,
+)
 from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.evaluation import EvaluationReply
 
 
 @dataclass

@@ -21,10 +21,6 @@ from accord.hashing import sha256_bytes, sha256_file
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, MessageError
 from federated.messages.evaluation import EvaluationReply, ModelRef, TaskSpec
-from federated.server.pooling import aggregate_round
-from federated.server.rounds import collect_replies, run_round
-from federated.study import Study, TrainingSettings
-from federated.training.aggregation import aggregate_updates, check_update, flag_outliers, mean_from_sum
 from federated.messages.training import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
@@ -32,6 +28,16 @@ from federated.messages.training import (
     arrays_sha256,
     build_train_task,
     parse_train_reply,
+)
+from federated.server.collect import collect_replies
+from federated.server.pooling import aggregate_round
+from federated.server.rounds import run_round
+from federated.study import Study, TrainingSettings
+from federated.training.aggregation import (
+    aggregate_updates,
+    check_update,
+    flag_outliers,
+    mean_from_sum,
 )
 
 if TYPE_CHECKING:
@@ -176,7 +182,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         collected = collect_replies(
             grid, nodes, content=lambda: build_train_task(spec, arrays, onnx),
             message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
-            task_sha256=sha256_bytes(spec.model_dump_json().encode()), trail=trail, timeout_s=study.round_timeout_s,
+            task_sha256=spec.sha256(), trail=trail, timeout_s=study.round_timeout_s,
         )
         timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
         flagged: list[dict[str, str]] = []

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, int]] = [
     ("federated.audit", 5),
     ("federated.reporting", 5),
     ("federated.audit.evidence", 6),
+    ("federated.audit.__main__", 7),  # the auditor's CLI sits with the apps, above the evidence it verifies
     ("federated.server", 7),
     ("federated.client", 7),
     ("federated.local", 8),

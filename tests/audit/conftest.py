@@ -22,7 +22,8 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.errors import AuditRefusal
 from federated.audit.evidence.layout import SUBMITTED_STUDY
 from federated.audit.partner_audit import PartnerAudit
-from federated.messages.evaluation import ModelRef, PartnerInfo, TaskSpec, build_reply, build_task
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import ModelRef, TaskSpec, build_reply, build_task
 from federated.study import EvaluationSettings
 
 MODEL = b"onnx model bytes"

@@ -15,10 +15,15 @@ from crypto import Identity, open_note
 from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.errors import AuditRefusal
-from federated.messages.audit_exchange import ReplyAudit, attach, read_reply_audit, read_task_audit
 from federated.audit.log import cosigner
 from federated.audit.partner_audit import PartnerAudit
 from federated.audit.store import CheckpointStore
+from federated.messages.audit_exchange import (
+    ReplyAudit,
+    attach,
+    read_reply_audit,
+    read_task_audit,
+)
 from federated.messages.evaluation import build_task
 from tests.audit.conftest import MODEL, SimulatedPartner, SimulatedStudy, task_spec
 

@@ -18,10 +18,10 @@ import pytest
 
 from crypto import Identity, sign_note
 from federated.audit import AuditTrail, read_entries
-from federated.audit.evidence.layout import partner_evidence
 from federated.audit.evidence.export import export_pack
-from federated.audit.store import CheckpointStore
+from federated.audit.evidence.layout import partner_evidence
 from federated.audit.evidence.verify import Verdict, verify_evidence
+from federated.audit.store import CheckpointStore
 from tests.audit.conftest import SimulatedStudy
 
 

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from federated.errors import MessageError
+from federated.messages.common import PartnerInfo, payload_sha256
 from federated.messages.seal import (
     SealSpec,
     build_seal_reply,
     build_seal_task,
     parse_seal_reply,
     parse_seal_task,
-    seal_payload_sha256,
 )
-from federated.errors import MessageError
-from federated.messages.evaluation import PartnerInfo
 
 
 def test_a_seal_task_round_trips_and_its_hash_names_study_rounds_and_status():
@@ -52,8 +51,8 @@ def test_a_seal_task_carrying_arrays_is_refused():
 def test_the_reply_hash_is_the_same_on_both_sides_and_depends_on_the_partner():
     info = PartnerInfo(partner="hospital-a", status="ok")
     reply = parse_seal_reply(build_seal_reply(info))
-    assert reply.payload_sha256() == seal_payload_sha256(info)
-    assert seal_payload_sha256(PartnerInfo(partner="hospital-b", status="ok")) != reply.payload_sha256()
+    assert reply.payload_sha256() == payload_sha256(info)
+    assert payload_sha256(PartnerInfo(partner="hospital-b", status="ok")) != reply.payload_sha256()
     with pytest.raises(MessageError, match="lacks its 'info' record"):
         parse_seal_reply(RecordDict({}))
     with pytest.raises(MessageError, match="seal reply info"):

@@ -7,8 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from crypto.he_aggregation import EncryptedBundle, add_bundles, decrypt_bundle, encrypt_bundle
-from crypto.he_errors import CiphertextError, EncodingError, HEKeyError, LayoutMismatchError
+from crypto.he_aggregation import (
+    EncryptedBundle,
+    add_bundles,
+    decrypt_bundle,
+    encrypt_bundle,
+)
+from crypto.he_errors import (
+    CiphertextError,
+    EncodingError,
+    HEKeyError,
+    LayoutMismatchError,
+)
 from crypto.he_keys import SecretContext, generate_context
 from crypto.he_layout import BundleLayout, plan_layout
 

@@ -15,7 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from accord.errors import ExitCode
-from crypto.errors import NoteFormatError, ProofError, SignatureError, UnknownSignerError
+from crypto.errors import (
+    NoteFormatError,
+    ProofError,
+    SignatureError,
+    UnknownSignerError,
+)
 from crypto.identity import Identity, public_key_bytes
 from crypto.merkle import MerkleTree, verify_consistency
 from crypto.note import (

@@ -13,10 +13,16 @@ import pytest
 from crypto.he_keys import generate_context, write_key_files
 from examples.digits.prepare import prepare_digits, write_initial_weights
 from federated.audit import read_entries
-from federated.client.evaluation import evaluate_task
 from federated.client.data import load_manifest, load_partner_data
+from federated.client.evaluation import evaluate_task
 from federated.local.localhost import LocalFederation
-from federated.messages.evaluation import EvaluationReply, EvaluationTask, ModelRef, PartnerInfo, TaskSpec
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import (
+    EvaluationReply,
+    EvaluationTask,
+    ModelRef,
+    TaskSpec,
+)
 from federated.server.pooling import aggregate_round
 from federated.study import load_study, resolve_models
 from tests.e2e.conftest import run_simulated, write_study

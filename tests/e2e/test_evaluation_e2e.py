@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 
 from federated.audit import read_entries
 from federated.client.data import load_manifest, load_partner_data
-from federated.local.localhost import Partner
 from federated.evaluation.onnx_model import predict_probabilities
+from federated.local.localhost import Partner
 from tests.e2e.conftest import write_study
 
 pytestmark = pytest.mark.timeout(300)

@@ -22,12 +22,13 @@ from crypto.node_auth import NodeAuthKey
 from crypto.tls import create_ca, issue_server_certificate
 from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
-from federated.messages.audit_exchange import attach, read_task_audit
 from federated.client.pipeline import serve
 from federated.client.replay import ReplayCache
 from federated.client.tasks import EVALUATE
 from federated.local.localhost import LocalFederation, LocalTLS
-from federated.messages.evaluation import MESSAGE_TYPE, ModelRef, PartnerInfo, TaskSpec, build_task
+from federated.messages.audit_exchange import attach, read_task_audit
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import MESSAGE_TYPE, ModelRef, TaskSpec, build_task
 from federated.study import EvaluationSettings
 from tests.e2e.conftest import write_study
 

@@ -7,7 +7,12 @@ import math
 import pytest
 
 from federated.client.costs import plan_dp_sgd, round_cost
-from federated.study import DPSGDSettings, EvaluationPrivacy, EvaluationSettings, TrainingSettings
+from federated.study import (
+    DPSGDSettings,
+    EvaluationPrivacy,
+    EvaluationSettings,
+    TrainingSettings,
+)
 from privacy import epsilon
 
 PRIVATE_EVAL = EvaluationSettings(privacy=EvaluationPrivacy(enabled=True, epsilon=0.5, delta=1e-6))

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from federated.evaluation.dp_release import array_scales, clamp, coordinates_per_record, noisy_metrics, privatize, standard_errors
+from federated.evaluation.dp_release import (
+    array_scales,
+    clamp,
+    coordinates_per_record,
+    noisy_metrics,
+    privatize,
+    standard_errors,
+)
 from federated.evaluation.metrics import compute_metrics
 from federated.evaluation.statistics import StatisticsLayout, compute_statistics
 from federated.study import EvaluationPrivacy

@@ -8,11 +8,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz_messages import (
-    evaluation_replies,
-    evaluation_tasks,
     check_reply_parser,
     check_task_parser,
     check_train_task_parser,
+    evaluation_replies,
+    evaluation_tasks,
     train_tasks,
 )
 

@@ -7,7 +7,11 @@ import pytest
 from sklearn import metrics as skm
 
 from federated.evaluation.metrics import class_curve, compute_metrics, subgroup_metrics
-from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout, compute_statistics
+from federated.evaluation.statistics import (
+    EvaluationStatistics,
+    StatisticsLayout,
+    compute_statistics,
+)
 
 
 def _binary_partners(rng, sizes=(120, 75, 40)):

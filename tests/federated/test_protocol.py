@@ -8,8 +8,16 @@ from flwr.app import ConfigRecord, RecordDict
 
 from accord.hashing import sha256_bytes
 from federated.errors import MessageError
-from federated.messages.evaluation import ModelRef, PartnerInfo, TaskSpec, build_reply, build_task, parse_reply, parse_task
 from federated.evaluation.statistics import compute_statistics
+from federated.messages.common import PartnerInfo
+from federated.messages.evaluation import (
+    ModelRef,
+    TaskSpec,
+    build_reply,
+    build_task,
+    parse_reply,
+    parse_task,
+)
 from federated.study import EvaluationSettings
 
 MODEL = b"onnx bytes"

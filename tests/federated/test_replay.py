@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from crypto import Identity, NoteVerifier, SignatureError
+from federated.client.errors import ReplayRefusal
+from federated.client.replay import ReplayCache, task_nonce
 from federated.messages.audit_exchange import TaskAudit, attach, sign_task, verify_task
-from federated.client.replay import ReplayCache, ReplayRefusal, task_nonce
 from federated.messages.evaluation import build_task
 from tests.audit.conftest import MODEL, task_spec
 

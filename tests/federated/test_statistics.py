@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from federated.errors import MessageError
-from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout, compute_statistics
+from federated.evaluation.statistics import (
+    EvaluationStatistics,
+    StatisticsLayout,
+    compute_statistics,
+)
 
 LAYOUT = StatisticsLayout(num_classes=2, score_bins=10, subgroup_levels=("a", "b"))
 PROBABILITIES = np.array([[0.2, 0.8], [0.6, 0.4]])

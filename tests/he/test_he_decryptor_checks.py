@@ -6,12 +6,22 @@ import numpy as np
 import pytest
 
 from crypto import Identity
-from crypto.he_aggregation import EncryptedBundle, add_bundles, decrypt_bundle, encrypt_bundle, slot_blinding
-from crypto.he_keys import load_secret_context
+from crypto.he_aggregation import (
+    EncryptedBundle,
+    add_bundles,
+    decrypt_bundle,
+    encrypt_bundle,
+    slot_blinding,
+)
 from crypto.he_errors import EncodingError
+from crypto.he_keys import load_secret_context
 from crypto.he_layout import plan_layout
-from federated.client.encryption import MIN_DECRYPTION_COHORT, canary_for, decrypt_aggregate
-from federated.client.pipeline import Refusal
+from federated.client.encryption import (
+    MIN_DECRYPTION_COHORT,
+    canary_for,
+    decrypt_aggregate,
+)
+from federated.errors import RefusalError
 from federated.messages.encryption import DecryptSpec, DecryptTask, sign_contribution
 
 ROUND = 3
@@ -98,26 +108,26 @@ def test_one_partners_update_summed_with_itself_is_caught_by_the_canary(secret, 
     # Three signed contributions, three addends, but the aggregate is hospital-a's bundle three times.
     thrice = add_bundles([training_bundles["hospital-a"]] * 3, public_context=secret.public)
     task = _task(secret, training_layout, training_bundles, identities, aggregate=thrice)
-    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
+    with pytest.raises(RefusalError, match="does not hold exactly one bundle of each listed contributor"):
         _decrypt(task, secret, identities)
 
 
 def test_a_single_contribution_aggregate_is_refused_whatever_the_declared_minimum(secret, layout, bundles, identities):
     task = _task(secret, layout, bundles, identities, partners=("hospital-a",), min_cohort=1)
-    with pytest.raises(Refusal, match=f"holds 1 contribution\\(s\\), fewer than the minimum cohort of {MIN_DECRYPTION_COHORT}") as refusal:
+    with pytest.raises(RefusalError, match=f"holds 1 contribution\\(s\\), fewer than the minimum cohort of {MIN_DECRYPTION_COHORT}") as refusal:
         _decrypt(task, secret, identities)
     assert refusal.value.clause == "encryption"
 
 
 def test_an_aggregate_below_the_study_minimum_cohort_is_refused(secret, layout, bundles, identities):
     task = _task(secret, layout, bundles, identities, partners=("hospital-a", "hospital-b"), min_cohort=3)
-    with pytest.raises(Refusal, match="holds 2 contribution\\(s\\), fewer than the minimum cohort of 3"):
+    with pytest.raises(RefusalError, match="holds 2 contribution\\(s\\), fewer than the minimum cohort of 3"):
         _decrypt(task, secret, identities)
 
 
 def test_an_aggregate_without_the_decryptors_own_contribution_is_refused(secret, layout, bundles, identities):
     task = _task(secret, layout, bundles, identities, partners=("hospital-b", "hospital-c"))
-    with pytest.raises(Refusal, match=r"this node's own contribution \(hospital-a\) is not among the aggregate's"):
+    with pytest.raises(RefusalError, match=r"this node's own contribution \(hospital-a\) is not among the aggregate's"):
         _decrypt(task, secret, identities)
 
 
@@ -128,13 +138,13 @@ def test_a_contribution_the_partner_did_not_sign_is_refused(secret, layout, bund
     contributions = [sign_contribution(identities["hospital-a"], partner="hospital-a", study="he-study", round=ROUND,
                                        bundle=bundles["hospital-a"]), tampered]
     task = _task(secret, layout, bundles, identities, partners=("hospital-a", "hospital-b"), contributions=contributions)
-    with pytest.raises(Refusal, match="the contribution of 'hospital-b' .* is not signed by its key"):
+    with pytest.raises(RefusalError, match="the contribution of 'hospital-b' .* is not signed by its key"):
         _decrypt(task, secret, identities)
 
 
 def test_a_contribution_signed_for_another_round_is_refused(secret, layout, bundles, identities):
     stale = [sign_contribution(identities[p], partner=p, study="he-study", round=ROUND - 1, bundle=bundles[p]) for p in PARTNERS]
-    with pytest.raises(Refusal, match="is not signed by its key"):
+    with pytest.raises(RefusalError, match="is not signed by its key"):
         _decrypt(_task(secret, layout, bundles, identities, contributions=stale), secret, identities)
 
 
@@ -143,7 +153,7 @@ def test_one_partner_counted_twice_is_refused(secret, layout, bundles, identitie
                                bundle=bundles["hospital-a"])] * 2
     task = _task(secret, layout, bundles, identities, partners=("hospital-a",), contributions=twice,
                  aggregate=add_bundles([bundles["hospital-a"]] * 2, public_context=secret.public))
-    with pytest.raises(Refusal, match="each must be distinct"):
+    with pytest.raises(RefusalError, match="each must be distinct"):
         _decrypt(task, secret, identities)
 
 
@@ -151,7 +161,7 @@ def test_an_aggregate_that_is_not_one_bundle_of_each_contributor_is_refused(secr
     # The coordinator tries to have hospital-b's bundle decrypted next to a doubled own contribution.
     lopsided = add_bundles([bundles["hospital-a"], bundles["hospital-a"], bundles["hospital-b"]], public_context=secret.public)
     task = _task(secret, layout, bundles, identities, aggregate=lopsided)
-    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
+    with pytest.raises(RefusalError, match="does not hold exactly one bundle of each listed contributor"):
         _decrypt(task, secret, identities)
 
 
@@ -173,7 +183,7 @@ def test_a_bundle_unblinds_only_as_part_of_the_exact_cohort_it_was_summed_with(s
 def test_one_bundle_presented_as_the_cohorts_aggregate_is_refused(secret, layout, bundles, identities):
     alone = bundles["hospital-a"]
     dressed = EncryptedBundle(alone.study_id, alone.fingerprint, alone.layout, len(PARTNERS), alone.ciphertexts)
-    with pytest.raises(Refusal, match="does not hold exactly one bundle of each listed contributor"):
+    with pytest.raises(RefusalError, match="does not hold exactly one bundle of each listed contributor"):
         _decrypt(_task(secret, layout, bundles, identities, aggregate=dressed), secret, identities)
 
 
@@ -199,6 +209,6 @@ def test_a_decryption_task_carrying_a_partners_bundle_is_refused(secret, layout,
 
 def test_an_aggregate_under_another_key_is_refused(secret, other_keys, layout, bundles, identities):
     other = load_secret_context(other_keys.secret)
-    with pytest.raises(Refusal, match="not under this study's key"):
+    with pytest.raises(RefusalError, match="not under this study's key"):
         decrypt_aggregate(_task(secret, layout, bundles, identities), partner="hospital-a",
                           identity=identities["hospital-a"], secret=other)

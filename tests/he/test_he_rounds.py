@@ -10,12 +10,12 @@ import pytest
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
+from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
 from federated.server.rounds import run_round
 from federated.study import Study
 from tests.he.conftest import STUDY, hospital_files
-from federated.local.inprocess import InProcessGrid, node_config
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
 MODELS = ("logreg", "mlp")

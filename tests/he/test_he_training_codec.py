@@ -7,12 +7,12 @@ import pytest
 
 from crypto.he_aggregation import add_bundles, decrypt_bundle, encrypt_bundle
 from crypto.he_keys import load_secret_context
-from federated.messages.he_codec import MAX_UPDATE_FRACTION_BITS, training_plan
-from federated.messages.encryption_spec import EncryptionSpec
 from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.encryption_spec import EncryptionSpec
+from federated.messages.he_codec import MAX_UPDATE_FRACTION_BITS, training_plan
+from federated.messages.training import TrainSpec
 from federated.study import EvaluationSettings, TrainingSettings
 from federated.training.aggregation import aggregate_updates, mean_from_sum
-from federated.messages.training import TrainSpec
 
 SHAPES = {"layer.weight": (32, 64), "layer.bias": (32,), "out.weight": (10, 32), "out.bias": (10,)}
 EXAMPLES = (600, 250, 900)

@@ -11,7 +11,12 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from privacy.contract import ContractError, ContractViolation, TaskRequest, load_contract
+from privacy.contract import (
+    ContractError,
+    ContractViolation,
+    TaskRequest,
+    load_contract,
+)
 
 COORDINATOR = "c" * 64
 CONTRACT = {

@@ -9,7 +9,12 @@ from dp_accounting import GaussianDpEvent, NeighboringRelation
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
 from privacy.errors import AccountingError
-from privacy.gaussian import classic_gaussian_sigma, gaussian_delta, gaussian_epsilon, gaussian_sigma
+from privacy.gaussian import (
+    classic_gaussian_sigma,
+    gaussian_delta,
+    gaussian_epsilon,
+    gaussian_sigma,
+)
 
 
 def pld_epsilon(noise_multiplier: float, delta: float) -> float:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from federated.reporting.report import format_value

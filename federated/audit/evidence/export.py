@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from accord.durable import make_directory, replacing
-from crypto import Checkpoint, CryptoError, Identity, NoteVerifier, fingerprint, save_public_key, sign_note
+from crypto import (
+    Checkpoint,
+    CryptoError,
+    Identity,
+    NoteVerifier,
+    fingerprint,
+    save_public_key,
+    sign_note,
+)
+from federated.audit.errors import AuditError
 from federated.audit.evidence.documents import (
     describe_entry,
     dp_enabled,
@@ -37,19 +46,18 @@ from federated.audit.evidence.documents import (
     timeline_markdown,
     utc_now,
 )
-from federated.audit.errors import AuditError
-from federated.audit.evidence.verify import verify_evidence
 from federated.audit.evidence.layout import (
-    manifest_note_body,
     COORDINATOR_TRAIL,
     MANIFEST,
     MANIFEST_SIGNATURE,
     PACK_FORMAT,
     Evidence,
     PartnerEvidence,
+    manifest_note_body,
     open_evidence,
     partner_evidence,
 )
+from federated.audit.evidence.verify import verify_evidence
 from federated.audit.keys import COORDINATOR_KEY_NAME
 from federated.audit.log import same_key, signature_names
 from federated.audit.store import CheckpointStore

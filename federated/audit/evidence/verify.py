@@ -52,10 +52,10 @@ from federated.audit.evidence.layout import (
     manifest_note_body,
     open_evidence,
 )
-from federated.messages.audit_exchange import partner_origin
 from federated.audit.log import cosigner, same_key, signature_names, tree_of
 from federated.audit.store import NoteSeries, StoredNote
 from federated.audit.trail import TrailError, VerifiedTrail, load_verified
+from federated.messages.audit_exchange import partner_origin
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""What a kind of task is, for the partner's pipeline: how it is parsed, described, costed and run,
+and which keys it may use. The kinds themselves are in `federated.client.tasks`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from flwr.app import RecordDict
+
+from federated.client.costs import TaskCost
+from federated.client.data import PartnerData
+from federated.messages.common import PartnerInfo
+
+if TYPE_CHECKING:
+    from crypto import Identity
+    from crypto.he_keys import SecretContext
+
+TaskT = TypeVar("TaskT")
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """The keys a task may use: the node's Ed25519 identity (signs its encrypted bundles) and the
+    study's HE secret context (None unless the task is encrypted)."""
+
+    identity: Identity
+    he: SecretContext | None = None
+
+
+def _not_encrypted(task: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class TaskKind(Generic[TaskT]):
+    """How one kind of task is parsed, described, costed and run."""
+
+    parse: Callable[[RecordDict], TaskT]
+    task_sha256: Callable[[TaskT], str]
+    where: Callable[[TaskT], dict[str, Any]]
+    received: Callable[[TaskT], dict[str, Any]]
+    # Privacy cost given the data's size.
+    cost: Callable[[TaskT, int], TaskCost]
+    # Runs the task; returns (reply content given the partner's info, details for the trail).
+    # `PartnerData` is None for a kind that does not use data.
+    run: Callable[[TaskT, PartnerData | None, PartnerInfo, NodeKeys], tuple[RecordDict, dict[str, Any]]]
+    # The fingerprint of the study key the task is encrypted under (None: not encrypted).
+    encryption: Callable[[TaskT], str | None] = _not_encrypted
+    uses_data: bool = True  # False: no data, no budget (decryption of an aggregate)
+    purpose: str = "evaluation"  # what the data is used for, as data contracts name it
