@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m examples.hospitals.run_demo
 
+# The dashboard over the demo's output (after `make demo`), on 127.0.0.1 only; Ctrl-C stops it.
+.PHONY: dashboard
+dashboard: setup
+	$(PY) -m federated.dashboard --output demo/output --pack demo/evidence.zip --coordinator-key demo/keys/coordinator.key.pub
+
 test: setup
 	$(PY) -m pytest
 

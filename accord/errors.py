@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     REFUSED = 5  # a partner-side check refused the task (contract, budget, hash)
     VERIFICATION_FAILED = 6  # an audit trail, signature or proof did not verify
     FLOWER = 7  # Flower's runtime (SuperLink, SuperNode, run) failed
+    VERIFIED_WITH_GAPS = 8  # verify: all checks held, but the auditor allowed missing partner evidence (listed)
 
 
 class AccordError(Exception):

@@ -38,7 +38,7 @@ from crypto.he_aggregation import (
     add_bundles,
     decrypt_bundle,
     encrypt_bundle,
-    slot_blinding,
+    cohort_blinding,
 )
 from crypto.he_keys import SecretContext, generate_context
 from crypto.he_layout import BundleLayout, plan_layout
@@ -94,18 +94,17 @@ def he_round(uploads: list[dict[str, np.ndarray]], enc: Encoding, secret: Secret
     cpu0 = time.process_time()
     started = time.perf_counter()
     wire, per_partner = [], []
-    for index, upload in enumerate(uploads):  # each partner blinds its slots, as in a study
+    cohort = [f"p{index}" for index in range(len(uploads))]
+    for index, upload in enumerate(uploads):  # each partner adds its share of zero over the cohort, as in a study
         t0 = time.perf_counter()
-        blinding = slot_blinding(secret, study="bench", round=1, partner=f"p{index}", layout=layout)
+        blinding = cohort_blinding(secret, study="bench", round=1, partner=cohort[index], cohort=cohort, layout=layout)
         wire.append(encrypt_bundle(upload, context=secret, layout=layout, blinding=blinding, seeded=enc.seeded).to_bytes())
         per_partner.append(time.perf_counter() - t0)
     t1, cpu1 = time.perf_counter(), time.process_time()
     received = [EncryptedBundle.from_bytes(data, source=f"partner {i}") for i, data in enumerate(wire)]
     aggregate = add_bundles(received, public_context=secret.public).to_bytes()
     t2, cpu2 = time.perf_counter(), time.process_time()
-    unblind = sum(slot_blinding(secret, study="bench", round=1, partner=f"p{i}", layout=layout) for i in range(len(wire)))
-    result = decrypt_bundle(EncryptedBundle.from_bytes(aggregate), secret_context=secret,
-                            blinding=np.mod(unblind, layout.plain_modulus))  # the decryptor derives every blinding
+    result = decrypt_bundle(EncryptedBundle.from_bytes(aggregate), secret_context=secret)  # the pads cancel
     mean = result["update"] if enc.fraction else result["update"] / result["examples"]
     t3, cpu3 = time.perf_counter(), time.process_time()
     return {

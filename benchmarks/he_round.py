@@ -35,9 +35,11 @@ from flwr.supercore.task_identity import TaskIdentity
 from safetensors.numpy import load_file
 
 from accord.hashing import sha256_file
+from crypto import public_key_bytes
 from crypto.he_keys import KeyFiles, generate_context, write_key_files
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
+from federated.audit.keys import load_or_create_identity
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.server.encryption import EncryptedAggregation
@@ -48,7 +50,25 @@ STUDY = "he-round-bench"
 
 def _grid(partners: list[tuple[str, Path, Path]], workdir: Path, secret: Path | None) -> InProcessGrid:
     nodes = {i + 1: node_config(name, data, manifest, workdir / "nodes", secret) for i, (name, data, manifest) in enumerate(partners)}
+    if secret is not None:
+        _install_node_keys(secret.parent, workdir / "nodes", [name for name, *_ in partners])
     return InProcessGrid(nodes, count_bytes=True)
+
+
+def _ceremony(directory: Path, names: list[str]) -> KeyFiles:
+    """The partners' node keys (`directory/node-keys`), then the study's HE keys pinning them
+    (what `python -m crypto.keys init --partner NAME=NAME.key.pub` does)."""
+    keys = directory / "node-keys"
+    pinned = {name: public_key_bytes(load_or_create_identity(keys / f"{name}.key")[0].public_key) for name in names}
+    return write_key_files(generate_context(STUDY, partners=pinned), directory)
+
+
+def _install_node_keys(key_dir: Path, nodes: Path, names: list[str]) -> None:
+    """Each node signs with the key the ceremony pinned for it (its workdir's node.key)."""
+    for name in names:
+        (nodes / name).mkdir(parents=True, exist_ok=True)
+        for suffix in ("key", "key.pub"):
+            shutil.copy(key_dir / "node-keys" / f"{name}.{suffix}", nodes / name / f"node.{suffix}")
 
 
 def _trail(workdir: Path) -> AuditTrail:
@@ -130,6 +150,8 @@ def _flower_evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypte
     try:
         federation.start_coordinator(study, log=workdir / "coordinator.log")
         extra = ["--he-secret-context", str(keys.secret)] if encrypted else []
+        if encrypted:
+            _install_node_keys(keys.secret.parent, workdir / "nodes", [name for name, *_ in HOSPITALS])
         for name, *_ in HOSPITALS:
             federation.start_partner(Partner(name, root / "data" / f"{name}.csv", root / "data" / f"{name}.toml"), *extra)
         if federation.coordinator.wait(timeout=600) != 0:
@@ -176,8 +198,12 @@ def main(
         from examples.digits.prepare import prepare_digits, write_initial_weights
         from examples.hospitals.prepare import prepare
 
+        from examples.digits.prepare import partner_name
+        from examples.hospitals.prepare import HOSPITALS
+
         prepare(work / "hospitals")
-        keys = write_key_files(generate_context(STUDY), work / "keys")
+        keys = _ceremony(work / "keys", [name for name, *_ in HOSPITALS])
+        training_keys = _ceremony(work / "training-keys", [partner_name(i) for i in range(3)])
         evaluation: dict[str, list[dict[str, Any]]] = {"plaintext": [], "encrypted": []}
         training: dict[str, list[dict[str, Any]]] = {"plaintext": [], "encrypted": []}
         if not skip_training:
@@ -189,7 +215,7 @@ def main(
                 evaluation[mode].append(_evaluation_round(work / "hospitals", keys, where, mode == "encrypted"))
                 if not skip_training:
                     where = work / f"train-{mode}-{run}"
-                    training[mode].append(_training_round(work / "digits", keys, where, mode == "encrypted"))
+                    training[mode].append(_training_round(work / "digits", training_keys, where, mode == "encrypted"))
         report: dict[str, Any] = {
             "benchmark": "he_round", "repeats": repeats, "machine": {"python": platform.python_version(),
                                                                     "processor": platform.machine()},

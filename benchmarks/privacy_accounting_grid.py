@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
+from accord.cli import App
 from privacy import epsilon
 
 QS = (0.001, 0.01, 0.1, 1.0)
@@ -35,7 +36,7 @@ SIGMAS = (0.6, 1.0, 2.0, 5.0)
 STEPS = (1, 10, 100, 1000)
 DELTA = 1e-5
 
-app = typer.Typer(add_completion=False)
+app = App()  # accord.cli: the conventions of every Accord CLI
 
 
 def pld_epsilon(q: float, sigma: float, steps: int, *, interval: float) -> float:

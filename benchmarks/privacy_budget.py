@@ -47,6 +47,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from accord.cli import App
 from benchmarks.privacy_budget_report import markdown, plot
 from federated.evaluation.dp_release import calibrate, privatize
 from federated.evaluation.metrics import compute_metrics
@@ -378,7 +379,7 @@ def training_accountants(training: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-app = typer.Typer(add_completion=False)
+app = App()  # accord.cli: the conventions of every Accord CLI
 
 
 @app.command()

@@ -4,22 +4,28 @@ Both apps run on the same SuperLink and the same three SuperNodes (started once)
 demo hospitals' data and models; runs alternate Accord, bare (Flower's send_and_receive),
 bare polling for replies as often as Accord does, and again. Each run has several rounds;
 a round is timed inside the ServerApp from sending the tasks to having pooled the replies.
-Writes JSON with medians and the ratios.
+Writes JSON with medians, the ratios, and where an Accord round's time goes (per phase, read from the
+coordinator's and the partners' trails). `--cpu-load N` runs N busy processes during both apps' rounds,
+to show what Accord's per-round CPU work costs when cores are scarce.
 
-    python -m benchmarks.round_latency [--runs 3] [--rounds 3] [--out benchmarks/results/round_latency.json]
+    python -m benchmarks.round_latency [--runs 3] [--rounds 3] [--cpu-load N] [--out benchmarks/results/round_latency.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from datetime import datetime
+
 from examples.hospitals.prepare import HOSPITALS, prepare
+from federated.audit.trail import read_entries
 from federated.client.settings import NodeSettings
 from federated.local.localhost import free_port
 from federated.runtime.flower import (
@@ -50,6 +56,61 @@ def _start_federation(work: Path, port: int) -> list:
         processes.append(start_process(command, work / "nodes" / name / "flwr", work / "nodes" / name / "node.log"))
     write_connection(home, f"127.0.0.1:{port}", insecure=True, root_certificates=None)
     return processes
+
+
+def _busy() -> None:
+    while True:
+        pass
+
+
+def _start_load(n: int) -> list[multiprocessing.Process]:
+    """`n` processes that each keep one core busy until stopped (the stated CPU load)."""
+    processes = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(n)]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def _stamp(entry: dict) -> float:
+    return datetime.fromisoformat(entry["time"]).timestamp()
+
+
+def _phases(work: Path, study: str, rounds: int) -> list[dict[str, float]]:
+    """Per round, from both sides' trails: the coordinator's audit and send work (round start → last task
+    sent), the partners' own work (task received → result sent, the slowest partner), the wait that is
+    neither (Flower's delivery, polling and the ClientApp's process start and imports), and pooling (last
+    result received → round completed)."""
+    coordinator = [e for e in read_entries(work / f"accord-{study.rsplit('-', 1)[1]}" / "coordinator-trail.jsonl")
+                   if e.get("study") == study]
+    partners = [e for name, *_ in HOSPITALS for e in read_entries(work / "nodes" / name / "trail.jsonl")
+                if e.get("study") == study]
+    phases = []
+    for number in range(1, rounds + 1):
+        mine = [e for e in coordinator if e.get("round") == number]
+        theirs = [e for e in partners if e.get("round") == number]
+        sent = [_stamp(e) for e in mine if e["kind"] == "task_sent"]
+        received = [_stamp(e) for e in mine if e["kind"] == "result_received"]
+        done = [_stamp(e) for e in mine if e["kind"] == "round_completed"]
+        start = min(_stamp(e) for e in mine)
+        work_s = [max(_stamp(e) for e in theirs if e["kind"] == "result_sent" and e["actor"] == name)
+                  - min(_stamp(e) for e in theirs if e["kind"] == "task_received" and e["actor"] == name)
+                  for name in {e["actor"] for e in theirs if e["kind"] == "result_sent"}]
+        if not (sent and received and done and work_s):
+            continue
+        total = done[0] - start
+        partner_s = max(work_s)
+        phases.append({
+            "coordinator_send_s": round(max(sent) - start, 4),
+            "partner_work_s": round(partner_s, 4),
+            "delivery_and_clientapp_start_s": round(max(received) - max(sent) - partner_s, 4),
+            "pooling_s": round(done[0] - max(received), 4),
+            "total_s": round(total, 4),
+        })
+    return phases
+
+
+def _median_phases(phases: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(p[key] for p in phases), 4) for key in phases[0]} if phases else {}
 
 
 def _accord_run(work: Path, port: int, rounds: int, index: int) -> list[float]:
@@ -95,23 +156,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per app, alternated")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run")
+    parser.add_argument("--cpu-load", type=int, default=0, help="busy processes running during both apps' rounds")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/round_latency.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="accord-latency-"))
     prepare(work)
     port = free_port()
     processes = _start_federation(work, port)
+    load = _start_load(args.cpu_load)
+    phases: list[dict[str, float]] = []
     accord: list[float] = []
     bare: list[float] = []
     bare_fast: list[float] = []
     try:
         for index in range(args.runs):
             accord += _accord_run(work, port, args.rounds, index)
+            phases += _phases(work, f"latency-{index}", args.rounds)
             bare += _bare_run(work, args.rounds, index, poll_s=0.0)
             bare_fast += _bare_run(work, args.rounds, index, poll_s=REPLY_POLL_S)
             print(f"run {index + 1}/{args.runs}: accord {accord[-args.rounds:]}, bare {_r(bare[-args.rounds:])}, "
                   f"bare polling like Accord {_r(bare_fast[-args.rounds:])}")
     finally:
+        for busy in load:
+            busy.terminate()
         for process in reversed(processes):
             stop_process(process)
     result = {
@@ -126,7 +193,10 @@ def main() -> None:
         "bare_same_polling_median_s": statistics.median(bare_fast),
         "ratio_accord_over_bare": statistics.median(accord) / statistics.median(bare),
         "ratio_accord_over_bare_same_polling": statistics.median(accord) / statistics.median(bare_fast),
-        "target_ratio": 1.2,
+        "cpu_load_processes": args.cpu_load,
+        "target_ratio": 1.05 if args.cpu_load == 0 else 1.3,
+        "accord_phases": phases,
+        "accord_phases_median": _median_phases(phases),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

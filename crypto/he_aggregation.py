@@ -12,16 +12,38 @@ SEAL reads a byte. The checksum is not a signature: partners sign bundles in the
 Weights are multiplied by the partner's example count *before* `encrypt_bundle` (by the caller), so the
 coordinator only adds.
 
-Blinding (`slot_blinding`): each partner adds to every used slot a value drawn uniformly mod the plain
-modulus t from a key only secret-context holders can derive, labelled by study, round and partner; the
-decrypting partner subtracts the sum of the listed contributors' blindings. For the honest sum they
-cancel exactly. For anything else the coordinator could build from the bundles with the public context
-(one bundle alone, a subset, plaintext-masked slots, any slot-wise linear combination) each slot where
-some contributor's coefficient is not 1 decrypts to a uniformly random value mod t (t is prime), which
-says nothing about the data: a one-time pad, exact because BFV arithmetic is exact mod t.
+Cohort blinding (`cohort_blinding`): a round's bundles are bound to the cohort its task announced, so
+that only the sum of exactly that cohort's bundles decrypts. Let X = (x_0, ..., x_{n-1}) be the
+announced cohort (sorted partner ids, n >= 2) and, for each member, R_i = PRF_K(study, round, X, x_i):
+SHAKE-256 under a key K derived from the study's secret key, uniform mod the plain modulus t in every
+used slot. Partner x_i adds to every used slot the pad
 
-Decryption refuses a bundle made under another study's key (fingerprint), and checks that the slots the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext
-breaks with overwhelming probability.
+    p_i = R_i - R_{i+1 mod n}   (mod t),
+
+so the pads of the whole cohort are shares of zero: sum_i p_i = 0, and the exact sum decrypts with
+nothing to remove. The argument that nothing else does:
+- The coordinator holds no key (not even a public encryption key), so every ciphertext it can form is
+  a slot-wise combination sum_i c_i B_i + P of bundles B_i it received, with integer coefficients c_i
+  (per slot) and a plaintext P it chose. The pads it then carries are sum_i c_i p_i = sum_i (c_i -
+  c_{i-1}) R_i. Since t is prime and the R_i are independent and uniform (PRF outputs under K, which
+  the coordinator lacks), this is uniform mod t (a one-time pad) unless c_i = c_{i-1} for every i,
+  i.e. unless every member of X carries the same coefficient c. A subset ({A, B} of {A, B, C}), a
+  bundle alone, a bundle twice, or "{A, B} here and {A, B, C} there" all break that, and every slot
+  where they do decrypts to noise that says nothing about the data. What is left, c·(the cohort's
+  sum) + P, is the aggregate the round releases (the membership canary then forces c = 1).
+- Bundles made for another round, study or announced cohort carry pads from other labels, that is
+  other independent R's: mixing them in adds more noise, never cancels any. A coordinator that tells
+  A and B "cohort {A, B}" but C "{A, B, C}" therefore gets a decryptable {A, B} and an undecryptable C.
+- One bundle per partner per (study, round) and one cohort per study key are the partner's to keep
+  (`federated.client.encryption`): a second bundle of the same round under the same pad would let
+  B - B' cancel the pad, and a second cohort would let two decrypted rounds differ by one partner.
+BFV is exact mod t, so the cancellation is exact. Every member's pad needs its successor's R, so a
+member that drops out leaves the whole round undecryptable: the round fails (no recovery would open
+a differencing path, so none is attempted).
+
+Decryption refuses a bundle made under another study's key (fingerprint), and checks that the slots
+the layout leaves empty decrypt to zero, which a wrong key or a tampered ciphertext breaks with
+overwhelming probability.
 
 This module must never pickle, never need a secret key to add, and never return values from a bundle
 whose fingerprint, checksum or zero slots do not check out.
@@ -128,17 +150,29 @@ class EncryptedBundle:
         return bundle
 
 
-_BLINDING_TAG = b"accord/he/slot-blinding/v1\x00"
+_BLINDING_TAG = b"accord/he/cohort-blinding/v2\x00"
 
 
-def slot_blinding(context: SecretContext, *, study: str, round: int, partner: str, layout: BundleLayout) -> np.ndarray:
-    """One partner's blinding for one round (see the module docstring): `layout.used_slots` int64 values,
-    uniform in [0, t), from SHAKE-256 keyed by a hash of the study's secret key (rejection sampling, so
-    exactly uniform). Deterministic: every holder of the secret context derives the same values."""
+def cohort_blinding(
+    context: SecretContext, *, study: str, round: int, partner: str, cohort: Sequence[str], layout: BundleLayout
+) -> np.ndarray:
+    """`partner`'s pad for one round whose announced cohort is `cohort` (see the module docstring):
+    `layout.used_slots` int64 values in [0, t), R(partner) - R(its successor in the sorted cohort) mod t.
+    The pads of the whole cohort sum to zero mod t. Deterministic for every holder of the secret context."""
     _require_secret(context, doing="blinding")
-    modulus, count = layout.plain_modulus, layout.used_slots
+    members = sorted(cohort)
+    if len(members) < 2 or len(set(members)) != len(members) or partner not in members:
+        raise LayoutMismatchError(f"a cohort pad needs at least 2 distinct members, {partner!r} among them; got {members}")
     key = hashlib.sha256(_BLINDING_TAG + context.secret_key).digest()
-    label = rfc8785.dumps([study, round, partner])
+    successor = members[(members.index(partner) + 1) % len(members)]
+    own = _prf_slots(key, rfc8785.dumps([study, round, members, partner]), layout)
+    following = _prf_slots(key, rfc8785.dumps([study, round, members, successor]), layout)
+    return np.mod(own - following, layout.plain_modulus)
+
+
+def _prf_slots(key: bytes, label: bytes, layout: BundleLayout) -> np.ndarray:
+    """`layout.used_slots` values exactly uniform in [0, t): SHAKE-256(key | block | label), rejection sampled."""
+    modulus, count = layout.plain_modulus, layout.used_slots
     bits = modulus.bit_length()
     kept_share = modulus / 2**bits  # the share of `bits`-bit draws below t: > 1/2, near 1 for Accord's t
     kept: list[np.ndarray] = []
@@ -172,7 +206,7 @@ def encrypt_bundle(
 ) -> EncryptedBundle:
     """Encrypt one partner's arrays (weights already multiplied by its example count) under the study key.
 
-    `blinding` (`slot_blinding`) is added to the used slots before encryption. `seeded` (the default)
+    `blinding` (`cohort_blinding`) is added to the used slots before encryption. `seeded` (the default)
     sends SEAL's seed in place of each ciphertext's uniformly random half: half the bytes on the wire,
     at the price of the coordinator re-expanding the seed when it loads them.
     """
@@ -230,13 +264,11 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
     return EncryptedBundle(first.study_id, first.fingerprint, first.layout, addends, tuple(blobs))
 
 
-def decrypt_bundle(
-    bundle: EncryptedBundle, *, secret_context: SecretContext, blinding: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
+def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) -> dict[str, np.ndarray]:
     """Decrypt an aggregate: int64 arrays for counts, float64 for fixed-point arrays.
 
-    `blinding` is the sum (mod t) of the contributors' `slot_blinding`s; it is subtracted from the used
-    slots before they are unpacked.
+    The cohort's pads cancel in its exact sum, so nothing is removed; anything else decrypts to noise,
+    which the layout's bounds (`EncodingError`) or the caller's canary check refuse.
     """
     _require_secret(secret_context, doing="decryption")
     public = secret_context.public
@@ -252,10 +284,6 @@ def decrypt_bundle(
         rows.append(np.asarray(runtime.encoder.decode_int64(plain), dtype=np.int64))
     slots = np.concatenate(rows)
     layout = bundle.layout
-    if blinding is not None:
-        modulus = layout.plain_modulus
-        used = np.mod(slots[: layout.used_slots] - _check_blinding(blinding, layout), modulus)
-        slots[: layout.used_slots] = np.where(used > (modulus - 1) // 2, used - modulus, used)  # SEAL's signed form
     if np.any(slots[layout.used_slots :]):
         raise CiphertextError(
             "the bundle does not decrypt to a well-formed aggregate (its empty slots are not zero): "

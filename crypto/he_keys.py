@@ -13,6 +13,11 @@ secret key (SHA-256 under a domain tag). That is all additive aggregation needs.
 fingerprint is SHA-256 of the public context's canonical JSON (RFC 8785); both files carry it and both
 loaders recompute it.
 
+The key ceremony also pins the study's partners: `partners` maps each partner id to the raw Ed25519
+public key of its node (`--key`, its `.pub` half), the only key a contribution of that partner is
+checked against (`federated.client.encryption`), and the set an encrypted round's cohort is drawn from.
+The table is part of the public context, so the fingerprint everyone compares out of band covers it.
+
 This module must never serialize a secret key into a public context or a params file, and
 `load_public_context` must never return a context from a file that holds a secret key.
 """
@@ -24,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -56,6 +62,8 @@ FRESH_NOISE_BOUND = 23
 _KEY_COMMITMENT_TAG = b"accord/he/secret-key-commitment/v1\x00"
 _STUDY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PUBLIC_FIELDS = {"format", "kind", "study_id", "created", "parameters", "key_commitment", "fingerprint"}
+_PARTNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ED25519_PUBLIC_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -173,10 +181,11 @@ class PublicContext:
     parameters: HEParameters
     key_commitment: str
     created: str
+    partners: tuple[tuple[str, bytes], ...] = ()  # (partner id, raw Ed25519 public key), sorted by id
 
     def document(self) -> dict[str, Any]:
         """The public context as JSON, without its fingerprint (the fingerprint is computed over this)."""
-        return {
+        doc = {
             "format": FORMAT,
             "kind": "public",
             "study_id": self.study_id,
@@ -184,6 +193,14 @@ class PublicContext:
             "parameters": self.parameters.to_json(),
             "key_commitment": self.key_commitment,
         }
+        if self.partners:  # absent, not empty, in contexts made before pinning: their fingerprints still hold
+            doc["partners"] = {name: base64.b64encode(key).decode("ascii") for name, key in self.partners}
+        return doc
+
+    @property
+    def partner_keys(self) -> dict[str, bytes]:
+        """Partner id -> the raw Ed25519 public key the key ceremony pinned for it."""
+        return dict(self.partners)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -240,17 +257,33 @@ class KeyFiles:
     params: Path
 
 
-def generate_context(study_id: str, *, parameters: HEParameters | None = None) -> SecretContext:
-    """Fresh keys for one study (a new study must never reuse another's keys)."""
+def generate_context(
+    study_id: str, *, parameters: HEParameters | None = None, partners: Mapping[str, bytes] | None = None
+) -> SecretContext:
+    """Fresh keys for one study (a new study must never reuse another's keys), pinning `partners`
+    (partner id -> raw 32-byte Ed25519 public key of its node)."""
     if not _STUDY_ID.match(study_id):
         raise HEKeyError(f"study id {study_id!r} must be 1-128 characters of letters, digits, '.', '_' or '-'")
+    pinned = _pins(dict(partners or {}), where=f"study {study_id}")
     params = parameters or default_parameters()
     params.validate(where=f"study {study_id}")
     runtime = SealRuntime(params)
     key_bytes = seal_bytes().dump(seal.KeyGenerator(runtime.context).secret_key())
     created = datetime.now(UTC).replace(microsecond=0).isoformat()
-    public = PublicContext(study_id, params, _commit(key_bytes), created)
+    public = PublicContext(study_id, params, _commit(key_bytes), created, pinned)
     return SecretContext(public=public, secret_key=key_bytes)
+
+
+def _pins(partners: dict[str, Any], *, where: str) -> tuple[tuple[str, bytes], ...]:
+    """Validated (partner id, raw key) pairs, sorted; `HEKeyError` names the partner that fails."""
+    if len(set(partners.values())) != len(partners):
+        raise HEKeyError(f"{where}: two partners are pinned to the same key; each partner needs its own")
+    for name, key in partners.items():
+        if not isinstance(name, str) or not _PARTNER_ID.match(name):
+            raise HEKeyError(f"{where}: partner id {name!r} must be 1-128 letters, digits, '.', '_' or '-'")
+        if not isinstance(key, bytes) or len(key) != _ED25519_PUBLIC_BYTES:
+            raise HEKeyError(f"{where}: the key pinned for {name!r} is not a raw {_ED25519_PUBLIC_BYTES}-byte Ed25519 key")
+    return tuple(sorted(partners.items()))
 
 
 def params_document(public: PublicContext) -> dict[str, Any]:
@@ -305,7 +338,7 @@ def load_public_context(path: Path) -> PublicContext:
             f"{path} holds a secret key: the coordinator must never load one. "
             f"Give it the public context ({PUBLIC_FILE}) and keep the secret context with the partners."
         )
-    if doc["kind"] != "public" or set(doc) != _PUBLIC_FIELDS:
+    if doc["kind"] != "public" or set(doc) - {"partners"} != _PUBLIC_FIELDS:
         raise HEKeyError(f"{path}: not a public context (kind {doc['kind']!r}, fields {sorted(doc)})")
     return _public_from(doc, where=str(path))
 
@@ -332,15 +365,21 @@ def load_secret_context(path: Path) -> SecretContext:
 
 def _public_from(doc: dict[str, Any], *, where: str) -> PublicContext:
     try:
+        pinned = doc.get("partners", {})
+        if not isinstance(pinned, dict) or not all(isinstance(v, str) for v in pinned.values()):
+            raise HEKeyError(f"{where}: 'partners' must map partner ids to base64 Ed25519 public keys")
         public = PublicContext(
             study_id=str(doc["study_id"]),
             parameters=HEParameters.from_json(doc["parameters"], where=where),
             key_commitment=str(doc["key_commitment"]),
             created=str(doc["created"]),
+            partners=_pins({name: base64.b64decode(key, validate=True) for name, key in pinned.items()}, where=where),
         )
         claimed = str(doc["fingerprint"])
     except KeyError as exc:
         raise HEKeyError(f"{where}: missing field {exc.args[0]!r}") from exc
+    except ValueError as exc:  # binascii.Error: a pinned key that is not base64
+        raise HEKeyError(f"{where}: a pinned partner key is not valid base64 ({exc})") from exc
     if public.fingerprint != claimed:
         raise HEKeyError(f"{where}: fingerprint {claimed[:16]}… does not match the file's contents (tampered)")
     return public

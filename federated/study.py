@@ -22,6 +22,7 @@ from accord.config_files import load_toml_model
 from accord.hashing import sha256_file
 from accord.models import Strict
 from federated.errors import ConfigError
+from privacy.dp_sgd_plan import DPSGDSettings  # the `[training.privacy]` table: the trainer's own settings
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss")
 Metric = Literal["accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss"]
@@ -107,24 +108,17 @@ class EvaluationSettings(Strict):
 AGGREGATORS = ("fedavg", "fedmedian", "trimmed_mean", "krum", "multikrum")
 
 
-class DPSGDSettings(Strict):
-    """DP-SGD at every partner (Opacus): give exactly one of noise_multiplier or target_epsilon."""
+class ValidationSettings(Strict):
+    """What a validation report adds to the pooled metrics: operating points, targets and decision-curve
+    thresholds (coordinator-side post-processing of the released sums; partners never see this section)."""
 
-    enabled: bool = True
-    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
-    noise_multiplier: Annotated[float, Field(gt=0)] | None = None
-    target_epsilon: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="ε each partner may spend per round of local training"
-    )
-    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
-    accountant: Literal["prv", "rdp"] = "prv"
-    grad_sample_mode: str = "auto"
-
-    @model_validator(mode="after")
-    def _one_noise_source(self) -> DPSGDSettings:
-        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise ValueError("give exactly one of noise_multiplier or target_epsilon")
-        return self
+    thresholds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=list, description="extra thresholds for sensitivity/specificity/PPV/NPV (the study's own is always reported)")
+    target_specificities: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.9, 0.95])
+    target_sensitivities: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.9, 0.95])
+    net_benefit_thresholds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
 
 
 class TrainingSettings(Strict):
@@ -217,6 +211,7 @@ class Study(Strict):
     models: list[CandidateModel] = Field(default_factory=list)
     training: TrainingSettings | None = None
     evaluation: EvaluationSettings = EvaluationSettings()
+    validation: ValidationSettings = ValidationSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     governance: Governance = Governance()
     rounds: Annotated[int, Field(ge=1, le=10000)] = 1

@@ -5,8 +5,9 @@ cheap (no torch, no opacus: those load inside the accounting computations that n
 must never import `federated`.
 """
 
-from privacy.accountants import Accountant, Segment, accountant_names, create_accountant
+from privacy.composition import Accountant, Segment, accountant_names, create_accountant
 from privacy.accounting import PrivacyAccount, epsilon, noise_multiplier
+from privacy.dp_sgd_plan import DPSGDPlan, DPSGDSettings, plan_dp_sgd
 from privacy.errors import (
     AccountingError,
     BudgetExceededError,
@@ -22,6 +23,8 @@ __all__ = [
     "AccountingError",
     "BudgetExceededError",
     "BudgetLedger",
+    "DPSGDPlan",
+    "DPSGDSettings",
     "LedgerError",
     "PrivacyAccount",
     "PrivacyError",
@@ -35,4 +38,5 @@ __all__ = [
     "gaussian_epsilon",
     "gaussian_sigma",
     "noise_multiplier",
+    "plan_dp_sgd",
 ]

@@ -6,7 +6,7 @@
   releases of evaluation statistics), with Opacus-style `state_dict`/`load_state_dict`.
 - `gaussian_sigma(...)`: σ for one Gaussian release, exact (see `privacy.gaussian`).
 
-Every number is keyword-only. The accountants behind these (`privacy.accountants`, "prv" by
+Every number is keyword-only. The accountants behind these (`privacy.composition`, "prv" by
 default) report certified upper bounds: this module must never report an ε smaller than the true
 one, nor a σ whose ε exceeds the target. Neighbouring datasets differ by adding or removing one
 record (add/remove adjacency), as in Opacus and dp_accounting's ADD_OR_REMOVE_ONE.
@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from privacy.accountants import Accountant, Segment, accountant_names, create_accountant
+from privacy.composition import Accountant, Segment, accountant_names, create_accountant
 from privacy.errors import AccountingError
 from privacy.gaussian import gaussian_sigma
 from privacy.validation import require_delta, require_number

@@ -7,6 +7,12 @@ value that failed it; `DataContract.evaluate(request)` reports every clause, for
 `python -m federated.client check` dry run. The node also refuses to start with a contract
 whose data hash does not match its data, or that has expired.
 
+DP is required unless the contract says `protections.allow_exact_statistics = true`. A release
+without DP is then held to the `[disclosure]` clauses: caps on the task's shape (score bins per
+record, models per task and per study, subgroup levels, tasks per study), checked here, and
+small-cell suppression, applied by the node (`federated.evaluation.disclosure`) after the
+statistics are computed. Under DP those clauses do not apply: the noise and the ledger protect.
+
 This module must never import `federated`, and never treat a missing value in a request as
 permission: a clause that needs a value the study does not declare fails.
 """
@@ -19,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from accord.config_files import load_toml_model
 from accord.errors import ExitCode
@@ -47,11 +53,63 @@ class ContractViolation(PrivacyError):
 
 
 class Protections(Strict):
-    """What every task must apply to this dataset."""
+    """What every task must apply to this dataset.
+
+    DP is required unless the contract opts out in so many words: `allow_exact_statistics = true`
+    (then `require_dp` defaults to false). `require_dp = false` alone is an error, so that no
+    contract releases exact statistics by leaving a line out.
+    """
 
     require_dp: bool = True
+    allow_exact_statistics: bool = False
     max_epsilon_per_release: Annotated[float, Field(gt=0)] | None = None
     require_encryption: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dp_follows_the_opt_out(cls, data: object) -> object:
+        if isinstance(data, dict) and "require_dp" not in data and data.get("allow_exact_statistics") is True:
+            return {**data, "require_dp": False}
+        return data
+
+    @model_validator(mode="after")
+    def _exact_only_when_said(self) -> Protections:
+        if not self.require_dp and not self.allow_exact_statistics:
+            raise ValueError("require_dp = false releases exact statistics: the contract must also say "
+                             "allow_exact_statistics = true")
+        if self.require_dp and self.allow_exact_statistics:
+            raise ValueError("allow_exact_statistics = true contradicts require_dp = true")
+        return self
+
+
+class Disclosure(Strict):
+    """Disclosure control on releases without DP (DataSHIELD-style filters, stricter defaults).
+
+    Defaults: no released cell (a count, a histogram bin, a bin's score sum, a subgroup cell) stands
+    for fewer than 5 records: DataSHIELD's `nfilter.tab` is 3 and its authors call it easy to get
+    around; 5 is the small-number rule many health statistics publishers apply (counts 1-4
+    withheld). At most one score bin per 5 records; 5 models per task and 10 per study; 10 subgroup
+    levels (DataSHIELD allows 40), each of at least 10 records; 10 exact tasks per study.
+    `enabled = false` releases exact statistics as computed (only with `allow_exact_statistics`).
+    """
+
+    enabled: bool = True
+    min_cell_count: Annotated[int, Field(ge=1)] = 5
+    min_records_per_score_bin: Annotated[int, Field(ge=1)] = 5
+    max_models_per_task: Annotated[int, Field(ge=1)] = 5
+    max_models_per_study: Annotated[int, Field(ge=1)] = 10
+    max_subgroup_levels: Annotated[int, Field(ge=0)] = 10
+    min_subgroup_size: Annotated[int, Field(ge=1)] = 10
+    max_tasks_per_study: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Disclosure:
+        if self.min_subgroup_size < self.min_cell_count:
+            raise ValueError(f"min_subgroup_size ({self.min_subgroup_size}) is below min_cell_count ({self.min_cell_count})")
+        if self.max_models_per_study < self.max_models_per_task:
+            raise ValueError(f"max_models_per_study ({self.max_models_per_study}) is below max_models_per_task "
+                             f"({self.max_models_per_task})")
+        return self
 
 
 class Budget(Strict):
@@ -76,6 +134,7 @@ class DataContract(Strict):
     allowed_coordinators: list[str] = Field(min_length=1)
     release_per_partner: bool = False
     protections: Protections = Protections()
+    disclosure: Disclosure = Disclosure()
     budget: Budget
     min_cohort: Annotated[int, Field(ge=1)] = 2
     retention_days: Annotated[int, Field(ge=0)]
@@ -129,6 +188,19 @@ class TaskRequest:
     epsilon_per_release: float | None
     encrypted: bool
     today: date = field(default_factory=date.today)
+    records: int | None = None  # the partner's record count (None: unknown, as in a dry run without data)
+    release: ReleaseShape | None = None  # what the task's statistics hold (None: undeclared)
+
+
+@dataclass(frozen=True)
+class ReleaseShape:
+    """What one task's statistics hold, and what the node released exactly in this study before it."""
+
+    score_bins: int
+    models: tuple[str, ...]  # the models' identities (SHA-256)
+    subgroup_levels: int
+    study_tasks: int = 0  # tasks of this study the node admitted for exact release before this one
+    study_models: frozenset[str] = frozenset()  # models those tasks ran
 
 
 @dataclass(frozen=True)
@@ -208,7 +280,44 @@ def _encryption(c: DataContract, r: TaskRequest) -> ClauseResult:
                    "encryption on" if r.encrypted else "encryption not required")
 
 
-_CLAUSES = (_expiry, _purpose, _coordinator, _jurisdiction, _legal_basis, _licence, _retention, _cohort, _dp, _encryption)
+def _disclosure(c: DataContract, r: TaskRequest) -> ClauseResult:
+    """The `[disclosure]` caps on a release without DP (the first that fails, or one verdict for all)."""
+    terms = c.disclosure
+    if r.dp_enabled:
+        return ClauseResult("disclosure", True, "DP on: the noise and the ledger protect the release")
+    if not terms.enabled:
+        return ClauseResult("disclosure", True, "disclosure control disabled by the contract: exact statistics")
+    shape = r.release
+    if shape is None or r.records is None:
+        return ClauseResult("disclosure", False, "the release's shape or this partner's record count is unknown (not checked)")
+    models = len(set(shape.models))
+    in_study = len(shape.study_models | set(shape.models))
+    for clause, ok, failed in (
+        ("disclosure.max_models_per_task", models <= terms.max_models_per_task,
+         f"the task evaluates {models} models, the contract allows {terms.max_models_per_task} per task"),
+        ("disclosure.max_models_per_study", in_study <= terms.max_models_per_study,
+         f"the study would have run {in_study} distinct models here, the contract allows {terms.max_models_per_study}"),
+        ("disclosure.max_tasks_per_study", shape.study_tasks < terms.max_tasks_per_study,
+         f"this node already answered {shape.study_tasks} tasks of the study without DP, the contract allows "
+         f"{terms.max_tasks_per_study}"),
+        ("disclosure.max_subgroup_levels", shape.subgroup_levels <= terms.max_subgroup_levels,
+         f"the study asks for {shape.subgroup_levels} subgroup levels, the contract allows {terms.max_subgroup_levels}"),
+        # The last two depend on the record count: their text names the contract's terms, not the count.
+        ("disclosure.min_cell_count", r.records >= terms.min_cell_count,
+         f"this partner holds fewer records than the contract's minimum cell count {terms.min_cell_count}"),
+        ("disclosure.min_records_per_score_bin", shape.score_bins * terms.min_records_per_score_bin <= r.records,
+         f"{shape.score_bins} score bins exceed this partner's cap of one bin per "
+         f"{terms.min_records_per_score_bin} records"),
+    ):
+        if not ok:
+            return ClauseResult(clause, False, failed)
+    return ClauseResult("disclosure", True, f"{models} models, {shape.score_bins} score bins, {shape.subgroup_levels} "
+                                            f"subgroup levels within the caps; cells under {terms.min_cell_count} records suppressed")
+
+
+_CLAUSES = (
+    _expiry, _purpose, _coordinator, _jurisdiction, _legal_basis, _licence, _retention, _cohort, _dp, _encryption, _disclosure,
+)
 
 
 def load_contract(path: Path) -> DataContract:

@@ -5,6 +5,8 @@ partner must know to account for them: steps, Poisson sampling rate q, noise mul
 With `DPSGDSettings` it uses Opacus's `PrivacyEngine.make_private`: Poisson sampling, per-example
 clipping at `max_grad_norm` (flat), Gaussian noise σ·max_grad_norm on the clipped sum.
 `LocalTrainer` is the same run stepped one epoch at a time (`benchmarks/dp_training.py` times it).
+Its (q, steps, σ) are `privacy.dp_sgd_plan.plan_dp_sgd`'s, the plan a partner's node charges its
+budget from before the data is used.
 
 What it must never do:
 - report an ε smaller than the true one: ε comes from `privacy.accounting.epsilon` (certified PRV
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from accord.errors import ExitCode
+from privacy.dp_sgd_plan import GRAD_SAMPLE_MODES, DPSGDPlan, DPSGDSettings, LocalTrainingError, plan_dp_sgd
 from privacy.errors import PrivacyError
 
 __all__ = [
@@ -48,7 +50,6 @@ __all__ = [
     "train_locally",
 ]
 
-GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
 OPTIMIZERS = ("sgd", "adam")
 # modes whose forward pass fails on a zero-row batch (torch's ExpandedWeights; vmap over GroupNorm)
 _MODES_WITHOUT_EMPTY_BATCHES = ("ew", "functorch")
@@ -65,52 +66,6 @@ _EXPANDED_WEIGHTS_LAYERS = (
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
 )
-
-
-class LocalTrainingError(PrivacyError, ValueError):
-    """Invalid DP-SGD settings, training hyperparameters or training data; the message names which."""
-
-    exit_code = ExitCode.INVALID_INPUT
-
-
-@dataclass(frozen=True, kw_only=True)
-class DPSGDSettings:
-    """How one local run is made differentially private; exactly one of noise_multiplier/target_epsilon.
-
-    With `target_epsilon`, σ is the smallest found whose ε for this run's (q, steps, δ) is ≤ the target.
-    `grad_sample_mode="auto"` picks the fastest mode measured exact for the model's layers.
-    """
-
-    max_grad_norm: float
-    delta: float
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    accountant: str = "prv"
-    grad_sample_mode: str = "auto"
-
-    def __post_init__(self) -> None:
-        from privacy.accountants import accountant_names
-
-        if (self.noise_multiplier is None) == (self.target_epsilon is None):
-            raise LocalTrainingError(
-                "DPSGDSettings needs exactly one of noise_multiplier and target_epsilon, got "
-                f"noise_multiplier={self.noise_multiplier!r}, target_epsilon={self.target_epsilon!r}"
-            )
-        for name in ("max_grad_norm", "noise_multiplier", "target_epsilon"):
-            value = getattr(self, name)
-            if value is not None and not _positive_number(value):
-                raise LocalTrainingError(f"DPSGDSettings.{name} must be a finite number > 0, got {value!r}")
-        if not (_number(self.delta) and 0 < self.delta < 1):
-            raise LocalTrainingError(f"DPSGDSettings.delta must be a number in (0, 1), got {self.delta!r}")
-        if self.accountant not in accountant_names():
-            raise LocalTrainingError(
-                f"DPSGDSettings.accountant must be one of {list(accountant_names())}, got {self.accountant!r}"
-            )
-        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
-            raise LocalTrainingError(
-                f"DPSGDSettings.grad_sample_mode must be one of {list(GRAD_SAMPLE_MODES)}, "
-                f"got {self.grad_sample_mode!r}"
-            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +159,7 @@ class LocalTrainer:
     ) -> None:
         x, y = _check_data(model, features, labels)
         _check_hyperparameters(planned_epochs, batch_size, learning_rate, optimizer, momentum)
+        dp = dp if dp is not None and dp.enabled else None
         self.dp = dp
         self.num_examples = len(x)
         self.planned_epochs = planned_epochs
@@ -236,13 +192,16 @@ class LocalTrainer:
         self.steps = 0
         self.epoch_losses: list[float] = []
         if dp is not None:
-            self._make_private(dp, seed, planned_epochs * batches_per_epoch)
+            plan = plan_dp_sgd(dp, num_examples=self.num_examples, batch_size=batch_size, epochs=planned_epochs)
+            if plan.sample_rate != self.sample_rate:  # the plan's q is the q Opacus takes from this loader
+                raise PrivacyError(f"planned q={plan.sample_rate} but the data loader gives q={self.sample_rate}")
+            self._make_private(dp, seed, plan)
 
-    def _make_private(self, dp: DPSGDSettings, seed: int, planned_steps: int) -> None:
+    def _make_private(self, dp: DPSGDSettings, seed: int, plan: DPSGDPlan) -> None:
         from opacus import PrivacyEngine
 
         mode = self.grad_sample_mode
-        sigma = dp.noise_multiplier or _noise_for_target(dp, self.sample_rate, planned_steps)
+        sigma = plan.noise_multiplier
         with warnings.catch_warnings():
             # Opacus warns that secure_mode is off; the module docstring says what the seed means
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -405,18 +364,6 @@ class _Examples(torch.utils.data.Dataset):
 
 def _already_batched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch
-
-
-def _noise_for_target(dp: DPSGDSettings, sample_rate: float, steps: int) -> float:
-    from privacy.accounting import noise_multiplier
-
-    return noise_multiplier(
-        target_epsilon=dp.target_epsilon,
-        sample_rate=sample_rate,
-        steps=steps,
-        delta=dp.delta,
-        accountant=dp.accountant,
-    )
 
 
 def auto_grad_sample_mode(model: nn.Module) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ def simulation_study(out: Path, *, rounds: int | None, overrides: dict[str, str]
 
 def run(partners: int, out: Path, *, rounds: int | None = None, overrides: dict[str, str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
+    # Each run is a fresh federation: a node never serves a study id again once it was sealed.
+    for previous in (out / "data" / "trails", out / "output"):
+        shutil.rmtree(previous, ignore_errors=True)
     prepare_digits(out / "data", partners=partners)
     write_initial_weights(out / "data", architecture="cnn")
     study = simulation_study(out, rounds=rounds, overrides=overrides)

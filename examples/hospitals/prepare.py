@@ -8,9 +8,10 @@ Writes, under OUT (default `demo/`):
 
 - `keys/coordinator.key` (+ `.pub`): the demo coordinator's Ed25519 key, made once;
 - `data/hospital-{a,b,c}.contract.toml`: each hospital's data contract, naming that key as
-  the only allowed coordinator. hospital-a allows evaluation and training without DP;
-  hospital-b allows evaluation only, with DP at ε ≤ 2 per release; hospital-c allows both
-  but forbids per-partner release.
+  the only allowed coordinator. hospital-a allows evaluation and training without DP
+  (`allow_exact_statistics`, so its default `[disclosure]` control applies to those releases);
+  hospital-b allows evaluation only, with DP at ε ≤ 2 per release; hospital-c allows both, also
+  without DP under disclosure control, but forbids per-partner release.
 
 Label `malignant` is 1 for a malignant tumour (the positive class). Deterministic (seeded),
 except the coordinator key.
@@ -76,7 +77,8 @@ CONTRACT_TERMS = {
 
 def _write_contract(out: Path, name: str, release: bool, coordinator_fingerprint: str) -> None:
     purposes, require_dp, max_epsilon = CONTRACT_TERMS[name]
-    protections = {"require_dp": require_dp, "require_encryption": False}
+    # Without DP the contract must say so in so many words; its default [disclosure] control then applies.
+    protections = {"require_dp": require_dp, "allow_exact_statistics": not require_dp, "require_encryption": False}
     if max_epsilon is not None:
         protections["max_epsilon_per_release"] = max_epsilon
     document = {

@@ -9,6 +9,7 @@ verifies it offline. Exits with the first non-zero exit code.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def main() -> int:
     demo = ROOT / "demo"
+    # Each run is a fresh deployment: a node never serves a study id again once it was sealed.
+    for previous in (demo / "nodes", demo / "output"):
+        shutil.rmtree(previous, ignore_errors=True)
     prepare(demo)
     federation = LocalFederation(workdir=demo / "nodes")
     try:

@@ -1,25 +1,27 @@
 """`python -m federated.audit`: export a study's evidence pack, verify it offline, show it, prove an entry.
 
 Exit codes: 0 all checks hold · 2 bad usage · 3 invalid input (no such study, pack or
-option value) · 6 verification failed (the message names the first problem) · 1 unexpected error.
+option value) · 6 verification failed (the message names the first problem) · 8 verified with
+gaps (`verify --allow-missing-partners`: partners named in the trail handed over no trail; the
+gaps are listed) · 1 unexpected error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from accord.errors import AccordError, ExitCode
+from accord.cli import App, print_json, print_table
+from accord.errors import ExitCode
 from crypto import CryptoError, leaf_hash, open_note, verify_inclusion
 from federated.audit.errors import AuditError
 from federated.audit.evidence.export import export_pack, timeline_rows
@@ -37,16 +39,11 @@ from federated.audit.witness import open_checkpoint
 from federated.errors import ConfigError
 
 console = Console(stderr=True, soft_wrap=True)
-cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, no_args_is_help=True)
-
-
-def _fail(exc: AccordError) -> NoReturn:
-    console.print(f"[red]error:[/] {exc}")
-    raise typer.Exit(int(exc.exit_code))
+cli = App(help=__doc__, no_args_is_help=True)
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+    print_json(value, sort_keys=True)
 
 
 def _study_location(study: str | None, output_dir: Path | None) -> tuple[str | None, Path, Path | None]:
@@ -78,16 +75,14 @@ def export(
     json_output: Annotated[bool, typer.Option("--json", help="Print the export summary and verdict as JSON.")] = False,
 ) -> None:
     """Write the evidence pack of a study that ran: trail, checkpoints, keys, report, model cards, records."""
-    try:
-        study_id, directory, study_file = _study_location(study, output_dir)
-        with console.status("exporting the evidence pack"):
-            summary = export_pack(directory, out, study=study_id, study_file=study_file,
-                                  partner_trails=partner_trail or [], partner_manifests=partner_manifest or [], key=key)
-    except AccordError as exc:
-        _fail(exc)
+    study_id, directory, study_file = _study_location(study, output_dir)
+    with console.status("exporting the evidence pack"):
+        summary = export_pack(directory, out, study=study_id, study_file=study_file,
+                              partner_trails=partner_trail or [], partner_manifests=partner_manifest or [], key=key)
     if json_output:
         _print_json({"pack": str(summary.pack), "study": summary.study, "files": summary.files, "bytes": summary.bytes,
-                     "partners": summary.partners, "manifest_signed": summary.signed, "problem": summary.problem})
+                     "partners": summary.partners, "manifest_signed": summary.signed, "problem": summary.problem,
+                     "gaps": list(summary.gaps)})
     console.print(
         f"evidence pack [bold]{summary.pack}[/]: study {summary.study}, {summary.files} files, {summary.bytes} bytes; "
         f"partner trails: {', '.join(summary.partners) or 'none'}; manifest {'signed' if summary.signed else 'not signed'}"
@@ -95,6 +90,8 @@ def export(
     if summary.problem is not None:
         console.print(f"[red]the exported evidence does not verify:[/] {summary.problem}")
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+    for gap in summary.gaps:  # export succeeds; `verify` fails such a pack unless told --allow-missing-partners
+        console.print(f"[yellow]gap:[/] {gap}")
 
 
 @cli.command()
@@ -102,15 +99,15 @@ def verify(
     source: Annotated[Path, typer.Argument(help="An evidence pack (.zip), an extracted pack, or a study output directory.")],
     coordinator_key: Annotated[str | None, typer.Option(help="The coordinator key you expect: a PEM public key file or its SHA-256 fingerprint.")] = None,
     partner_trail: Annotated[list[Path] | None, typer.Option(help="Also cross-check this partner's node work directory or trail; repeatable.")] = None,
+    allow_missing_partners: Annotated[bool, typer.Option(help="Accept partners the trail names whose trails are not in the evidence: the verdict is VERIFIED WITH GAPS (exit 8), listing them.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
-    """Check everything offline; exit 0 only if all holds, else 6 with the first problem found."""
-    try:
-        pinned = pinned_fingerprint(coordinator_key) if coordinator_key else None
-        partners = [partner_evidence(path) for path in partner_trail or []]
-        verdict = verify_evidence(source, coordinator_key=pinned, partner_trails=partners)
-    except AccordError as exc:
-        _fail(exc)
+    """Check everything offline; exit 0 only if all holds, 8 if it holds with the gaps you allowed, else 6
+    with the first problem found (3 if SOURCE is no evidence at all)."""
+    pinned = pinned_fingerprint(coordinator_key) if coordinator_key else None
+    partners = [partner_evidence(path) for path in partner_trail or []]
+    verdict = verify_evidence(source, coordinator_key=pinned, partner_trails=partners,
+                              allow_missing_partners=allow_missing_partners)
     if json_output:
         _print_json(verdict.as_dict())
     for check in verdict.checks:
@@ -120,6 +117,11 @@ def verify(
     if verdict.problem is not None:
         console.print(f"[bold red]NOT VERIFIED[/]: {verdict.problem}")
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+    if verdict.gaps:
+        for gap in verdict.gaps:
+            console.print(f"[yellow]gap:[/] {gap}")
+        console.print(f"[bold yellow]VERIFIED WITH GAPS[/] ({len(verdict.gaps)}): {source}")
+        raise typer.Exit(int(ExitCode.VERIFIED_WITH_GAPS))
     console.print(f"[bold green]VERIFIED[/]: {source}")
 
 
@@ -141,11 +143,13 @@ def show(
     json_output: Annotated[bool, typer.Option("--json", help="Print the timeline as JSON.")] = False,
 ) -> None:
     """Print the timeline: every trail entry and checkpoint, coordinator and partners, in time order."""
-    try:
-        with _opened(source) as evidence:
-            rows = [row for row in timeline_rows(evidence) if actor is None or row["actor"] == actor]
-    except AccordError as exc:
-        _fail(exc)
+    with _opened(source) as evidence:
+        rows = timeline_rows(evidence)
+    if actor is not None:
+        actors = sorted({row["actor"] for row in rows})
+        rows = [row for row in rows if row["actor"] == actor]
+        if not rows:  # a misspelt name must not look like an actor who did nothing
+            raise ConfigError(f"--actor {actor!r}: no entry of {source} is by that actor (actors: {', '.join(actors) or 'none'})")
     if json_output:
         _print_json(rows)
         return
@@ -157,7 +161,7 @@ def show(
             "cyan" if row["kind"] == "checkpoint_signed" else None)
         table.add_row(row["time"][:23].replace("T", " "), row["actor"], row["kind"], "" if row["round"] is None else str(row["round"]),
                       row["detail"], style=style)
-    Console(soft_wrap=False).print(table)
+    print_table(table)
 
 
 @cli.command()
@@ -169,19 +173,17 @@ def prove(
     json_output: Annotated[bool, typer.Option("--json", help="Print the proof as JSON.")] = False,
 ) -> None:
     """Print an RFC 9162 inclusion proof of one entry in a signed checkpoint (and check it)."""
-    try:
-        with _opened(source) as evidence:
-            proof = _inclusion_proof(evidence, entry, size, partner)
-    except AccordError as exc:
-        _fail(exc)
+    with _opened(source) as evidence:
+        proof = _inclusion_proof(evidence, entry, size, partner)
     if json_output:
         _print_json(proof)
         return
-    out = Console(soft_wrap=True)
-    out.print(f"entry {entry} of {proof['log']} is leaf {proof['leaf_hash']}")
-    out.print(f"included in checkpoint size {proof['tree_size']}, root {proof['root']} (signature verified)")
-    for number, hash_ in enumerate(proof["proof"]):
-        out.print(f"  proof[{number}] {hash_}")
+    out = Console(soft_wrap=True, highlight=False)  # hashes on their own lines, never folded
+    out.print(f"entry {entry} of {proof['log']}, leaf hash:\n  {proof['leaf_hash']}")
+    out.print(f"is included in the checkpoint of size {proof['tree_size']} (signature verified), root:\n  {proof['root']}")
+    out.print(f"audit path ({len(proof['proof'])} hashes):")
+    for hash_ in proof["proof"]:
+        out.print(f"  {hash_}")
     out.print("[green]the proof verifies[/] (RFC 9162 §2.1.3.2)")
 
 
@@ -224,4 +226,4 @@ def _inclusion_proof(evidence: Evidence, index: int, size: int | None, partner: 
 
 
 if __name__ == "__main__":
-    cli()
+    cli(prog_name="python -m federated.audit")

@@ -1,25 +1,38 @@
-"""Turning a study (or one task of it) into the request a partner's contract is checked against."""
+"""Turning one task's spec into the request a partner's contract is checked against."""
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from federated.client.costs import TaskCost
-from federated.study import Governance
-from privacy.contract import TaskRequest
+from federated.client.exact_releases import StudyHistory
+from privacy.contract import ReleaseShape, TaskRequest
+
+
+def released_models(spec: Any) -> tuple[str, ...]:
+    """The models whose statistics a task releases, by SHA-256: the candidates, or training's global model."""
+    models = getattr(spec, "models", None)
+    return tuple(model.sha256 for model in models) if models is not None else (spec.onnx_sha256,)
 
 
 def task_request(
-    *,
-    purpose: str,
-    governance: Governance,
-    min_cohort: int,
-    cost: TaskCost,
-    encrypted: bool,
-    coordinator_key: str | None,
-    today: date | None = None,
+    *, purpose: str, spec: Any, cost: TaskCost, coordinator_key: str | None, today: date | None = None,
+    records: int | None = None, history: StudyHistory | None = None,
 ) -> TaskRequest:
-    """What a task asks of a dataset: who asks, why, under which law, with which protections."""
+    """What a task asks of a dataset: who asks, why, under which law, with which protections.
+
+    `spec` is the task's signed spec (evaluation or training): its governance, minimum cohort and
+    encryption block are what the coordinator committed to for this task; its evaluation settings
+    and models are the shape of what it releases. `records` (this partner's record count) and
+    `history` (what the node released without DP in the study before) feed the `[disclosure]` caps.
+    """
+    governance = spec.governance
+    history = history or StudyHistory()
+    release = ReleaseShape(
+        score_bins=spec.evaluation.score_bins, models=released_models(spec),
+        subgroup_levels=len(spec.evaluation.subgroup_levels), study_tasks=history.tasks, study_models=history.models,
+    )
     return TaskRequest(
         purpose=purpose,
         coordinator_key=coordinator_key,
@@ -27,9 +40,11 @@ def task_request(
         legal_basis=governance.legal_basis,
         accepted_licences=tuple(governance.accepted_licences),
         retention_days=governance.retention_days,
-        min_cohort=min_cohort,
+        min_cohort=spec.min_cohort,
         dp_enabled=not cost.unprotected and cost.private is not None,
         epsilon_per_release=cost.epsilon_per_release,
-        encrypted=encrypted,
+        encrypted=getattr(spec, "encryption", None) is not None,
         today=today or date.today(),
+        records=records,
+        release=release,
     )

@@ -9,10 +9,10 @@ node with a finite ε cap or a contract requiring DP can refuse it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from federated.study import EvaluationSettings, TrainingSettings
+from privacy.dp_sgd_plan import plan_dp_sgd
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,15 @@ class TaskCost:
         return None if self.unprotected or self.private is None else self.private.epsilon
 
 
-def plan_dp_sgd(settings: TrainingSettings, *, round_number: int, num_examples: int) -> PrivacyCost | None:
-    """The ε one round of local DP-SGD spends, from its (σ, q, steps).
-
-    Matches `privacy.dp_sgd`: one epoch is ceil(n / batch) Poisson-sampled steps at q = 1 / that.
-    """
-    from privacy import epsilon, noise_multiplier
-
+def dp_sgd_cost(settings: TrainingSettings, *, round_number: int, num_examples: int) -> PrivacyCost | None:
+    """The ε one round of local DP-SGD spends: `privacy.plan_dp_sgd`, the plan the trainer runs."""
     dp = settings.privacy
     if not dp.enabled:
         return None
-    batches = math.ceil(num_examples / settings.batch_size)
-    sample_rate, steps = 1.0 / batches, settings.local_epochs * batches
-    sigma = dp.noise_multiplier
-    if sigma is None:
-        sigma = noise_multiplier(
-            target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant
-        )
-    spent = epsilon(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps, delta=dp.delta, accountant=dp.accountant)
+    plan = plan_dp_sgd(dp, num_examples=num_examples, batch_size=settings.batch_size, epochs=settings.local_epochs)
     return PrivacyCost(
-        release=f"round-{round_number}/dpsgd", epsilon=spent, delta=dp.delta,
-        noise_multiplier=sigma, sample_rate=sample_rate, steps=steps,
+        release=f"round-{round_number}/dpsgd", epsilon=plan.epsilon, delta=dp.delta,
+        noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=plan.steps,
     )
 
 
@@ -71,7 +59,7 @@ def round_cost(
     parts: list[PrivacyCost] = []
     unprotected: list[str] = []
     if training is not None:
-        dpsgd = plan_dp_sgd(training, round_number=round_number, num_examples=num_examples)
+        dpsgd = dp_sgd_cost(training, round_number=round_number, num_examples=num_examples)
         if dpsgd is None:
             unprotected.append("model updates")
         else:

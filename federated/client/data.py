@@ -1,25 +1,43 @@
 """A partner's local dataset: the manifest that describes it and the loader that checks it.
 
 The manifest names the feature columns, the label column, an optional subgroup column and
-the SHA-256 of the data file. Loading verifies the hash and every column before a single
-value is used; nothing here ever sends data anywhere.
+the SHA-256 of the data file. The file is read with pyarrow in batches (`scan_partner_data`),
+so a caller that only needs sums (evaluation) holds one batch at a time, never the file:
+every batch is checked (columns, numbers, labels) before it is yielded, and the SHA-256 of
+the file's bytes is checked in the same pass, after the last batch. A consumer must finish
+the pass before it uses what it computed: a file that does not match its manifest raises
+`DataError` at the end. `load_partner_data` gathers the batches into arrays for callers that
+need the whole dataset (DP-SGD training, the node's start-up check). Nothing here ever sends
+data anywhere.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from accord.config_files import load_toml_model
-from accord.hashing import sha256_bytes
 from accord.models import Strict
 from federated.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# A batch holds up to BATCH_RECORDS records (8 MB of float32 features at 30 features). pyarrow's
+# streaming CSV reader reads up to 32 blocks ahead, so the block stays small: 32 x 1 MiB.
+# Memory is bounded by the batch and the read-ahead, not by the file.
+BATCH_RECORDS = 65_536
+CSV_BLOCK_BYTES = 1 << 20
+_CHUNK = 1 << 20
 
 
 class DataManifest(Strict):
@@ -47,6 +65,24 @@ class DataManifest(Strict):
             raise ValueError("feature columns must be distinct")
         return value
 
+    def columns(self) -> list[str]:
+        """Every column the manifest names: features, label, then the subgroup if any."""
+        return [*self.features, self.label, *([self.subgroup] if self.subgroup else [])]
+
+
+@dataclass(frozen=True)
+class DataBatch:
+    """Consecutive checked records: features float32 [n, f], integer labels, optional subgroups."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    subgroups: np.ndarray | None
+    first_record: int  # index in the file of the batch's first record (0-based)
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
 
 @dataclass(frozen=True)
 class PartnerData:
@@ -68,71 +104,245 @@ def load_manifest(path: Path) -> DataManifest:
     return load_toml_model(Path(path), DataManifest, error=ConfigError)
 
 
-def _read_table(path: Path, raw: bytes) -> dict[str, list]:
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq  # only partners with Parquet data pay for the import
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes every byte pyarrow reads through it, in order."""
 
-        table = pq.read_table(io.BytesIO(raw))
-        return {name: table.column(name).to_pylist() for name in table.column_names}
-    if path.suffix.lower() != ".csv":
-        raise DataError(f"{path}: unsupported data format {path.suffix!r} (use .csv or .parquet)")
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(size)
+        self.digest.update(chunk)
+        return chunk
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def finish(self) -> str:
+        """Hash what nobody read yet (after an early stop) and return the file's SHA-256."""
+        while self.read(_CHUNK):
+            pass
+        return self.digest.hexdigest()
+
+
+def _where(path: Path, record: int) -> str:
+    # CSV: the line as a spreadsheet shows it (header is line 1); Parquet: the 0-based record.
+    return f"line {record + 2}" if path.suffix.lower() == ".csv" else f"record {record}"
+
+
+def _not_finite(path: Path, name: str, values: np.ndarray, first_record: int) -> DataError:
+    row = first_record + int(np.flatnonzero(~np.isfinite(values))[0])
+    return DataError(f"{path}: column {name!r} holds NaN or infinite values ({_where(path, row)})")
+
+
+def _float_column(path: Path, name: str, column: pa.ChunkedArray, first_record: int) -> np.ndarray:
+    """The column as float64 (not yet checked for NaN and infinity)."""
+    import pyarrow as pa
+
+    if column.null_count:
+        row = first_record + int(np.flatnonzero(np.asarray(column.is_null()))[0])
+        raise DataError(f"{path}: column {name!r} holds NaN or missing values ({_where(path, row)})")
     try:
-        reader = csv.reader(io.StringIO(raw.decode("utf-8")))
-        header = next(reader)
-    except (UnicodeDecodeError, StopIteration):
-        raise DataError(f"{path}: not a CSV file with a header row") from None
-    columns: dict[str, list] = {name: [] for name in header}
-    for line_number, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line_number}: {len(row)} fields, header has {len(header)}")
-        for name, value in zip(header, row):
-            columns[name].append(value)
-    return columns
-
-
-def _numeric(path: Path, name: str, values: list) -> np.ndarray:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except ValueError:
+        if column.type != pa.float64():  # CSV columns are read as float64 already; Parquet may hold others
+            column = column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise DataError(f"{path}: column {name!r} holds non-numeric values") from None
-    if not np.all(np.isfinite(array)):
-        raise DataError(f"{path}: column {name!r} holds NaN or infinite values")
-    return array
+    return column.to_numpy()
 
 
-def load_partner_data(data_path: Path, manifest: DataManifest) -> PartnerData:
-    """Read `data_path`, check it against `manifest`; raise `DataError` saying what is wrong."""
-    data_path = Path(data_path)
+def _batch(path: Path, manifest: DataManifest, batch: pa.Table, first_record: int) -> DataBatch:
+    import pyarrow as pa
+
+    features = np.empty((batch.num_rows, len(manifest.features)), dtype=np.float32)
+    for j, name in enumerate(manifest.features):
+        features[:, j] = _float_column(path, name, batch.column(name), first_record)
+    if not np.isfinite(features).all():  # one check for all columns (a float64 beyond float32's range too)
+        column = int(np.flatnonzero(~np.isfinite(features).all(axis=0))[0])
+        raise _not_finite(path, manifest.features[column], features[:, column], first_record)
+    labels_float = _float_column(path, manifest.label, batch.column(manifest.label), first_record)
+    if not np.isfinite(labels_float).all():
+        raise _not_finite(path, manifest.label, labels_float, first_record)
+    labels = labels_float.astype(np.int64)
+    bad = (labels != labels_float) | (labels < 0)
+    if bad.any():
+        row = first_record + int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: label column {manifest.label!r} must hold non-negative integers ({_where(path, row)})"
+        )
+    subgroups = None
+    if manifest.subgroup:
+        column = batch.column(manifest.subgroup)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            subgroups = column.to_numpy(zero_copy_only=False).astype(object)
+        else:  # e.g. integer codes in Parquet: named as Python writes them, as before
+            subgroups = np.asarray([str(value) for value in column.to_pylist()], dtype=object)
+    return DataBatch(features, labels, subgroups, first_record)
+
+
+def _csv_problem(path: Path, wanted: list[str]) -> str | None:
+    """The first ragged row or non-numeric value, located (the slow reader, only after pyarrow refused)."""
+    numeric = set(wanted)
     try:
-        raw = data_path.read_bytes()
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            numeric_index = [(i, name) for i, name in enumerate(header) if name in numeric]
+            for line_number, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    return f"line {line_number}: {len(row)} fields, header has {len(header)}"
+                for i, name in numeric_index:
+                    try:
+                        float(row[i])
+                    except ValueError:
+                        return f"column {name!r} holds non-numeric values (line {line_number}: {row[i]!r})"
+    except (UnicodeDecodeError, StopIteration):
+        return "not a CSV file with a header row"
+    return None
+
+
+def _csv_batches(path: Path, manifest: DataManifest, stream: _HashingReader) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    wanted = manifest.columns()
+    types = {name: pa.float64() for name in [*manifest.features, manifest.label]}
+    if manifest.subgroup:
+        types[manifest.subgroup] = pa.string()
+    # Quoted values may hold line breaks, as the csv module allowed before.
+    parse = pcsv.ParseOptions(newlines_in_values=True)
+    convert = pcsv.ConvertOptions(
+        column_types=types, include_columns=wanted, null_values=[], strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES), parse_options=parse,
+                                 convert_options=convert)
+    except pa.ArrowKeyError:  # pyarrow names one column missing from include_columns; name them all
+        header = _csv_header(path)
+        missing = [name for name in wanted if name not in header]
+        raise DataError(f"{path}: columns named in the manifest are missing: {missing}") from None
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, manifest, exc) from None
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(path, manifest, exc) from None
+        yield batch
+
+
+def _csv_error(path: Path, manifest: DataManifest, exc: Exception) -> DataError:
+    if "Empty CSV file" in str(exc):
+        return DataError(f"{path}: not a CSV file with a header row")
+    located = _csv_problem(path, [*manifest.features, manifest.label])
+    return DataError(f"{path}: {located or exc}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle))
+    except (UnicodeDecodeError, StopIteration):
+        return []
+
+
+def _parquet_batches(path: Path, manifest: DataManifest, handle: BinaryIO, batch_records: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq  # only partners with Parquet data pay for the import
+
+    try:
+        parquet = pq.ParquetFile(handle)
+    except pa.ArrowException as exc:
+        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    missing = [name for name in manifest.columns() if name not in parquet.schema_arrow.names]
+    if missing:
+        raise DataError(f"{path}: columns named in the manifest are missing: {missing}")
+    yield from parquet.iter_batches(batch_size=batch_records, columns=manifest.columns())
+
+
+def _check_hash(path: Path, digest: str, manifest: DataManifest) -> None:
+    if digest != manifest.sha256:
+        raise DataError(f"{path}: SHA-256 {digest} does not match the manifest's sha256 {manifest.sha256}")
+
+
+def _tables(batches: Iterator[pa.RecordBatch], records: int) -> Iterator[pa.Table]:
+    """Record batches regrouped, without copying, into tables of `records` rows (the last one shorter)."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= records:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, records)
+            rest = table.slice(records)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def scan_partner_data(data_path: Path, manifest: DataManifest, *, batch_records: int = BATCH_RECORDS) -> Iterator[DataBatch]:
+    """Checked batches of `data_path`; `DataError` saying what is wrong, the hash checked by the end.
+
+    A wrong hash takes precedence over every other error: after a bad value the rest of the
+    file is still hashed, so a file that was changed is reported as changed. CSV bytes are
+    hashed as pyarrow reads them; a Parquet file (read out of order by design) is hashed
+    through the same open handle just before its batches are read.
+    """
+    data_path = Path(data_path)
+    suffix = data_path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise DataError(f"{data_path}: unsupported data format {data_path.suffix!r} (use .csv or .parquet)")
+    try:
+        handle = open(data_path, "rb", buffering=0)  # noqa: SIM115 (the generator owns it: closed below)
     except FileNotFoundError:
         raise DataError(f"{data_path}: data file not found") from None
     except OSError as exc:
         raise DataError(f"{data_path}: cannot read: {exc.strerror}") from None
-    digest = sha256_bytes(raw)
-    if digest != manifest.sha256:
-        raise DataError(
-            f"{data_path}: SHA-256 {digest} does not match the manifest's sha256 {manifest.sha256}"
-        )
-    columns = _read_table(data_path, raw)
-    wanted = [*manifest.features, manifest.label, *([manifest.subgroup] if manifest.subgroup else [])]
-    missing = [name for name in wanted if name not in columns]
-    if missing:
-        raise DataError(f"{data_path}: columns named in the manifest are missing: {missing}")
-    features = np.column_stack([_numeric(data_path, name, columns[name]) for name in manifest.features])
-    labels_float = _numeric(data_path, manifest.label, columns[manifest.label])
-    labels = labels_float.astype(np.int64)
-    if not np.array_equal(labels, labels_float) or labels.min(initial=0) < 0:
-        raise DataError(f"{data_path}: label column {manifest.label!r} must hold non-negative integers")
-    if labels.size == 0:
-        raise DataError(f"{data_path}: no rows")
-    subgroups = None
-    if manifest.subgroup:
-        subgroups = np.asarray([str(value) for value in columns[manifest.subgroup]], dtype=object)
+    with handle:
+        stream = _HashingReader(handle)
+        if suffix == ".parquet":
+            _check_hash(data_path, stream.finish(), manifest)
+            handle.seek(0)
+            batches = _parquet_batches(data_path, manifest, handle, batch_records)
+        else:
+            batches = _csv_batches(data_path, manifest, stream)
+        records = 0
+        try:
+            for table in _tables(batches, batch_records):
+                if table.num_rows:
+                    checked = _batch(data_path, manifest, table, records)
+                    records += checked.size
+                    yield checked
+        except Exception:
+            if suffix == ".csv":
+                _check_hash(data_path, stream.finish(), manifest)  # a changed file is named as such first
+            raise
+        if suffix == ".csv":
+            _check_hash(data_path, stream.finish(), manifest)
+        if records == 0:
+            raise DataError(f"{data_path}: no rows")
+
+
+def load_partner_data(data_path: Path, manifest: DataManifest) -> PartnerData:
+    """Read `data_path` whole, check it against `manifest`; raise `DataError` saying what is wrong."""
+    batches = list(scan_partner_data(data_path, manifest))
+    subgroups = np.concatenate([b.subgroups for b in batches]) if manifest.subgroup else None
     return PartnerData(
-        features=features.astype(np.float32),
-        labels=labels,
+        features=np.concatenate([b.features for b in batches]),
+        labels=np.concatenate([b.labels for b in batches]),
         subgroups=subgroups,
         manifest=manifest,
-        data_sha256=digest,
+        data_sha256=manifest.sha256,  # scan_partner_data checked the file's bytes against it
     )

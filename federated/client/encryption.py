@@ -2,20 +2,31 @@
 
 - `study_key`: before any data is touched, a task encrypted under a study key needs this node's
   secret context (`--he-secret-context`), and the task's key fingerprint must be that context's;
-  otherwise the task is refused with clause "encryption".
-- `encrypted_reply`: the partner packs everything a round sends for aggregation (statistics after
-  DP noise, and a training round's weighted update) into one bundle, blinds every slot with its own
-  `crypto.he_aggregation.slot_blinding` for this study, round and partner, encrypts it, signs its
-  SHA-256 with the node key, and sends that instead of plaintext values.
-- `decrypt_aggregate`: the decryption task. It carries the aggregate and the signed contributions'
-  digests, never another partner's bundle. The node decrypts only an aggregate of at least the
-  minimum cohort (never fewer than `MIN_DECRYPTION_COHORT`) of distinct partners' contributions,
-  each signed by its partner's key, its own among them, with as many addends as contributions. It
-  removes the sum of the listed contributors' blindings: any aggregate other than the exact sum of
-  one bundle of each (one bundle alone, a subset, masked slots) decrypts to uniform noise in the
-  slots that differ. Before returning anything it checks the membership canary
-  (`federated.messages.he_codec`), which turns the coarse forgeries (a bundle missing, doubled or added)
-  into a named refusal instead of noise.
+  otherwise the task is refused with clause "encryption". The key comes back with this node's
+  durable memory of what it did under it (`federated.client.encryption_memory`).
+- `encrypted_reply`: the task announces its cohort (the partner ids it went to; the coordinator's
+  signature covers it). The node sends a bundle only if the cohort is at least 2 partners the key
+  ceremony pinned (`crypto.he_keys.PublicContext.partner_keys`), itself among them, its own node key
+  is the one pinned for it, the cohort is the one this study key was first used with, and it has
+  sent no bundle for this (study, round) yet. It packs everything the round sends for aggregation
+  (statistics after DP noise, a training round's weighted update) into one bundle, adds its
+  `crypto.he_aggregation.cohort_blinding` (a share of zero over the announced cohort: only the exact
+  cohort's sum decrypts, anything else is noise; the argument is in that module's docstring),
+  encrypts, records the bundle durably, and signs its SHA-256 with the node key.
+- `decrypt_aggregate`: the decryption task carries the aggregate and the signed contributions'
+  digests, never another partner's bundle. The node decrypts only if it sent a bundle for this round;
+  the contributions are exactly that bundle's cohort (so at least 2, and at least the study's minimum
+  cohort), one each, its own the very bundle it recorded, each signed by the key the ceremony pinned
+  for its partner (never a key carried in the message); the aggregate sums as many bundles; and it
+  has not decrypted any aggregate of this round before (the slot is taken before decrypting). The
+  membership canary (`federated.messages.he_codec`) must then decrypt to the cohort's canary sum, and
+  every value must lie within the layout's bounds; otherwise it refuses with one fixed reason, since
+  which check failed on noise says nothing worth knowing and a value must never leave in a refusal.
+
+Dropout: a member of the announced cohort that refuses or stays silent leaves the round with no
+decryptable sum (its pad's share is missing). The round fails, named (`federated.server.encryption`):
+no recovery is attempted, because any re-run over a smaller cohort would be a second decrypted sum
+that differs from the first by a partner. The study continues only as a new study with new keys.
 
 This module must never decrypt a single partner's bundle, nor any bundle that fails the checks above.
 """
@@ -25,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,9 +44,9 @@ from flwr.app import RecordDict
 
 from accord.errors import AccordError
 from crypto import Identity, public_key_bytes
-from crypto.he_aggregation import decrypt_bundle, encrypt_bundle, slot_blinding
-from crypto.he_errors import EncodingError
+from crypto.he_aggregation import cohort_blinding, decrypt_bundle, encrypt_bundle
 from crypto.he_keys import SecretContext, load_secret_context
+from federated.client.encryption_memory import EncryptionMemory
 from federated.errors import MessageError, RefusalError
 from federated.evaluation.statistics import EvaluationStatistics
 from federated.messages.common import PartnerInfo, payload_sha256
@@ -62,6 +74,18 @@ if TYPE_CHECKING:
 
 MIN_DECRYPTION_COHORT = 2  # a "sum" of one contribution is that partner's values: never decrypted
 _CANARY_TAG = b"accord/he/canary-key/v1\x00"
+NOT_THE_COHORT_SUM = "the aggregate is not the sum of exactly one bundle of each member of the announced cohort"
+
+
+@dataclass(frozen=True)
+class NodeStudyKey(SecretContext):
+    """A study's secret context as one node holds it: with the node's memory of what it did under it."""
+
+    memory: EncryptionMemory = field(default=None, compare=False, kw_only=True)  # type: ignore[assignment]
+
+
+def node_study_key(secret: SecretContext, memory: EncryptionMemory) -> NodeStudyKey:
+    return NodeStudyKey(public=secret.public, secret_key=secret.secret_key, memory=memory)
 
 
 def canary_for(secret: SecretContext, *, study: str, round: int, partner: str) -> np.ndarray:
@@ -94,7 +118,34 @@ def study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext 
             f"the task is encrypted under key {fingerprint[:16]}…, but this node's secret context {path} holds the "
             f"key of study {secret.study_id!r} ({secret.fingerprint[:16]}…)",
         )
-    return secret
+    return node_study_key(secret, EncryptionMemory.beside(settings.trail))
+
+
+def _memory(secret: SecretContext) -> EncryptionMemory:
+    memory = getattr(secret, "memory", None)
+    if not isinstance(memory, EncryptionMemory):
+        raise RefusalError(ENCRYPTION_CLAUSE, "the study key was loaded without this node's memory of it")
+    return memory
+
+
+def check_cohort(secret: SecretContext, identity: Identity, *, partner: str, study: str, cohort: list[str]) -> None:
+    """Refuse a cohort this node must not bind a bundle to (see the module docstring)."""
+    pinned = secret.public.partner_keys
+    if study != secret.study_id:
+        raise RefusalError(ENCRYPTION_CLAUSE, f"the task is for study {study}, this study key was made for "
+                           f"{secret.study_id}; every study has its own keys")
+    if len(cohort) < MIN_DECRYPTION_COHORT:
+        raise RefusalError(ENCRYPTION_CLAUSE, f"study {study}: the task announces a cohort of {len(cohort)} partner(s); "
+                           f"an encrypted round needs at least {MIN_DECRYPTION_COHORT}")
+    if partner not in cohort:
+        raise RefusalError(ENCRYPTION_CLAUSE, f"study {study}: the announced cohort {cohort} does not name this node ({partner})")
+    strangers = [name for name in cohort if name not in pinned]
+    if strangers:
+        raise RefusalError(ENCRYPTION_CLAUSE, f"study {study}: the announced cohort names {strangers}, whom the study's "
+                           "key ceremony did not pin")
+    if pinned[partner] != public_key_bytes(identity.public_key):
+        raise RefusalError(ENCRYPTION_CLAUSE, f"study {study}: this node's signing key is not the one the key ceremony "
+                           f"pinned for {partner}")
 
 
 def check_plan(plan: BundlePlan, encryption: EncryptionSpec, records: int) -> None:
@@ -122,17 +173,25 @@ def encrypted_reply(
     info: PartnerInfo,
     study: str,
     round: int,
+    cohort: list[str],
 ) -> tuple[RecordDict, dict[str, Any]]:
     """Encrypt and sign one partner's round; return the reply and what the trail records of it."""
-    if keys.he is None:
+    secret = keys.he
+    if secret is None:
         raise RefusalError(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
-    canary = canary_for(keys.he, study=study, round=round, partner=info.partner)
+    memory = _memory(secret)
+    check_cohort(secret, keys.identity, partner=info.partner, study=study, cohort=cohort)
+    where = {"fingerprint": secret.fingerprint, "study": study, "round": round, "cohort": cohort}
+    memory.check_bundle(**where)  # before any work; `record_bundle` below is the binding check
+    canary = canary_for(secret, study=study, round=round, partner=info.partner)
     try:
-        blinding = slot_blinding(keys.he, study=study, round=round, partner=info.partner, layout=plan.layout)
-        bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=keys.he, layout=plan.layout,
+        blinding = cohort_blinding(secret, study=study, round=round, partner=info.partner, cohort=cohort,
+                                   layout=plan.layout)
+        bundle = encrypt_bundle(plan.pack(statistics, update, canary=canary), context=secret, layout=plan.layout,
                                 blinding=blinding)
     except AccordError as exc:
         raise RefusalError(ENCRYPTION_CLAUSE, str(exc)) from None
+    memory.record_bundle(**where, bundle_sha256=bundle.digest)
     contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
     signed = SignedBundle(bundle, contribution)
     details = {
@@ -149,7 +208,7 @@ def encrypt_evaluation(
     plan = _plan(lambda public: evaluation_plan(spec, public), keys)
     check_plan(plan, spec.encryption, records)  # type: ignore[arg-type]
     return encrypted_reply(build_reply(info, {}), plan, keys, statistics=statistics, info=info, study=spec.study,
-                           round=spec.round)
+                           round=spec.round, cohort=spec.encryption.cohort)  # type: ignore[union-attr]
 
 
 def encrypt_training(
@@ -175,7 +234,7 @@ def encrypt_training(
         )
     update = {k: weight * (np.asarray(weights[k], np.float64) - np.asarray(task.arrays[k], np.float64)) for k in task.arrays}
     return encrypted_reply(content, plan, keys, statistics=statistics, update=update, info=info, study=spec.study,
-                           round=spec.round)
+                           round=spec.round, cohort=spec.encryption.cohort)  # type: ignore[union-attr]
 
 
 def _plan(derive: Callable[[Any], BundlePlan], keys: NodeKeys) -> BundlePlan:
@@ -193,7 +252,7 @@ def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tupl
 
     if keys.he is None:
         raise RefusalError(ENCRYPTION_CLAUSE, "a decryption task needs this node's secret context")
-    arrays = decrypt_aggregate(task, partner=info.partner, identity=keys.identity, secret=keys.he)
+    arrays = decrypt_aggregate(task, partner=info.partner, secret=keys.he, memory=_memory(keys.he))
     details = {
         "decrypted": {"aggregate_sha256": task.spec.aggregate_sha256, "plaintext_sha256": payload_sha256(info, arrays),
                       "contributors": [c.partner for c in task.spec.contributions],
@@ -202,8 +261,10 @@ def run_decryption(task: DecryptTask, info: PartnerInfo, keys: NodeKeys) -> tupl
     return build_decrypt_reply(info, arrays), details
 
 
-def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, secret: SecretContext) -> dict[str, np.ndarray]:
-    """Run every check of the module docstring, then decrypt; `Refusal` (clause "encryption") otherwise."""
+def decrypt_aggregate(
+    task: DecryptTask, *, partner: str, secret: SecretContext, memory: EncryptionMemory
+) -> dict[str, np.ndarray]:
+    """Run every check of the module docstring, then decrypt; `RefusalError` (clause "encryption") otherwise."""
     spec, aggregate = task.spec, task.aggregate
 
     def refuse(reason: str) -> RefusalError:
@@ -211,36 +272,34 @@ def decrypt_aggregate(task: DecryptTask, *, partner: str, identity: Identity, se
 
     if aggregate.fingerprint != secret.fingerprint or aggregate.layout.digest != spec.layout_sha256:
         raise refuse("the aggregate is not under this study's key and the task's layout")
-    own_key = public_key_bytes(identity.public_key)
-    partners, keys = set(), set()
+    sent = memory.sent_bundle(fingerprint=secret.fingerprint, study=spec.study, round=spec.round)
+    if sent is None:
+        raise refuse(f"this node ({partner}) sent no bundle for this round, so it decrypts no aggregate of it")
+    listed = [c.partner for c in spec.contributions]
+    if sorted(listed) != sent.cohort or len(set(listed)) != len(listed):
+        raise refuse(f"the aggregate lists contributions of {listed}; this round's cohort is {sent.cohort}, one "
+                     "contribution each")
+    required = max(spec.min_cohort, MIN_DECRYPTION_COHORT)
+    if len(listed) < required:
+        raise refuse(f"the aggregate holds {len(listed)} contribution(s), fewer than the minimum cohort of {required}")
+    pinned = secret.public.partner_keys
     for contribution in spec.contributions:
         try:
-            contribution.verify(study=spec.study, round=spec.round, fingerprint=spec.fingerprint)
+            contribution.verify(pinned=pinned, study=spec.study, round=spec.round, fingerprint=secret.fingerprint)
         except MessageError as exc:
             raise refuse(str(exc)) from None
-        partners.add(contribution.partner)
-        keys.add(public_key_bytes(contribution.public_key()))
-    count = len(spec.contributions)
-    if len(partners) != count or len(keys) != count:
-        raise refuse(f"{count} contributions come from {len(partners)} partner names and {len(keys)} keys; each must be distinct")
-    required = max(spec.min_cohort, MIN_DECRYPTION_COHORT)
-    if count < required:
-        raise refuse(f"the aggregate holds {count} contribution(s), fewer than the minimum cohort of {required}")
-    if not any(c.partner == partner and public_key_bytes(c.public_key()) == own_key for c in spec.contributions):
-        raise refuse(f"this node's own contribution ({partner}) is not among the aggregate's")
-    if aggregate.addends != count:
-        raise refuse(f"the aggregate sums {aggregate.addends} bundles, but {count} contributions are signed")
-    layout = aggregate.layout
-    blindings = [slot_blinding(secret, study=spec.study, round=spec.round, partner=c.partner, layout=layout)
-                 for c in spec.contributions]
+    own = next(c for c in spec.contributions if c.partner == partner)
+    if own.bundle_sha256 != sent.bundle_sha256:
+        raise refuse(f"the contribution listed for this node ({partner}) is not the bundle it sent")
+    if aggregate.addends != len(listed):
+        raise refuse(f"the aggregate sums {aggregate.addends} bundles, but {len(listed)} contributions are signed")
+    memory.claim_decryption(fingerprint=secret.fingerprint, study=spec.study, round=spec.round,
+                            aggregate_sha256=spec.aggregate_sha256)
     try:
-        decrypted = decrypt_bundle(aggregate, secret_context=secret, blinding=np.mod(sum(blindings), layout.plain_modulus))
-    except EncodingError as exc:  # honest bundles stay within their bounds (each partner checks its own)
-        raise refuse(f"the aggregate does not hold exactly one bundle of each listed contributor: once their blindings "
-                     f"are removed, {exc}") from None
-    except AccordError as exc:
-        raise refuse(f"decryption failed: {exc}") from None
-    expected = sum(canary_for(secret, study=spec.study, round=spec.round, partner=c.partner) for c in spec.contributions)
+        decrypted = decrypt_bundle(aggregate, secret_context=secret)
+    except AccordError:  # noise out of bounds, or a tampered ciphertext: one fixed reason, no value
+        raise refuse(NOT_THE_COHORT_SUM) from None
+    expected = sum(canary_for(secret, study=spec.study, round=spec.round, partner=name) for name in listed)
     if CANARY not in decrypted or not np.array_equal(decrypted.pop(CANARY), expected):
-        raise refuse("the aggregate does not hold exactly one bundle of each listed contributor (membership canary)")
+        raise refuse(NOT_THE_COHORT_SUM)
     return decrypted

@@ -23,7 +23,7 @@ from federated.audit.keys import pinned_fingerprint
 from federated.client.data import PartnerData, load_manifest, load_partner_data
 from federated.client.settings import NodeSettings
 from federated.errors import ConfigError
-from federated.runtime.flower import flower_env, parse_address, require_transport
+from federated.runtime.flower import flower_env, parse_address, require_transport, start_reaper
 from privacy.contract import load_contract
 
 
@@ -139,6 +139,7 @@ def run_node(launch: NodeLaunch) -> NodeExit:
     """
     launch.flwr_home.mkdir(parents=True, exist_ok=True)
     AuditTrail(launch.settings.trail, actor=launch.settings.partner_id)
+    start_reaper()  # the SuperNode, its SuperExec and ClientApps end with this command, even on SIGKILL
     process = subprocess.Popen(
         launch.command(), env=flower_env(launch.flwr_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, errors="replace",

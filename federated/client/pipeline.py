@@ -3,16 +3,25 @@
 1. parse and validate the message; 2. check the coordinator's signatures and checkpoint, and
 refuse a replayed task (its nonce seen before: `federated.client.replay`);
 3. log the task, and load the study's HE secret context if the task is encrypted (refused
-without it, or under another key: `federated.client.encryption`); 4. check the privacy budget
-(refuse before touching data); 5. load and check the data; 6. run the task; 7. spend the budget
-and log what leaves; 8. reply. A decryption or seal task touches no data: it skips 4, 5 and 7.
-Any failure is a structured refusal, logged, returned to the coordinator; nothing is spent
-for a refused task, and the node keeps serving.
+without it, or under another key: `federated.client.encryption`); 4. admit the task in the
+node's study state (`federated.client.study_state`): one task per (study, kind, round), rounds
+only forward, never a sealed study; a seal task seals the study there; 5. load and check the
+data; 6. check the contract and the privacy budget (refuse before running anything on the data);
+7. run the task; 8. spend the budget under the release id the node assigned and log what
+leaves; 9. reply. A decryption or seal task touches no data: it skips 5, 6 and 8.
+
+Every failure is a structured refusal, logged, returned to the coordinator, and the node keeps
+serving. What a refusal tells is ruled by `federated.client.refusals`: once the data is in use,
+a fixed sentence per clause (the detail goes to the node's local log only). A data-dependent
+failure is counted against its study (after `MAX_FAILED_TASKS_PER_STUDY` the node refuses the
+rest of the study) and, when running the task on the data failed, charged to the ledger exactly
+as the release it replaced: a failing model costs what a working one costs.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flwr.app import Context, Message
@@ -21,16 +30,19 @@ from accord.errors import AccordError
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.partner_audit import PartnerAudit
-from federated.client.contract_gate import enforce_contract
+from federated.client.contract_gate import charge, check_budget, enforce_contract, open_ledger, suppression
 from federated.client.costs import TaskCost
 from federated.client.data import DataManifest, load_manifest, load_partner_data
+from federated.client.refusals import NodeLog, data_dependent, public_reason
 from federated.client.replay import ReplayCache, task_nonce
 from federated.client.settings import NodeSettings
+from federated.client.study_state import Admission, StudyState
 from federated.client.task_kind import NodeKeys, TaskKind
 from federated.errors import FederatedError, MessageError, RefusalError
 from federated.messages.common import PartnerInfo
 from federated.messages.evaluation import build_reply
-from privacy import BudgetExceededError, BudgetLedger, PrivacyError
+from federated.messages.seal import SEAL_MESSAGE_TYPE
+from privacy import BudgetLedger, PrivacyError
 
 if TYPE_CHECKING:
     from crypto.he_keys import SecretContext
@@ -38,43 +50,19 @@ if TYPE_CHECKING:
 TaskT = TypeVar("TaskT")
 
 
-def _finite_cap(value: float) -> float:
-    # The ledger stores finite caps; "no cap" is the largest float, which no sum of ε reaches.
-    return min(value, sys.float_info.max)
-
-
 def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) -> BudgetLedger:
-    return BudgetLedger(
-        settings.ledger_path,
-        max_epsilon_total=_finite_cap(settings.max_epsilon_total),
-        max_epsilon_per_study=_finite_cap(settings.max_epsilon_per_study),
+    return open_ledger(
+        settings.ledger_path, max_epsilon_total=settings.max_epsilon_total, max_epsilon_per_study=settings.max_epsilon_per_study,
         on_spend=lambda record: trail.append("privacy_spent", **{k: v for k, v in record.items() if k != "study_id"}, **where),
     )
 
 
-def _budget_check(
-    settings: NodeSettings, cost: TaskCost, study: str, trail: AuditTrail, where: dict, *, unprotected_allowed: bool
-) -> BudgetLedger | None:
-    """Refuse, before the data is used, a task the budget cannot pay for.
-
-    A release without DP has unbounded ε: a node with an ε cap refuses it, unless its data
-    contract explicitly does not require DP (then the caps govern the DP releases only).
-    """
-    capped = settings.max_epsilon_total != float("inf") or settings.max_epsilon_per_study != float("inf")
-    if cost.unprotected and capped and not unprotected_allowed:
-        raise RefusalError(
-            "privacy",
-            f"the study releases {cost.unprotected} without differential privacy (unbounded ε), and this node caps ε at "
-            f"{min(settings.max_epsilon_total, settings.max_epsilon_per_study):g}",
-        )
-    if cost.private is None:
-        return None
-    ledger = _ledger(settings, trail, where)
-    try:
-        ledger.check(study_id=study, epsilon=cost.private.epsilon, release=cost.private.release)
-    except BudgetExceededError as exc:
-        raise RefusalError("privacy", str(exc)) from None
-    return ledger
+def _numbered(cost: TaskCost, admission: Admission | None) -> TaskCost:
+    """The cost with its ledger release id from the node's own sequence (never the coordinator's round)."""
+    if cost.private is None or admission is None:
+        return cost
+    what = cost.private.release.split("/", 1)[-1]
+    return dataclasses.replace(cost, private=dataclasses.replace(cost.private, release=admission.release(what)))
 
 
 def _study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext | None:
@@ -87,15 +75,30 @@ def _study_key(settings: NodeSettings, fingerprint: str | None) -> SecretContext
     return study_key(settings, fingerprint)
 
 
+def _admit(state: StudyState, message_type: str, task: Any, where: dict[str, Any], task_sha256: str) -> Admission | None:
+    """Take the task's slot in the node's study state (a seal seals the study); `RefusalError` if it has none."""
+    if message_type == SEAL_MESSAGE_TYPE:
+        state.seal(study=where["study"], status=task.status)
+        return None
+    if not isinstance(where.get("round"), int):
+        raise MessageError(f"a {message_type} task must name its round")
+    return state.admit(study=where["study"], kind=message_type, round=where["round"], task_sha256=task_sha256)
+
+
 def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     """Run one task through the steps above; always returns a reply (result or refusal)."""
     settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
     trail = AuditTrail(settings.trail, actor=settings.partner_id)
     audit = PartnerAudit.for_node(trail=settings.trail, key_path=settings.key_path, partner_id=settings.partner_id,
                                   coordinator_key=settings.coordinator_key)
+    node_log, state = NodeLog.beside(settings.trail), StudyState.beside(settings.trail)
+    message_type = kind.message_type
     where: dict[str, Any] = {}
 
-    def refuse(clause: str, reason: str, **details: Any) -> Message:
+    def refuse(clause: str, detail: str, *, data_in_use: bool = False, **details: Any) -> Message:
+        reason = public_reason(clause, detail, data_in_use=data_in_use)
+        node_log.write(time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       message_type=message_type, clause=clause, reason=reason, detail=detail, **where)
         trail.append("task_refused", clause=clause, reason=reason, **details, **where)
         info = PartnerInfo(partner=settings.partner_id, status="refused", clause=clause, reason=reason)
         return Message(audit.seal(build_reply(info, {})), reply_to=message)
@@ -118,26 +121,44 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
                  **({"he_fingerprint": fingerprint} if fingerprint else {}))
     try:
         keys = NodeKeys(audit.identity, _study_key(settings, fingerprint))
+        admission = _admit(state, message_type, task, where, task_sha256)
     except RefusalError as exc:
         return refuse(exc.clause, str(exc))
+    except MessageError as exc:
+        return refuse("message", str(exc))
     data, ledger, cost = None, None, None
+
+    def failed(clause: str, detail: str, *, ran: bool) -> Message:
+        """A refusal once the data is in use: counted against the study, and charged when the task ran on it."""
+        if data_dependent(clause, data_in_use=True):
+            state.record_failure(study=where["study"])
+            if ran and ledger is not None and cost is not None and cost.private is not None:
+                try:
+                    charge(_ledger(settings, trail, where | {"outcome": "task_failed"}), cost, study=where["study"])
+                except PrivacyError as exc:  # the budget no longer pays: the failure is still counted above
+                    node_log.write(clause="privacy", detail=f"the failed task could not be charged: {exc}", **where)
+        return refuse(clause, detail, data_in_use=True)
+
     info = PartnerInfo(partner=settings.partner_id, status="ok")
     try:
         if kind.uses_data:
             manifest: DataManifest = load_manifest(settings.manifest)
             data = load_partner_data(settings.data, manifest)
     except FederatedError as exc:
-        return refuse("data", str(exc))
+        return refuse("data", str(exc), data_in_use=True)
     try:
         if data is not None:
-            cost = kind.cost(task, data.size)
+            cost = _numbered(kind.cost(task.spec, data.size), admission)
             settings, contract = enforce_contract(
                 settings, purpose=kind.purpose, spec=task.spec, cost=cost, data_sha256=data.data_sha256,
-                coordinator_key=checked.get("coordinator_key"),
+                coordinator_key=checked.get("coordinator_key"), records=data.size,
             )
-            ledger = _budget_check(
-                settings, cost, where["study"], trail, where,
+            keys = dataclasses.replace(keys, suppression=suppression(contract))  # exact releases: small cells zeroed
+            ledger = check_budget(
+                cost, study=where["study"], max_epsilon_total=settings.max_epsilon_total,
+                max_epsilon_per_study=settings.max_epsilon_per_study,
                 unprotected_allowed=contract is not None and not contract.protections.require_dp,
+                ledger=lambda: _ledger(settings, trail, where),
             )
             release = contract.release_per_partner if contract is not None else manifest.release_per_partner
             info = PartnerInfo(
@@ -146,21 +167,26 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
             )
         if settings.contract is not None and info.data_sha256:
             info = info.model_copy(update={"contract_sha256": sha256_file(settings.contract)})
-        trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
-                     count=info.count, **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where)
-        content, details = kind.run(task, data, info, keys)
     except RefusalError as exc:
-        return refuse(exc.clause, str(exc))
-    except AccordError as exc:
-        return refuse("task", str(exc))
-    except Exception as exc:  # a bug: still logged and answered, so the coordinator learns why
-        return refuse("internal", f"{type(exc).__name__}: {exc}")
+        return failed(exc.clause, str(exc), ran=False)
+    except Exception as exc:  # a bug: still answered, with nothing of its text
+        return failed("internal", f"{type(exc).__name__}: {exc}", ran=False)
+    # The record count is logged only where the reply releases it (a DP release withholds it).
+    count = info.count if cost is None or cost.private is None else None
+    trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
+                 count=count, **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where)
+    try:
+        content, details = kind.run(task, data, info, keys)
+    except Exception as exc:  # a refusal, an error of ours, or a bug: answered all the same
+        clause = exc.clause if isinstance(exc, RefusalError) else "task" if isinstance(exc, AccordError) else "internal"
+        detail = str(exc) if isinstance(exc, AccordError) else f"{type(exc).__name__}: {exc}"
+        if data is None:  # decryption or seal: no data of this partner in use
+            return refuse(clause, detail)
+        return failed(clause, detail, ran=True)
     if ledger is not None and cost is not None and cost.private is not None:
-        spent = cost.private
         try:
-            ledger.spend(study_id=where["study"], release=spent.release, epsilon=spent.epsilon, delta=spent.delta,
-                         noise_multiplier=spent.noise_multiplier, sample_rate=spent.sample_rate, steps=spent.steps)
+            charge(ledger, cost, study=where["study"])
         except PrivacyError as exc:  # another process spent in between, or the release id clashes: release nothing
-            return refuse("privacy", str(exc))
+            return failed("privacy", str(exc), ran=False)
     trail.append("result_sent", **details, **where)
     return Message(audit.seal(content), reply_to=message)

@@ -16,6 +16,7 @@ from federated.messages.common import PartnerInfo
 if TYPE_CHECKING:
     from crypto import Identity
     from crypto.he_keys import SecretContext
+    from federated.evaluation.disclosure import CellSuppression
 
 TaskT = TypeVar("TaskT")
 
@@ -23,10 +24,12 @@ TaskT = TypeVar("TaskT")
 @dataclass(frozen=True)
 class NodeKeys:
     """The keys a task may use: the node's Ed25519 identity (signs its encrypted bundles) and the
-    study's HE secret context (None unless the task is encrypted)."""
+    study's HE secret context (None unless the task is encrypted); and the small-cell suppression its
+    contract holds a release without DP to (`federated.client.contract_gate.suppression`)."""
 
     identity: Identity
     he: SecretContext | None = None
+    suppression: CellSuppression | None = None
 
 
 def _not_encrypted(task: Any) -> str | None:
@@ -37,12 +40,14 @@ def _not_encrypted(task: Any) -> str | None:
 class TaskKind(Generic[TaskT]):
     """How one kind of task is parsed, described, costed and run."""
 
+    message_type: str  # the Flower message type that carries it ("train", "query.evaluate", ...)
     parse: Callable[[RecordDict], TaskT]
     task_sha256: Callable[[TaskT], str]
     where: Callable[[TaskT], dict[str, Any]]
     received: Callable[[TaskT], dict[str, Any]]
-    # Privacy cost given the data's size.
-    cost: Callable[[TaskT, int], TaskCost]
+    # Privacy cost of a task with this signed spec (`task.spec`), given the data's size; the spec alone
+    # decides it, so that `federated.client.check` costs a study's tasks before they exist.
+    cost: Callable[[Any, int], TaskCost]
     # Runs the task; returns (reply content given the partner's info, details for the trail).
     # `PartnerData` is None for a kind that does not use data.
     run: Callable[[TaskT, PartnerData | None, PartnerInfo, NodeKeys], tuple[RecordDict, dict[str, Any]]]

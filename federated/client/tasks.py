@@ -1,5 +1,9 @@
-"""The kinds of task a partner runs: evaluate candidate models, train the global model, and decrypt
-an encrypted aggregate (`federated.client.encryption`)."""
+"""The kinds of task a partner runs: evaluate candidate models, train the global model, decrypt
+an encrypted aggregate (`federated.client.encryption`) and seal a finished study.
+
+`TASK_KINDS`, keyed by Flower message type, is the one list of them: the ClientApp registers a
+handler for each, the in-process grid runs that ClientApp, and `python -m federated.client check`
+looks up the kind of every task a study sends."""
 
 from __future__ import annotations
 
@@ -13,21 +17,33 @@ from federated.client.data import PartnerData
 from federated.client.evaluation import evaluate_task
 from federated.client.task_kind import NodeKeys, TaskKind
 from federated.errors import FederatedError, RefusalError
+from federated.evaluation.disclosure import CellSuppression
 from federated.evaluation.dp_release import privatize
 from federated.messages.common import NoiseInfo, PartnerInfo
+from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE
 from federated.messages.evaluation import (
+    MESSAGE_TYPE,
     EvaluationReply,
     EvaluationTask,
     build_reply,
     parse_task,
 )
+from federated.messages.seal import SEAL_MESSAGE_TYPE, parse_seal_task
+from federated.messages.training import TRAIN_MESSAGE_TYPE, parse_train_task
 
 
-def _release(statistics: dict, task: EvaluationTask, info: PartnerInfo) -> tuple[dict, PartnerInfo]:
-    """Statistics as they may leave the node: with the study's DP noise, if it asks for DP."""
+def _release(
+    statistics: dict, task: EvaluationTask, info: PartnerInfo, suppression: CellSuppression | None
+) -> tuple[dict, PartnerInfo]:
+    """Statistics as they may leave the node: with the study's DP noise, if it asks for DP; without DP,
+    with the cells under the contract's minimum count zeroed (`federated.evaluation.disclosure`).
+    With DP the noise protects every cell, small ones included, so nothing is suppressed."""
     privacy = task.spec.evaluation.privacy
     if not privacy.enabled:
-        return statistics, info
+        if suppression is None:
+            return statistics, info
+        statistics, suppressed = suppression.apply_all(statistics)
+        return statistics, info.model_copy(update={"suppressed_cells": suppressed})
     statistics, release = privatize(statistics, privacy)
     # The exact record count is not covered by ε (add/remove neighbours): withhold it.
     return statistics, info.model_copy(update={"noise": NoiseInfo(**release.as_record()), "count": 0})
@@ -38,22 +54,29 @@ def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo, keys: 
         statistics = evaluate_task(task, data)
     except FederatedError as exc:
         raise RefusalError("model", str(exc)) from None
-    statistics, info = _release(statistics, task, info)
+    statistics, info = _release(statistics, task, info, keys.suppression)
     if task.spec.encryption is not None:
         from federated.client.encryption import encrypt_evaluation
 
-        return encrypt_evaluation(task.spec, statistics, info, keys, records=data.size)
+        content, details = encrypt_evaluation(task.spec, statistics, info, keys, records=data.size)
+        return content, {**details, **_suppressed(info)}
     payload_sha256 = EvaluationReply(info=info, statistics=statistics).payload_sha256()
-    return build_reply(info, statistics), {"payload_sha256": payload_sha256}
+    return build_reply(info, statistics), {"payload_sha256": payload_sha256, **_suppressed(info)}
+
+
+def _suppressed(info: PartnerInfo) -> dict[str, int]:
+    """For the trail: how many cells were suppressed (when any were), never which."""
+    return {"suppressed_cells": info.suppressed_cells} if info.suppressed_cells else {}
 
 
 EVALUATE = TaskKind(
+    message_type=MESSAGE_TYPE,
     parse=parse_task,
     task_sha256=lambda task: task.sha256,
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"models": {m.name: m.sha256 for m in task.spec.models}},
-    cost=lambda task, size: round_cost(
-        evaluation=task.spec.evaluation, training=None, round_number=task.spec.round, num_examples=size
+    cost=lambda spec, size: round_cost(
+        evaluation=spec.evaluation, training=None, round_number=spec.round, num_examples=size
     ),
     run=_evaluate,
     encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
@@ -68,7 +91,7 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> t
         local = train_round(task, data)
     except AccordError as exc:
         raise RefusalError("training", str(exc)) from None
-    statistics, info = _release(local.statistics, task.evaluation_task(), info)
+    statistics, info = _release(local.statistics, task.evaluation_task(), info, keys.suppression)
     if local.privacy is None:
         weight, loss = local.num_examples, local.train_loss
     else:
@@ -82,28 +105,21 @@ def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> t
         content = build_train_reply(info, num_examples=weight, privacy=local.privacy)
         content, details = encrypt_training(task, local.arrays, weight=weight, statistics=statistics, info=info,
                                             keys=keys, records=data.size, content=content)
-        return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight, **details}
+        return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight, **details, **_suppressed(info)}
     content = build_train_reply(
         info, arrays=local.arrays, num_examples=weight, train_loss=loss, privacy=local.privacy, statistics=statistics,
     )
-    return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight}
-
-
-def _parse_train(content: RecordDict) -> Any:
-    from federated.messages.training import (
-        parse_train_task,  # torch-free, but only training needs it
-    )
-
-    return parse_train_task(content)
+    return content, {"update_sha256": arrays_sha256(local.arrays), "weight": weight, **_suppressed(info)}
 
 
 TRAIN = TaskKind(
-    parse=_parse_train,
+    message_type=TRAIN_MESSAGE_TYPE,
+    parse=parse_train_task,
     task_sha256=lambda task: task.spec.sha256(),
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"global_sha256": task.spec.global_sha256, "onnx_sha256": task.spec.onnx_sha256},
-    cost=lambda task, size: round_cost(
-        evaluation=task.spec.evaluation, training=task.spec.training, round_number=task.spec.round, num_examples=size
+    cost=lambda spec, size: round_cost(
+        evaluation=spec.evaluation, training=spec.training, round_number=spec.round, num_examples=size
     ),
     run=_train,
     encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
@@ -126,12 +142,13 @@ def _decrypt(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[
 
 
 DECRYPT = TaskKind(
+    message_type=DECRYPT_MESSAGE_TYPE,
     parse=_parse_decrypt,
     task_sha256=lambda task: task.spec.sha256(),
     where=lambda task: {"study": task.spec.study, "round": task.spec.round},
     received=lambda task: {"step": "decryption", "aggregate_sha256": task.spec.aggregate_sha256,
                            "contributors": [c.partner for c in task.spec.contributions]},
-    cost=lambda task, size: TaskCost(),  # never asked: a decryption uses no data
+    cost=lambda spec, size: TaskCost(),  # never asked: a decryption uses no data
     run=_decrypt,
     encryption=lambda task: task.spec.fingerprint,
     uses_data=False,
@@ -147,18 +164,15 @@ def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[Rec
     return build_seal_reply(info), {"payload_sha256": payload_sha256(info), "step": "seal"}
 
 
-def _parse_seal(content: RecordDict) -> Any:
-    from federated.messages.seal import parse_seal_task
-
-    return parse_seal_task(content)
-
-
 SEAL = TaskKind(
-    parse=_parse_seal,
+    message_type=SEAL_MESSAGE_TYPE,
+    parse=parse_seal_task,
     task_sha256=lambda task: task.sha256(),
     where=lambda task: {"study": task.study, "round": None},
     received=lambda task: {"step": "seal", "status": task.status, "rounds": task.rounds},
-    cost=lambda task, size: TaskCost(),  # never asked: a seal uses no data
+    cost=lambda spec, size: TaskCost(),  # never asked: a seal uses no data
     run=_seal,
     uses_data=False,
 )
+
+TASK_KINDS: dict[str, TaskKind[Any]] = {kind.message_type: kind for kind in (EVALUATE, TRAIN, DECRYPT, SEAL)}

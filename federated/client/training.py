@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from federated.client.costs import plan_dp_sgd
+from federated.client.costs import dp_sgd_cost
 from federated.client.data import PartnerData
 from federated.client.evaluation import evaluate_task
 from federated.evaluation.statistics import EvaluationStatistics
@@ -35,7 +35,7 @@ def train_round(task: TrainTask, data: PartnerData) -> LocalRound:
 
     from federated.training.models import create_model
     from federated.training.weights import load_arrays
-    from privacy.dp_sgd import DPSGDSettings, train_locally
+    from privacy.dp_sgd import train_locally
 
     statistics = evaluate_task(task.evaluation_task(), data)
     torch.set_num_threads(1)
@@ -46,21 +46,13 @@ def train_round(task: TrainTask, data: PartnerData) -> LocalRound:
     )
     load_arrays(model, task.arrays)
     dp = settings.privacy
-    dp_settings = (
-        DPSGDSettings(
-            max_grad_norm=dp.max_grad_norm, delta=dp.delta, noise_multiplier=dp.noise_multiplier,
-            target_epsilon=dp.target_epsilon, accountant=dp.accountant, grad_sample_mode=dp.grad_sample_mode,
-        )
-        if dp.enabled
-        else None
-    )
     seed = secrets.randbits(31) if dp.enabled else settings.seed + task.spec.round
     result = train_locally(
         model, data.features, data.labels, epochs=settings.local_epochs, batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, optimizer=settings.optimizer, momentum=settings.momentum,
-        dp=dp_settings, seed=seed,
+        dp=dp if dp.enabled else None, seed=seed,
     )
-    planned = plan_dp_sgd(task.spec.training, round_number=task.spec.round, num_examples=data.size)
+    planned = dp_sgd_cost(task.spec.training, round_number=task.spec.round, num_examples=data.size)
     if planned is not None and (result.epsilon is None or result.epsilon > planned.epsilon * (1 + 1e-9)):
         raise PrivacyError(
             f"local training spent ε={result.epsilon} but the budget was checked for ε={planned.epsilon}; "

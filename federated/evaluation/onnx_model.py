@@ -15,38 +15,50 @@ from federated.errors import DataError
 _PROBABILITY_TOLERANCE = 1e-3
 
 
+class OnnxModel:
+    """One candidate model loaded once, run on as many batches of features as the data has."""
+
+    def __init__(self, model_name: str, model_bytes: bytes, output: str, num_features: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for malformed models
+            raise DataError(f"model {model_name!r} is not a loadable ONNX model: {exc}") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise DataError(f"model {model_name!r} has {len(inputs)} inputs; Accord models take exactly one")
+        expected = inputs[0].shape[1] if len(inputs[0].shape) == 2 else None
+        if isinstance(expected, int) and expected != num_features:
+            raise DataError(
+                f"model {model_name!r} expects {expected} features, this partner's data has {num_features}"
+            )
+        names = [item.name for item in session.get_outputs()]
+        if output not in names:
+            raise DataError(f"model {model_name!r} has no output {output!r} (its outputs: {names})")
+        self.name, self.output, self._session, self._input = model_name, output, session, inputs[0].name
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities [n, classes] in float64; `DataError` if the output is not probabilities."""
+        name, output = self.name, self.output
+        try:
+            (probabilities,) = self._session.run([output], {self._input: features.astype(np.float32, copy=False)})
+        except Exception as exc:  # shape and type errors surface here
+            raise DataError(f"model {name!r} failed on this partner's data: {exc}") from None
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.ndim != 2 or probabilities.shape[0] != features.shape[0]:
+            raise DataError(f"model {name!r} output {output!r} has shape {probabilities.shape}, expected [n, classes]")
+        if not np.all(np.isfinite(probabilities)):
+            raise DataError(f"model {name!r} produced NaN or infinite probabilities")
+        if probabilities.min() < -_PROBABILITY_TOLERANCE or probabilities.max() > 1 + _PROBABILITY_TOLERANCE:
+            raise DataError(f"model {name!r} output {output!r} is not a probability (values outside [0, 1])")
+        if np.abs(probabilities.sum(axis=1) - 1).max() > _PROBABILITY_TOLERANCE:
+            raise DataError(f"model {name!r} output {output!r} rows do not sum to 1")
+        return np.clip(probabilities, 0.0, 1.0)
+
+
 def predict_probabilities(model_name: str, model_bytes: bytes, output: str, features: np.ndarray) -> np.ndarray:
     """Probabilities [n, classes] from one ONNX model; `DataError` if the model does not fit."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors for malformed models
-        raise DataError(f"model {model_name!r} is not a loadable ONNX model: {exc}") from None
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise DataError(f"model {model_name!r} has {len(inputs)} inputs; Accord models take exactly one")
-    expected = inputs[0].shape[1] if len(inputs[0].shape) == 2 else None
-    if isinstance(expected, int) and expected != features.shape[1]:
-        raise DataError(
-            f"model {model_name!r} expects {expected} features, this partner's data has {features.shape[1]}"
-        )
-    names = [item.name for item in session.get_outputs()]
-    if output not in names:
-        raise DataError(f"model {model_name!r} has no output {output!r} (its outputs: {names})")
-    try:
-        (probabilities,) = session.run([output], {inputs[0].name: features.astype(np.float32)})
-    except Exception as exc:  # shape and type errors surface here
-        raise DataError(f"model {model_name!r} failed on this partner's data: {exc}") from None
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[0] != features.shape[0]:
-        raise DataError(f"model {model_name!r} output {output!r} has shape {probabilities.shape}, expected [n, classes]")
-    if not np.all(np.isfinite(probabilities)):
-        raise DataError(f"model {model_name!r} produced NaN or infinite probabilities")
-    if probabilities.min() < -_PROBABILITY_TOLERANCE or probabilities.max() > 1 + _PROBABILITY_TOLERANCE:
-        raise DataError(f"model {model_name!r} output {output!r} is not a probability (values outside [0, 1])")
-    if np.abs(probabilities.sum(axis=1) - 1).max() > _PROBABILITY_TOLERANCE:
-        raise DataError(f"model {model_name!r} output {output!r} rows do not sum to 1")
-    return np.clip(probabilities, 0.0, 1.0)
+    return OnnxModel(model_name, model_bytes, output, features.shape[1]).predict(features)

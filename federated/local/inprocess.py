@@ -1,6 +1,6 @@
 """A federation inside one process: a Grid that hands each message to a partner's ClientApp handler.
 
-The handlers are the same `federated.client.app` functions a SuperNode runs, and the coordinator side
+Each message goes to the same `federated.client.app` ClientApp a SuperNode runs, and the coordinator side
 is the real round logic, so tests and benchmarks exercise everything but Flower's transport. Hooks
 drop messages (a node that vanished) or damage replies; every message's serialized size (Flower's
 protobuf, as it would travel) is counted per message type, for measuring bytes on the wire.
@@ -17,10 +17,7 @@ from pathlib import Path
 from flwr.app import Context, Message, RecordDict
 from flwr.common.serde import message_to_proto
 
-from federated.client import app as client_app
-
-HANDLERS = {"query.evaluate": client_app.evaluate, "train": client_app.train, "query.decrypt": client_app.decrypt,
-            "query.seal": client_app.seal}
+from federated.client.app import app as client_app
 
 
 @dataclass
@@ -52,7 +49,7 @@ class InProcessGrid:
                 continue
             context = Context(run_id=1, node_id=node, node_config=dict(self.nodes[node]), state=RecordDict(),
                               run_config=dict(self.run_config))
-            reply = HANDLERS[kind](message, context)
+            reply = client_app(message, context)  # Flower's dispatch by message type, as in a SuperNode
             if self.tamper is not None:
                 self.tamper(node, reply)
             if self.count_bytes:

@@ -76,6 +76,7 @@ class PartnerInfo(Strict):
     contract_sha256: str = ""  # the data contract the partner applied, if it has one
     count: int = 0
     noise: NoiseInfo | None = None  # set when the statistics carry DP noise
+    suppressed_cells: int = Field(default=0, ge=0)  # without DP: small cells zeroed (how many, never which)
 
 
 def payload_sha256(info: PartnerInfo, arrays: Mapping[str, np.ndarray] | None = None, **digests: str) -> str:

@@ -2,14 +2,16 @@
 
 - A partner's reply carries its bundle (`crypto.he_aggregation.EncryptedBundle` bytes) and a
   `Contribution`: its Ed25519 node key's signature over (study, round, key fingerprint, partner,
-  bundle SHA-256). The audit seal on a reply signs a checkpoint of the partner's trail, not the
-  reply's bytes, so it cannot show a third party which bundle a partner sent; this signature can.
+  bundle SHA-256). It carries no key: it is checked against the key the study's key ceremony pinned
+  for that partner (`crypto.he_keys.PublicContext.partner_keys`), never against one the message
+  brings. The audit seal on a reply signs a checkpoint of the partner's trail, not the reply's bytes,
+  so it cannot show a third party which bundle a partner sent; this signature can.
 - The decryption task (`query.decrypt`) carries the aggregate and the contributions' signed digests,
   nothing else (a partner refuses one that carries more: a key holder must never be shown another
   partner's bundle). The coordinator signs the task like any other (its spec names every bundle by SHA-256).
 - The reply carries the decrypted arrays (int64 counts and limbs, float64 fixed-point values).
 
-Nothing here decides whether to trust a message; `federated.client.decryption` does, and this
+Nothing here decides whether to trust a message; `federated.client.encryption` does, and this
 module must never unpickle (arrays travel as `np.save(allow_pickle=False)`, bundles as bytes).
 """
 
@@ -17,12 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import rfc8785
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from pydantic import BaseModel, Field, ValidationError
 
@@ -32,13 +34,12 @@ from accord.models import Strict, StrictWithArrays
 from crypto import (
     CryptoError,
     Identity,
-    public_key_bytes,
     public_key_from_bytes,
     verify,
 )
 from crypto.he_aggregation import EncryptedBundle
 from federated.errors import EncryptionMessageError, MessageError
-from federated.messages.audit_exchange import AUDIT_RECORD, parse_vkey, read_reply_audit
+from federated.messages.audit_exchange import AUDIT_RECORD
 from federated.messages.common import (
     MAX_SPEC_BYTES,
     PartnerInfo,
@@ -47,7 +48,6 @@ from federated.messages.common import (
 )
 from federated.messages.encryption_spec import EncryptionSpec
 
-DECRYPT_MESSAGE_TYPE = "query.decrypt"
 CONTRIBUTION_CONTEXT = b"accord/he-contribution/v1\n"  # domain separation: the node key also signs notes
 ENCRYPTED_RECORD = "encrypted"
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
@@ -68,7 +68,6 @@ class Contribution(Strict):
     """One partner's signed statement: "for this round I sent the bundle with this SHA-256"."""
 
     partner: str
-    key: str = Field(description="base64 raw Ed25519 public key of the partner's node")
     bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     signature: str = Field(description="base64 Ed25519 signature over signed_bytes()")
 
@@ -78,14 +77,13 @@ class Contribution(Strict):
                      "bundle_sha256": bundle_sha256}
         return CONTRIBUTION_CONTEXT + rfc8785.dumps(statement)
 
-    def public_key(self) -> Ed25519PublicKey:
-        try:
-            return public_key_from_bytes(base64.b64decode(self.key, validate=True))
-        except (binascii.Error, CryptoError) as exc:
-            raise EncryptionMessageError(f"the key of {self.partner!r}'s contribution is not an Ed25519 key: {exc}") from None
-
-    def verify(self, *, study: str, round: int, fingerprint: str) -> None:
-        """Raise `EncryptionMessageError` unless the partner's key signed this bundle for this round."""
+    def verify(self, *, pinned: Mapping[str, bytes], study: str, round: int, fingerprint: str) -> None:
+        """Raise `EncryptionMessageError` unless the key pinned for this partner signed this bundle for this round."""
+        raw = pinned.get(self.partner)
+        if raw is None:
+            raise EncryptionMessageError(
+                f"the contribution of {self.partner!r} names a partner the study's key ceremony did not pin"
+            )
         try:
             signature = base64.b64decode(self.signature, validate=True)
         except binascii.Error:
@@ -93,20 +91,19 @@ class Contribution(Strict):
         message = self.signed_bytes(study=study, round=round, fingerprint=fingerprint, partner=self.partner,
                                     bundle_sha256=self.bundle_sha256)
         try:
-            verify(self.public_key(), message, signature)
-        except CryptoError as exc:
+            verify(public_key_from_bytes(raw), message, signature)
+        except CryptoError:
             raise EncryptionMessageError(
-                f"the contribution of {self.partner!r} to study {study} round {round} is not signed by its key: {exc}"
+                f"the contribution of {self.partner!r} to study {study} round {round} is not signed by the key "
+                f"pinned for it"
             ) from None
 
 
 def sign_contribution(identity: Identity, *, partner: str, study: str, round: int, bundle: EncryptedBundle) -> Contribution:
     message = Contribution.signed_bytes(study=study, round=round, fingerprint=bundle.fingerprint, partner=partner,
                                         bundle_sha256=bundle.digest)
-    return Contribution(
-        partner=partner, key=base64.b64encode(public_key_bytes(identity.public_key)).decode(),
-        bundle_sha256=bundle.digest, signature=base64.b64encode(identity.sign(message)).decode(),
-    )
+    return Contribution(partner=partner, bundle_sha256=bundle.digest,
+                        signature=base64.b64encode(identity.sign(message)).decode())
 
 
 def attach_bundle(content: RecordDict, bundle: EncryptedBundle, contribution: Contribution) -> RecordDict:
@@ -118,7 +115,10 @@ def attach_bundle(content: RecordDict, bundle: EncryptedBundle, contribution: Co
 def read_bundle(
     content: RecordDict, *, partner: str, study: str, round: int, fingerprint: str, layout_sha256: str
 ) -> tuple[EncryptedBundle, Contribution]:
-    """A partner's bundle from its reply, checked against the task; `EncryptionMessageError` names what fails."""
+    """A partner's bundle from its reply, checked against the task; `EncryptionMessageError` names what fails.
+
+    The contribution's signature is checked where the pinned keys are known (`verify`): by the
+    coordinator before it sums, and by the decrypting partner before it decrypts."""
     record = content.config_records.get(ENCRYPTED_RECORD)
     if record is None:
         raise EncryptionMessageError(f"the reply of {partner!r} carries no encrypted bundle, the study requires one")
@@ -141,10 +141,6 @@ def read_bundle(
         problem = "is not the bundle its signed contribution names"
     if problem:
         raise EncryptionMessageError(f"the bundle of {partner!r} {problem}")
-    contribution.verify(study=study, round=round, fingerprint=fingerprint)
-    audit = read_reply_audit(content)
-    if audit is not None and parse_vkey(audit.partner, what=f"the key of {partner}").public_key != contribution.public_key():
-        raise EncryptionMessageError(f"{partner!r} signed its bundle with a key other than the one that seals its reply")
     return bundle, contribution
 
 

@@ -23,10 +23,10 @@ by `crypto.he_layout` from bounds both sides derive from the task (`plan_bundle`
 
 Bounds, per partner: a count is at most `max_records_per_partner` (a partner holding more refuses);
 a sum is at most that many records times what one record adds (`dp_evaluation.array_scales`; log loss
-without DP is clipped at -log(1e-15)); with DP, plus 40 noise standard deviations; an update
-coordinate is at most weight · `max_update_norm`, since |d_j| <= ||d||_2 (the partner checks its own
-norm). The aggregate bound is the per-partner bound times the partners the task went to. A partner
-refuses values beyond its bound before encrypting, so honest sums never overflow a lane.
+without DP is clipped at -log(float64 eps) ≈ 36.04, as scikit-learn clips); with DP, plus 40 noise
+standard deviations; an update coordinate is at most weight · `max_update_norm`, since |d_j| <= ||d||_2
+(the partner checks its own norm). The aggregate bound is the per-partner bound times the size of the
+announced cohort. A partner refuses values beyond its bound before encrypting, so honest sums never overflow a lane.
 
 This module must never round a count: counts that are not integers are refused, not converted.
 """

@@ -1,6 +1,11 @@
 """The study's privacy report: ε spent per partner per release, and in total.
 
-Built from what partners reported with their results: the Gaussian releases of evaluation
+Two views. `reported_privacy(results)` is the coordinator's, written into results.json when the study
+ends. `spent_report` is the evidence pack's, built from the partners' own trails (`privacy_spent`,
+one entry per release their ledgers charged), so it counts what was really spent — repeated and
+failed tasks included — and names the partners whose trails are not in the pack.
+
+`reported_privacy` is built from what partners reported with their results: the Gaussian releases of evaluation
 statistics (σ, L2 sensitivity, ε, δ) and the DP-SGD runs of training rounds (noise
 multiplier, sampling rate, steps, ε, δ). Two totals per partner: basic composition (the sum
 of ε and of δ — what partners' ledgers count, always valid) and the tighter composition of
@@ -10,6 +15,8 @@ value of the composition it describes.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from privacy import PrivacyAccount
@@ -29,7 +36,7 @@ def _partner_releases(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]
     return releases
 
 
-def privacy_report(results: dict[str, Any]) -> dict[str, Any]:
+def reported_privacy(results: dict[str, Any]) -> dict[str, Any]:
     """Per partner: every release and the composed totals; empty when no DP was used."""
     report: dict[str, Any] = {}
     for partner, releases in sorted(_partner_releases(results).items()):
@@ -48,3 +55,46 @@ def privacy_report(results: dict[str, Any]) -> dict[str, Any]:
             "prv_composition": {"epsilon": account.epsilon(delta=total_delta), "delta": total_delta},
         }
     return report
+
+
+def _partner_trail_releases(entries: Sequence[Mapping[str, Any]], study_id: str) -> list[dict[str, Any]]:
+    releases = []
+    for entry in entries:
+        if entry.get("kind") == "privacy_spent" and entry.get("study") == study_id:
+            details = entry.get("details", {})
+            releases.append({"round": entry.get("round"), "release": details.get("release"),
+                             "epsilon": float(details.get("epsilon", 0.0)), "delta": float(details.get("delta", 0.0)),
+                             **({"outcome": details["outcome"]} if "outcome" in details else {})})
+    return releases
+
+
+def spent_report(
+    results: Mapping[str, Any], partner_trails: Mapping[str, Sequence[Mapping[str, Any]]], *, partners: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The evidence pack's privacy report: what each partner's own trail says it spent (`privacy_spent`).
+
+    A partner's ledger writes one `privacy_spent` entry per release it charged, failed tasks included,
+    so the sums here count what was really spent, whatever the coordinator claims. `results["privacy"]`
+    (what partners reported with their replies, as the coordinator recorded it) is shown beside it, and a
+    difference is listed. Partners named in `partners` (those the coordinator's trail names) whose trails
+    are not at hand are listed under `partners_without_trail`: for them only the coordinator's claim exists.
+    """
+    study_id = str(results.get("study", ""))
+    claimed = results.get("privacy") or {}
+    report: dict[str, Any] = {}
+    differences = []
+    for partner, entries in sorted(partner_trails.items()):
+        releases = _partner_trail_releases(entries, study_id)
+        spent = {"epsilon": math.fsum(r["epsilon"] for r in releases), "delta": math.fsum(r["delta"] for r in releases)}
+        claim = claimed.get(partner, {}).get("basic_composition", {"epsilon": 0.0, "delta": 0.0})
+        report[partner] = {"releases": releases, "spent": spent, "claimed_by_coordinator": claim}
+        if not math.isclose(spent["epsilon"], float(claim.get("epsilon", 0.0)), rel_tol=1e-9, abs_tol=1e-12):
+            differences.append(partner)
+    missing = sorted((set(partners) | set(claimed)) - set(partner_trails))
+    return {
+        "study": study_id,
+        "source": "partner trails (privacy_spent entries)" if partner_trails else "none: no partner trail in the pack",
+        "partners": report,
+        "partners_without_trail": {p: {"claimed_by_coordinator": claimed.get(p, {}).get("basic_composition")} for p in missing},
+        "differs_from_coordinator_claim": differences,
+    }

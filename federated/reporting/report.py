@@ -6,7 +6,6 @@ Plots are drawn from the pooled histograms only (never from partner-level data).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,10 @@ from accord.durable import write_durably
 from accord.hashing import sha256_file
 from federated.evaluation.metrics import class_curve
 from federated.evaluation.statistics import EvaluationStatistics
+from federated.reporting.formatting import format_value, json_safe
+from federated.reporting.validation_section import heterogeneity_lines, plot_forest, validation_lines
 
 _TABLE_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities become null, so results.json is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -67,16 +57,8 @@ def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, ou
     return paths
 
 
-def format_value(value: Any) -> str:
-    """A metric or count as reports print it: '—' for missing, integers plain, else 4 decimals."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
-    return str(value)
-
-
-def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) -> str:
+def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
+                    forest_plots: dict[str, Path] | None = None) -> str:
     """`report.md`: pooled metrics, model x partner matrix, cohort, subgroup gaps, model hashes."""
     lines = [f"# Study `{results['study']}` — evaluation report", ""]
     lines += [f"Status: **{results['status']}**" + (f" — {results['message']}" if results.get("message") else ""), ""]
@@ -116,6 +98,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]]) 
                     keys = ("count", "accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
                     lines.append(f"| {level} | " + " | ".join(format_value(entry.get(k)) for k in keys) + " |")
                 lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {format_value(v)}" for k, v in groups["gaps"].items()), ""]
+    if final is not None and final.get("pooled"):
+        lines += validation_lines(final)
+        lines += heterogeneity_lines(final, forest_plots or {})
     lines += _privacy_section(results)
     lines += ["", "## Cohort per round", "", "| round | contributors | refused | missing | duration (s) |", "| --- | --- | --- | --- | --- |"]
     for entry in results["rounds"]:
@@ -176,7 +161,11 @@ def write_outputs(
     """Write results.json, report.md and plots; return each file's SHA-256 for the trail."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {name: plot_model(name, stats, calibration_bins, out_dir) for name, stats in pooled_statistics.items()}
+    final = results.get("final_evaluation") or (results["rounds"][-1] if results.get("rounds") else None) or {}
+    forest = {name: path for name, entry in (final.get("heterogeneity") or {}).items()
+              if (path := plot_forest(name, entry, out_dir)) is not None}
     write_atomically(out_dir / "results.json", json.dumps(json_safe(results), indent=2, sort_keys=True) + "\n")
-    write_atomically(out_dir / "report.md", render_markdown(results, plots))
+    write_atomically(out_dir / "report.md", render_markdown(results, plots, forest))
     files = [out_dir / "results.json", out_dir / "report.md"] + [p for f in plots.values() for p in f.values()]
+    files += list(forest.values())
     return {path.name: sha256_file(path) for path in files}

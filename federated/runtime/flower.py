@@ -4,6 +4,10 @@ Accord never copies Flower code: it starts `flower-superlink` and `flower-supern
 processes and submits runs with `flwr run`. Every process gets a private FLWR_HOME,
 telemetry and update checks off, and this interpreter's `bin` on PATH (Flower spawns
 `flwr-serverapp`, `flwr-clientapp` and `flower-superexec` by name).
+
+No Flower process outlives the command that started it, even one killed with SIGKILL: each
+carries this command's tag in its environment, and a watchdog (`federated.runtime.reaper`,
+started with the first long-lived process) ends every tagged process once the command is gone.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,9 +27,12 @@ from typing import Any
 import tomli_w
 
 from federated.errors import ConfigError, FlowerRuntimeError
+from federated.runtime.reaper import TAG_VARIABLE
 
 CONNECTION_NAME = "accord"
 APP_COMPONENTS = {"serverapp": "federated.server.app:app", "clientapp": "federated.client.app:app"}
+_TAG = f"{os.getpid()}-{secrets.token_hex(8)}"  # this command's tag (a fork keeps it: a child's processes are ours)
+_reaper: subprocess.Popen | None = None
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -38,7 +46,20 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         FLWR_DISABLE_UPDATE_CHECK="1",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
+    env[TAG_VARIABLE] = _TAG  # inherited by whatever Flower spawns: the reaper finds them all by it
     return env
+
+
+def start_reaper() -> None:
+    """Start, once per command, the watchdog that ends this command's Flower processes when it dies."""
+    global _reaper
+    if _reaper is not None and _reaper.poll() is None:
+        return
+    environment = {k: v for k, v in os.environ.items() if k != TAG_VARIABLE}
+    _reaper = subprocess.Popen(
+        [sys.executable, "-m", "federated.runtime.reaper", str(os.getpid()), _TAG], env=environment,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
 
 
 def parse_address(address: str, *, option: str) -> tuple[str, int]:
@@ -168,8 +189,9 @@ def run_log(run_id: int, flwr_home: Path) -> str:
 
 
 def start_process(command: list[str], flwr_home: Path, log_path: Path) -> subprocess.Popen:
-    """Start a Flower process in its own session, its output in `log_path`."""
+    """Start a Flower process in its own session, its output in `log_path`; it ends when this command does."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    start_reaper()
     with open(log_path, "ab") as log:
         return subprocess.Popen(command, env=flower_env(flwr_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

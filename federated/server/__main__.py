@@ -1,12 +1,12 @@
 """`python -m federated.server`: run a study as the coordinator.
 
-Exit codes: 0 study completed · 2 bad usage · 3 invalid study/config · 4 fewer partners
-than the minimum cohort · 7 Flower runtime failure · 1 unexpected error.
+Exit codes (the README's table, `accord.errors.ExitCode`, mapped by `accord.cli`): 0 study completed ·
+2 bad usage · 3 invalid study/config/option · 4 fewer partners than the minimum cohort · 5 every
+decryptor refused · 7 Flower runtime failure · 1 unexpected error.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from accord.errors import AccordError, ExitCode
+from accord.cli import App, print_json
+from accord.errors import ExitCode
 from crypto.node_auth import read_authorized_nodes
 from federated.errors import ConfigError
 from federated.runtime.flower import stop_process
@@ -27,7 +28,7 @@ from federated.server.coordinator import (
 )
 
 console = Console(stderr=True, soft_wrap=True)
-cli = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
+cli = App(help=__doc__)
 
 _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
 
@@ -79,13 +80,26 @@ def _results_table(results: dict[str, Any]) -> Table:
     final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else {"pooled": {}})
     errors = final.get("standard_errors", {})
     for model, metrics in final["pooled"].items():
-        se = errors.get(model, {})
-        table.add_row(model, *(
-            "—" if metrics.get(k) is None else f"{metrics[k]:.3f}" + (f" ± {se[k]:.3f}" if k in se else "") for k in _SHOWN
-        ))
+        se, intervals = errors.get(model, {}), _intervals(final.get("validation", {}).get(model, {}))
+        table.add_row(model, *(_cell(metrics.get(k), se.get(k), intervals.get(k)) for k in _SHOWN))
+    captions = ["[low, high]: 95 % interval (sampling, and DP noise when on)"] if final.get("validation") else []
     if errors:
-        table.caption = "± standard error from the partners' DP noise; metrics are clipped into their ranges"
+        captions.append("± standard error from the partners' DP noise; metrics are clipped into their ranges")
+    table.caption = "; ".join(captions) or None
     return table
+
+
+def _intervals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {metric: record for metric, record in (("accuracy", summary.get("accuracy_ci")), ("auroc", summary.get("auroc_ci")))
+            if record and record.get("low") is not None}
+
+
+def _cell(value: float | None, se: float | None, interval: dict[str, Any] | None) -> str:
+    if value is None:
+        return "—"
+    if interval is not None:
+        return f"{value:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+    return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
 @cli.command()
@@ -95,13 +109,13 @@ def main(
         str | None, typer.Option(help="Attach to a running SuperLink at HOST:PORT instead of starting one.")
     ] = None,
     host: Annotated[str, typer.Option(help="Address the SuperLink this command starts listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the SuperLink this command starts (partners connect here).")] = 9093,
-    insecure: Annotated[bool, typer.Option(help="Plain HTTP, no TLS: only for 127.0.0.1 demos and tests.")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="Port of the SuperLink this command starts (partners connect here).")] = 9093,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP, no TLS: only for 127.0.0.1 demos and tests.")] = False,
     ssl_certfile: Annotated[Path | None, typer.Option(help="SuperLink TLS certificate (secure mode).")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="SuperLink TLS private key (secure mode).")] = None,
     ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate that signed the SuperLink's certificate.")] = None,
     supernode_auth: Annotated[
-        bool, typer.Option(help="Flower SuperNode authentication: only nodes whose keys are in --authorized-nodes may join (needs TLS).")
+        bool, typer.Option("--supernode-auth", help="Flower SuperNode authentication: only nodes whose keys are in --authorized-nodes may join (needs TLS).")
     ] = False,
     authorized_nodes: Annotated[
         Path | None,
@@ -155,9 +169,6 @@ def main(
                     status.update(line)
 
             results = follow(submission, show, timeout_s=expected_duration_s(submission.study))
-    except AccordError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(int(exc.exit_code)) from None
     finally:
         if submission is not None and submission.superlink is not None:
             stop_process(submission.superlink)
@@ -165,7 +176,7 @@ def main(
     out = submission.study.output_dir
     console.print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\ntrail: {results['trail']}")
     if json_output:
-        print(json.dumps(results, indent=2))
+        print_json(results)
     if results["status"] != "completed":
         console.print(f"[red]{results['status']}[/]: {results['message']}")
         refused = results["status"] == "decryption_failed"  # every decrypting partner refused the aggregate

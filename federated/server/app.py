@@ -19,14 +19,14 @@ from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
-from federated.messages.evaluation import ModelRef, TaskSpec
+from federated.messages.evaluation import ModelRef
 from federated.messages.seal import (
     SEAL_MESSAGE_TYPE,
-    SealSpec,
     build_seal_task,
     parse_seal_reply,
 )
-from federated.reporting.privacy_report import privacy_report
+from federated.messages.study_tasks import evaluation_spec, seal_spec
+from federated.reporting.privacy_report import reported_privacy
 from federated.reporting.report import write_outputs
 from federated.server.collect import collect_replies
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
@@ -78,18 +78,12 @@ def evaluation_rounds(
     model_bytes = {model.name: model.path.read_bytes() for model in models}
     pooled_statistics: dict = {}
     for round_number in range(1, study.rounds + 1):
-        spec = TaskSpec(
-            study=study.id,
-            round=round_number,
-            study_sha256=study_sha256,
-            models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models],
-            evaluation=study.evaluation,
-            governance=study.governance,
-            min_cohort=study.min_cohort,
-        )
+        spec = evaluation_spec(study, round_number=round_number, study_sha256=study_sha256,
+                               models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models])
         outcome = run_round(
             grid, spec, model_bytes, trail,
             timeout_s=study.round_timeout_s, calibration_bins=study.evaluation.calibration_bins, encryption=encryption,
+            validation=study.validation,
         )
         results["rounds"].append(outcome.summary())
         trail.append(
@@ -144,7 +138,7 @@ def run_study(
             last = results["rounds"][-1]
             if len(last["contributors"]) < study.min_cohort:
                 last.update(pooled={}, subgroups={}, matrix={})
-    results["privacy"] = privacy_report(results)
+    results["privacy"] = reported_privacy(results)
     hashes = write_outputs(study.output_dir, results, pooled_statistics, study.evaluation.calibration_bins)
     trail.append("report_written", study=study.id, files=hashes)
     # Before the closing entry, which the CLI waits for: partners cosign everything up to the report.
@@ -165,7 +159,7 @@ def seal_study(grid: Grid, study: Study, trail: AuditTrail, *, completed: bool, 
     """
     if CoordinatorAudit.bound_to(trail) is None:
         return  # no checkpoints to cosign
-    spec = SealSpec(study=study.id, rounds=study.rounds, status="completed" if completed else "failed")
+    spec = seal_spec(study, completed=completed)
     collect_replies(
         grid, [node for node in grid.get_node_ids() if node not in skip], content=lambda: build_seal_task(spec),
         message_type=SEAL_MESSAGE_TYPE, parse=parse_seal_reply, where={"study": study.id, "round": None},

@@ -113,7 +113,8 @@ def collect_replies(
             "result_received", node=str(node), partner=info.partner, count=info.count,
             payload_sha256=parsed.payload_sha256(),
             data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
-            **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where,
+            **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}),
+            **({"suppressed_cells": info.suppressed_cells} if info.suppressed_cells else {}), **where,
         )
     for message in messages:
         node = message.metadata.dst_node_id

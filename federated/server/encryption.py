@@ -1,13 +1,19 @@
 """The coordinator's side of encrypted aggregation: it adds ciphertexts and asks a partner to decrypt.
 
-With `[encryption] enabled = true` every task names the study key (its fingerprint) and the bundle
-layout; each partner answers with one signed bundle instead of plaintext values. The coordinator
-(`EncryptedAggregation`):
-1. sums the bundles with `add_bundles`, which needs only the public context (a bundle SEAL cannot
-   read, or under another key, is refused with clause "encryption" and the round goes on without it);
+With `[encryption] enabled = true` every task names the study key (its fingerprint), the bundle
+layout and the announced cohort: every partner the key ceremony pinned (`PublicContext.partner_keys`).
+Each partner answers with one signed bundle bound to that cohort instead of plaintext values; only the
+sum of exactly the cohort's bundles decrypts (`crypto.he_aggregation.cohort_blinding`). The
+coordinator (`EncryptedAggregation`):
+1. checks each contribution's signature against the key pinned for its partner and sums the bundles
+   with `add_bundles`, which needs only the public context (a bundle SEAL cannot read, under another
+   key or not signed by the pinned key is refused with clause "encryption");
+   if any member of the cohort did not send a usable bundle (it refused, stayed silent, or its bundle
+   was refused), the round fails, named (`CohortIncompleteError`): without every member's share of
+   zero nothing decrypts, and no smaller cohort is tried, since two decrypted sums that differ by one
+   partner are that partner's values;
 2. sends ONE decryption task (`query.decrypt`) to a decrypting partner: the aggregate and every
-   contribution's signed digest, never a partner's own bundle (partners' slot blindings make
-   anything but the exact sum decrypt to noise: `federated.client.encryption`);
+   contribution's signed digest, never a partner's own bundle;
 3. if that partner refuses or does not answer, asks the next decryptor (the study's `decryptors`
    in order, else every contributor in the order their results arrived);
 4. records the decrypted aggregate's hash and who decrypted it ("aggregate_decrypted").
@@ -29,16 +35,15 @@ from accord.errors import AccordError, ExitCode
 from crypto.he_aggregation import EncryptedBundle, add_bundles
 from crypto.he_keys import PublicContext, load_public_context
 from federated.audit import AuditTrail
-from federated.errors import ConfigError, FederatedError
+from federated.errors import CohortTooSmallError, ConfigError, FederatedError
 from federated.messages.common import PartnerInfo
 from federated.messages.encryption import (
-    DECRYPT_MESSAGE_TYPE,
     DecryptSpec,
     SignedBundle,
     build_decrypt_task,
     parse_decrypt_reply,
 )
-from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
+from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE, ENCRYPTION_CLAUSE, EncryptionSpec
 from federated.messages.he_codec import BundlePlan
 from federated.server.collect import Collected, collect_replies
 from federated.study import EncryptionSettings, Study
@@ -52,6 +57,12 @@ class DecryptionFailedError(FederatedError):
 
     exit_code = ExitCode.REFUSED
     status = "decryption_failed"
+
+
+class CohortIncompleteError(CohortTooSmallError):
+    """A member of an encrypted round's announced cohort sent no usable bundle: the round fails."""
+
+    status = "cohort_incomplete"
 
 
 class _Encrypted(Protocol):
@@ -73,6 +84,12 @@ def load_study_context(study: Study, source: Path) -> PublicContext | None:
             f"{source}: encryption.public_context: {settings.public_context} holds the keys of study "
             f"{public.study_id!r}, not {study.id!r}; every study gets fresh keys "
             f"(python -m crypto.keys init --study {study.id})"
+        )
+    if len(public.partner_keys) < 2:
+        raise ConfigError(
+            f"{source}: encryption.public_context: {settings.public_context} pins {len(public.partner_keys)} partner "
+            f"key(s); an encrypted study's cohort is its pinned partners, at least 2 "
+            f"(python -m crypto.keys init --study {study.id} --partner NAME=NAME.key.pub ...)"
         )
     return public
 
@@ -115,13 +132,21 @@ class EncryptedAggregation:
         return cls(public, study.encryption, study.min_cohort, study.round_timeout_s)
 
     def describe(self) -> dict[str, Any]:
-        return describe_context(self.public, self.settings.public_context)
+        return describe_context(self.public, self.settings.public_context) | {"cohort": self.cohort}
+
+    @property
+    def cohort(self) -> list[str]:
+        """The announced cohort of every encrypted round: the partners the key ceremony pinned."""
+        return sorted(self.public.partner_keys)
 
     def encrypt_spec(self, spec: SpecT, *, partners: int, plan_for: Any) -> tuple[SpecT, BundlePlan]:
-        """`spec` with its encryption block, and the plan both sides derive from it (`plan_for(spec, public)`)."""
+        """`spec` with its encryption block, and the plan both sides derive from it (`plan_for(spec, public)`).
+
+        The bounds are laid out for the announced cohort, whatever number of nodes (`partners`) is connected."""
         draft = EncryptionSpec(
-            fingerprint=self.public.fingerprint, key_study=self.public.study_id, partners=max(1, partners),
+            fingerprint=self.public.fingerprint, key_study=self.public.study_id, partners=len(self.cohort),
             max_records_per_partner=self.settings.max_records_per_partner, layout_sha256=_PLACEHOLDER,
+            cohort=self.cohort,
         )
         try:
             plan = plan_for(spec.model_copy(update={"encryption": draft}), self.public)  # type: ignore[attr-defined]
@@ -133,15 +158,26 @@ class EncryptedAggregation:
     def aggregate(
         self, grid: Grid, collected: Collected, plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
     ) -> EncryptedRound | None:
-        """Sum the accepted bundles and have the sum decrypted; None if fewer than the minimum cohort remain."""
+        """Sum the cohort's bundles and have the sum decrypted; `CohortIncompleteError` if a member's is missing."""
         where = {"study": study, "round": round}
         accepted: list[_Encrypted] = collected.accepted
-        total, kept, dropped = sum_bundles([(r.info.partner, r.encrypted) for r in accepted], self.public)
-        for partner, reason in dropped:
+        signed, unsigned = [], []
+        for reply in accepted:
+            try:
+                reply.encrypted.contribution.verify(pinned=self.public.partner_keys, study=study, round=round,
+                                                    fingerprint=self.public.fingerprint)
+                signed.append((reply.info.partner, reply.encrypted))
+            except AccordError as exc:
+                unsigned.append((reply.info.partner, str(exc)))
+        total, kept, dropped = sum_bundles(signed, self.public)
+        for partner, reason in unsigned + dropped:
             collected.refuse(trail, where, node=collected.nodes.get(partner, 0), partner=partner,
                              clause=ENCRYPTION_CLAUSE, reason=reason, by="coordinator")
         collected.accepted = [r for r in accepted if r.info.partner in kept]
-        if total is None or len(kept) < self.min_cohort:
+        absent = [partner for partner in self.cohort if partner not in kept]
+        if absent or total is None:
+            raise CohortIncompleteError(_incomplete(study, round, self.cohort, absent, collected))
+        if len(kept) < self.min_cohort:
             return None
         signed = {r.info.partner: r.encrypted for r in collected.accepted}
         trail.append(
@@ -203,6 +239,18 @@ class EncryptedAggregation:
             f"study {spec.study} round {spec.round}: no partner decrypted the aggregate (asked: {tried}); "
             + "; ".join(f"{a['partner']}: {a.get('reason', '')}" for a in attempts)
         )
+
+
+def _incomplete(study: str, round: int, cohort: list[str], absent: list[str], collected: Collected) -> str:
+    said = {entry["partner"]: entry.get("reason", "") for entry in collected.refused + collected.missing}
+    why = "; ".join(f"{partner}: {said.get(partner) or 'no bundle'}" for partner in absent)
+    unnamed = [f"{who}: {reason}" for who, reason in said.items() if who not in cohort]  # e.g. an unreadable reply
+    why += "".join(f"; {line}" for line in unnamed)
+    return (
+        f"study {study} round {round}: encrypted round failed, the announced cohort {cohort} is incomplete ({why}). "
+        "Only the whole cohort's sum decrypts and no smaller cohort is tried (two sums that differ by one partner "
+        "are that partner's values); run a new study, with new keys, over the partners that remain"
+    )
 
 
 def sum_bundles(

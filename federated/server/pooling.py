@@ -17,6 +17,7 @@ from federated.evaluation.dp_release import (
     array_scales,
     clamp,
     clip_metrics,
+    consistent,
     noisy_metrics,
     standard_errors,
 )
@@ -25,8 +26,11 @@ from federated.evaluation.metrics import (
     subgroup_gaps,
     subgroup_metrics,
 )
+from federated.evaluation.meta_analysis import heterogeneity
 from federated.evaluation.statistics import EvaluationStatistics
+from federated.evaluation.validation import validation_summary
 from federated.messages.evaluation import EvaluationReply
+from federated.study import ValidationSettings
 
 
 @dataclass
@@ -44,6 +48,8 @@ class RoundOutcome:
     standard_errors: dict[str, dict[str, float]] = field(default_factory=dict)
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     encryption: dict[str, Any] = field(default_factory=dict)  # set when the round's sums were encrypted
+    validation: dict[str, dict[str, Any]] = field(default_factory=dict)  # intervals and validation metrics per model
+    heterogeneity: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-partner estimates, random effects
     duration_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -58,6 +64,8 @@ class RoundOutcome:
             "matrix": self.matrix,
             "standard_errors": self.standard_errors,
             "privacy": self.privacy,
+            "validation": self.validation,
+            "heterogeneity": self.heterogeneity,
         } | ({"encryption": self.encryption} if self.encryption else {})
 
 
@@ -86,6 +94,7 @@ def aggregate_round(
     replies: list[EvaluationReply],
     calibration_bins: int,
     decrypted: dict[str, EvaluationStatistics] | None = None,
+    validation: ValidationSettings | None = None,
 ) -> RoundOutcome:
     """Pool the accepted replies of one round (at least one) into metrics.
 
@@ -110,6 +119,14 @@ def aggregate_round(
             if variance is not None:
                 groups = {level: clip_metrics(entry) for level, entry in groups.items()}
             outcome.subgroups[name] = {"levels": groups, "gaps": subgroup_gaps(groups)}
+        outcome.validation[name] = validation_summary(pooled if variance is None else consistent(pooled),
+                                                      validation or ValidationSettings(), noise_variance=variance)
+        released = {reply.info.partner: (reply.statistics[name], _noise_variance([reply], pooled.layout))
+                    for reply in replies if reply.info.release_per_partner and not known}
+        outcome.heterogeneity[name] = heterogeneity(released) if released else {
+            "partners": {}, "random_effects": {},
+            "note": "no partner's own statistics were released (contracts, or encrypted aggregation): only the "
+                    "pooled estimates and their intervals can be reported"}
         outcome.matrix[name] = {
             reply.info.partner: _partner_metrics(reply, name, calibration_bins)
             if reply.info.release_per_partner and not known

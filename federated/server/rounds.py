@@ -19,6 +19,7 @@ from federated.messages.evaluation import (
     parse_reply,
 )
 from federated.server.collect import collect_replies
+from federated.study import ValidationSettings
 from federated.server.pooling import RoundOutcome, aggregate_round, statistics_sha256
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def run_round(
     timeout_s: float,
     calibration_bins: int,
     encryption: EncryptedAggregation | None = None,
+    validation: ValidationSettings | None = None,
 ) -> RoundOutcome:
     """Run one round over the nodes connected now; the outcome may have no contributors.
 
@@ -55,12 +57,13 @@ def run_round(
         encrypted = encryption.aggregate(grid, collected, plan, trail, study=spec.study, round=spec.round)
     accepted = collected.accepted
     if encrypted is not None:
-        outcome = aggregate_round(spec.round, accepted, calibration_bins, decrypted=encrypted.statistics)
+        outcome = aggregate_round(spec.round, accepted, calibration_bins, decrypted=encrypted.statistics,
+                                  validation=validation)
         outcome.encryption = encrypted.summary
     elif encryption is not None:  # fewer than the minimum cohort of readable bundles: nothing is decrypted
         outcome = RoundOutcome(round=spec.round, contributors=[r.info.partner for r in accepted])
     elif accepted:
-        outcome = aggregate_round(spec.round, accepted, calibration_bins)
+        outcome = aggregate_round(spec.round, accepted, calibration_bins, validation=validation)
         trail.append(
             "aggregate_computed",
             study=spec.study,

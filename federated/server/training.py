@@ -20,11 +20,11 @@ from flwr.serverapp import Grid
 from accord.hashing import sha256_bytes, sha256_file
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, MessageError
-from federated.messages.evaluation import EvaluationReply, ModelRef, TaskSpec
+from federated.messages.evaluation import EvaluationReply
+from federated.messages.study_tasks import final_evaluation_spec, training_spec
 from federated.messages.training import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
-    TrainSpec,
     arrays_sha256,
     build_train_task,
     parse_train_reply,
@@ -164,11 +164,8 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         started = time.monotonic()
         onnx = global_model.onnx()
         timings = {"export_s": time.monotonic() - started}
-        spec = TrainSpec(
-            study=study.id, round=round_number, study_sha256=study_sha256, global_sha256=global_model.sha256,
-            onnx_sha256=sha256_bytes(onnx), training=settings.model_copy(update={"initial_weights": None}),
-            evaluation=study.evaluation, governance=study.governance, min_cohort=study.min_cohort,
-        )
+        spec = training_spec(study, round_number=round_number, study_sha256=study_sha256,
+                             global_sha256=global_model.sha256, onnx_sha256=sha256_bytes(onnx))
         where = {"study": study.id, "round": round_number}
         arrays = global_model.arrays
         nodes = list(grid.get_node_ids())
@@ -243,14 +240,11 @@ def _as_evaluation(reply: TrainReply) -> EvaluationReply:
 def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model: GlobalModel, trail: AuditTrail,
                       results: dict[str, Any], encryption: EncryptedAggregation | None = None) -> dict:
     onnx = global_model.onnx()
-    final_round = study.rounds + 1
-    spec = TaskSpec(
-        study=study.id, round=final_round, study_sha256=study_sha256,
-        models=[ModelRef(name="global", sha256=sha256_bytes(onnx), output="probabilities")], evaluation=study.evaluation,
-        governance=study.governance, min_cohort=study.min_cohort,
-    )
+    spec = final_evaluation_spec(study, study_sha256=study_sha256, onnx_sha256=sha256_bytes(onnx))
+    final_round = spec.round
     outcome = run_round(grid, spec, {"global": onnx}, trail, timeout_s=study.round_timeout_s,
-                        calibration_bins=study.evaluation.calibration_bins, encryption=encryption)
+                        calibration_bins=study.evaluation.calibration_bins, encryption=encryption,
+                        validation=study.validation)
     results["final_evaluation"] = outcome.summary() | {"model_sha256": global_model.sha256}
     trail.append("round_completed", study=study.id, round=final_round, contributors=outcome.contributors,
                  refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3))

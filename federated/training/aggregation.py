@@ -64,7 +64,13 @@ def create_strategy(settings: TrainingSettings, cohort: int) -> Strategy:
 def aggregate_updates(
     settings: TrainingSettings, updates: list[tuple[dict[str, np.ndarray], int]]
 ) -> dict[str, np.ndarray]:
-    """Combine (weights, example count) pairs with the study's aggregator; float32 result."""
+    """Combine (weights, example count) pairs with the study's aggregator; float32 result.
+
+    `MessageError` for no updates, updates whose arrays differ in names or shapes, a non-finite
+    value or a weight below 1: `check_update` rejects such updates first, and no aggregator may
+    turn one into a model.
+    """
+    _check_aggregable(updates)
     messages = [
         Message(
             RecordDict({
@@ -80,6 +86,19 @@ def aggregate_updates(
     if arrays is None:
         raise MessageError(f"the {settings.aggregator} aggregator produced no model from {len(updates)} updates")
     return {name: arrays[name].numpy().astype(np.float32) for name in updates[0][0]}
+
+
+def _check_aggregable(updates: list[tuple[dict[str, np.ndarray], int]]) -> None:
+    if not updates:
+        raise MessageError("no updates to aggregate")
+    first = {name: array.shape for name, array in updates[0][0].items()}
+    for index, (arrays, count) in enumerate(updates):
+        if {name: array.shape for name, array in arrays.items()} != first:
+            raise MessageError(f"update {index} has arrays {sorted(arrays)} of other names or shapes than update 0")
+        if not all(np.all(np.isfinite(array)) for array in arrays.values()):
+            raise MessageError(f"update {index} holds NaN or infinite values")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise MessageError(f"update {index} has weight {count!r}; weights are example counts ≥ 1")
 
 
 def mean_from_sum(

@@ -1,7 +1,7 @@
 """The partner's persistent privacy budget ledger (one SQLite file per dataset) and its CLI.
 
 `BudgetLedger` (in `privacy.ledger.budget`) enforces the ε caps atomically; `python -m
-privacy.ledger show --ledger FILE [--json]` (in `__main__.py`) prints what was spent. Must never
+privacy.ledger show FILE [--json]` (in `__main__.py`) prints what was spent. Must never
 import `federated`.
 """
 

@@ -1,26 +1,26 @@
-"""`python -m privacy.ledger show --ledger FILE [--json]`: what a dataset's budget ledger has spent.
+"""`python -m privacy.ledger show FILE [--json]`: what a dataset's budget ledger has spent.
 
 Prints every spend per study and release with the ε spent and remaining per study and in total,
 as a rich table or, with `--json`, as one JSON object for machines. Exit codes (accord.errors):
-0 shown, 2 usage, 3 the file is missing or not a ledger. It only reads: it must never write to
-the ledger, create one, or change a cap.
+0 shown, 2 usage, 3 the file is missing or not a ledger. `--ledger FILE` is the deprecated spelling
+of the argument. It only reads: it must never write to the ledger, create one, or change a cap.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from privacy.errors import PrivacyError
+from accord.cli import App, print_json, print_table
 from privacy.ledger.budget import BudgetLedger
 
-app = typer.Typer(add_completion=False, help="Inspect a partner's privacy budget ledger.")
+app = App(help="Inspect a partner's privacy budget ledger.")
 
 
 @app.callback()
@@ -30,17 +30,22 @@ def _group() -> None:
 
 @app.command()
 def show(
-    ledger: Annotated[Path, typer.Option("--ledger", help="The ledger's SQLite file.")],
+    ctx: typer.Context,
+    ledger: Annotated[Path | None, typer.Argument(help="The ledger's SQLite file (the node's WORKDIR/budget.sqlite).", show_default=False)] = None,
+    ledger_option: Annotated[Path | None, typer.Option("--ledger", hidden=True, help="Deprecated: give the file as the argument.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Show the spends per study and release and the budget that remains."""
-    try:
-        summary = ledger_summary(BudgetLedger.open_existing(ledger))
-    except PrivacyError as error:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=int(error.exit_code)) from None
+    """Show the spends in LEDGER (a node's WORKDIR/budget.sqlite) per study and release, and the budget that remains."""
+    if ledger is not None and ledger_option is not None:
+        raise click.UsageError("give the ledger once: as the argument (--ledger is its deprecated spelling)", ctx)
+    if ledger_option is not None:
+        Console(stderr=True, soft_wrap=True).print("note: --ledger FILE is deprecated; give FILE as the argument", highlight=False)
+    path = ledger if ledger is not None else ledger_option
+    if path is None:
+        raise click.MissingParameter(ctx=ctx, param_hint="'LEDGER'", param_type="argument")
+    summary = ledger_summary(BudgetLedger.open_existing(path))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        print_json(summary)
     else:
         _print_tables(summary)
 
@@ -92,7 +97,7 @@ def _print_tables(summary: dict[str, Any]) -> None:
                 mechanism,
                 release["spent_at"][:19],
             )
-    console.print(table)
+    print_table(table, console=console)
     budget = Table(title="Budget (basic composition: ε of releases add up)")
     for column in ("scope", "spent ε", "cap ε", "remaining ε"):
         budget.add_column(column, justify="left" if column == "scope" else "right")
@@ -109,7 +114,7 @@ def _print_tables(summary: dict[str, Any]) -> None:
         f"{summary['max_epsilon_total']:.4g}",
         f"{summary['remaining_epsilon_total']:.4g}",
     )
-    console.print(budget)
+    print_table(budget, console=console)
 
 
 def main() -> None:

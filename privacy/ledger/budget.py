@@ -14,7 +14,7 @@ cap. It is looser than composing with an accountant; a release that is itself a 
 
 This module must never let the recorded ε exceed a cap, never count a release twice, never
 half-write a spend, and never import `federated` (the audit trail plugs in through `on_spend`).
-CLI: `python -m privacy.ledger show --ledger FILE [--json]` (see `privacy/ledger/__main__.py`).
+CLI: `python -m privacy.ledger show FILE [--json]` (see `privacy/ledger/__main__.py`).
 """
 
 from __future__ import annotations

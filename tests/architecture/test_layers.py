@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, int]] = [
     ("federated.server", 7),
     ("federated.client", 7),
     ("federated.local", 8),
+    ("federated.dashboard", 8),  # reads what the apps wrote; nothing imports it
     ("federated", 9),  # the package's own __init__
 ]
 SIBLINGS_APART = {("federated.server", "federated.client"), ("federated.client", "federated.server")}

@@ -2,8 +2,8 @@
 
 `SimulatedStudy` writes what a real evaluation study leaves behind — the coordinator's trail
 and checkpoint store, the submitted study file, results.json and report.md (with their
-hashes in the trail), and each partner's node directory — in well under a second, so the
-failure matrix can tamper with fresh copies.
+hashes in the trail, sealed: partners cosign a checkpoint covering them), and each partner's
+node directory — in well under a second, so the failure matrix can tamper with fresh copies.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.errors import AuditRefusal
 from federated.audit.evidence.layout import SUBMITTED_STUDY
 from federated.audit.partner_audit import PartnerAudit
-from federated.messages.common import PartnerInfo
+from federated.messages.common import PartnerInfo, payload_sha256
 from federated.messages.evaluation import ModelRef, TaskSpec, build_reply, build_task
+from federated.messages.seal import SealSpec, build_seal_reply, build_seal_task
 from federated.study import EvaluationSettings
 
 MODEL = b"onnx model bytes"
@@ -76,6 +77,16 @@ class SimulatedPartner:
         info = PartnerInfo(partner=self.name, status="ok", manifest_sha256=manifest_sha256, count=10)
         return audit.seal(build_reply(info, {})), info
 
+    def handle_seal(self, content, spec: SealSpec):
+        """What the ClientApp does with the closing seal: check and cosign, no data."""
+        trail = AuditTrail(self.trail, actor=self.name)
+        audit = PartnerAudit(self.trail, self.identity, partner_id=self.name, coordinator_key=self.coordinator_key)
+        where = {"study": spec.study, "round": None}
+        trail.append("task_received", task_sha256=spec.sha256(), step="seal", **audit.check_task(content, spec.sha256()), **where)
+        info = PartnerInfo(partner=self.name, status="ok")
+        trail.append("result_sent", payload_sha256=payload_sha256(info), step="seal", **where)
+        return audit.seal(build_seal_reply(info)), info
+
 
 @dataclass
 class SimulatedStudy:
@@ -123,7 +134,21 @@ class SimulatedStudy:
         coordinator.trail.append("round_completed", contributors=[p for p, v in problems.items() if v is None], **where)
         return problems
 
-    def finish(self, coordinator: CoordinatorAudit) -> None:
+    def seal(self, coordinator: CoordinatorAudit) -> None:
+        """The closing seal (server.app.seal_study): every partner cosigns a checkpoint covering the report."""
+        spec = SealSpec(study="s1", rounds=2, status="completed")
+        where = {"study": "s1", "round": None}
+        coordinator.checkpoint()
+        for node, partner in enumerate(self.partners, start=1):
+            content = build_seal_task(spec)
+            sent = coordinator.attach_task(content, node, spec.sha256())
+            coordinator.trail.append("task_sent", node=str(node), task_sha256=spec.sha256(), **sent, **where)
+            reply, info = partner.handle_seal(content, spec)
+            assert coordinator.receive(node, reply, partner=partner.name, accepted=True, where=where) is None
+            coordinator.trail.append("result_received", node=str(node), partner=partner.name,
+                                     payload_sha256=payload_sha256(info), **where)
+
+    def finish(self, coordinator: CoordinatorAudit, *, seal: bool = True) -> None:
         results = {"study": "s1", "purpose": "evaluation", "status": "completed", "message": "",
                    "study_sha256": sha256_bytes(STUDY_TOML.encode()),
                    "models": [{"name": "m", "sha256": sha256_bytes(MODEL), "path": "m.onnx"}],
@@ -133,6 +158,8 @@ class SimulatedStudy:
         (self.out / "report.md").write_text("# Study `s1` — evaluation report\n")
         files = {name: hashlib.sha256((self.out / name).read_bytes()).hexdigest() for name in ("results.json", "report.md")}
         coordinator.trail.append("report_written", study="s1", files=files)
+        if seal:
+            self.seal(coordinator)
         coordinator.trail.append("study_completed", study="s1", rounds=2)
         coordinator.checkpoint()
 

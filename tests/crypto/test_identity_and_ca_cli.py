@@ -206,7 +206,7 @@ def test_the_readme_key_commands_run_as_written(tmp_path):
     start = readme.index("## Secure mode")
     section = readme[start:readme.index("\n## ", start + 1)]
     commands = re.findall(r"^python -m crypto\.keys .*?(?=\s+#|$)", section, re.MULTILINE)
-    assert len(commands) == 3
+    assert len(commands) == 4  # ca, identity ×2, show (a key's fingerprint)
     for command in commands:
         args = command.split()[1:]
         done = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -214,3 +214,40 @@ def test_the_readme_key_commands_run_as_written(tmp_path):
     for path in ("keys/ca/superlink.pem", "keys/coordinator/coordinator.key", "keys/hospital-a/ca.pem",
                  "keys/hospital-a/hospital-a.supernode.key.pub"):
         assert (tmp_path / path).is_file(), path
+
+
+@pytest.mark.parametrize(("file", "key"), [
+    ("hospital-a.key.pub", "signing_fingerprint"), ("hospital-a.key", "signing_fingerprint"),
+    ("hospital-a.supernode.key.pub", "supernode_key_fingerprint"), ("hospital-a.supernode.key", "supernode_key_fingerprint"),
+])
+def test_show_prints_the_fingerprint_of_an_identity_or_supernode_key(tmp_path, file, key):
+    summary = _identity(tmp_path)
+    shown = _invoke("show", str(tmp_path / file), "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["fingerprint"] == summary[key]
+
+
+def test_show_prints_a_fingerprint_alone_on_its_line_never_folded(tmp_path):
+    summary = _identity(tmp_path)
+    shown = runner.invoke(app, ["show", str(tmp_path / "hospital-a.key.pub")], env={"COLUMNS": "40"})
+    assert shown.exit_code == 0, shown.output
+    assert summary["signing_fingerprint"] in shown.stdout.splitlines()
+
+
+def test_show_never_prints_a_private_key(tmp_path):
+    _identity(tmp_path)
+    secret = (tmp_path / "hospital-a.key").read_text()
+    shown = _invoke("show", str(tmp_path / "hospital-a.key"))
+    body = "".join(secret.splitlines()[1:-1])
+    assert body[:40] not in shown.output
+
+
+@pytest.mark.parametrize(("name", "extra", "said", "not_said"), [
+    ("hospital-a", (), "Partner:", "Coordinator:"),
+    ("coordinator", (), "Coordinator:", "Partner:"),
+    ("central", ("--role", "coordinator"), "Coordinator:", "Partner:"),
+])
+def test_identity_prints_only_its_role_s_advice(tmp_path, name, extra, said, not_said):
+    result = _invoke("identity", "--name", name, "--out", str(tmp_path), *extra)
+    assert result.exit_code == 0, result.output
+    assert said in result.stdout and not_said not in result.stdout

@@ -13,6 +13,19 @@ import pytest
 from examples.hospitals.prepare import HOSPITALS, prepare
 from federated.local.localhost import LocalFederation, Partner, free_port
 
+_E2E = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e carries the `e2e` marker (`pytest -m "not e2e"` leaves them out).
+
+    A `pytestmark` here would not reach the test modules; this hook sees every collected item of the
+    session, so it marks only those below this directory.
+    """
+    for item in items:
+        if _E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def hospitals(tmp_path_factory) -> Path:

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crypto import public_key_bytes
 from crypto.he_keys import generate_context, write_key_files
 from examples.digits.prepare import prepare_digits, write_initial_weights
 from federated.audit import read_entries
+from federated.audit.keys import load_or_create_identity
 from federated.client.data import load_manifest, load_partner_data
 from federated.client.evaluation import evaluate_task
 from federated.local.localhost import LocalFederation
@@ -38,6 +40,12 @@ def _run(federation: LocalFederation, study: Path, partners, log: Path, *extra: 
     return json.loads((study.parent / "out" / "results.json").read_text())
 
 
+def _ceremony(study: str, out: Path, node_keys: dict[str, Path]):
+    """The study's HE keys, pinning each partner's node signing key (made here, before the nodes start)."""
+    pinned = {name: public_key_bytes(load_or_create_identity(path)[0].public_key) for name, path in node_keys.items()}
+    return write_key_files(generate_context(study, partners=pinned), out)
+
+
 def _plaintext_pooled(study: Path, partners) -> dict[str, dict[str, float]]:
     """What the plaintext path pools for the same study and partners (it runs over Flower in
     test_evaluation_e2e; here the partners' statistics are computed and summed in this process)."""
@@ -55,8 +63,8 @@ def _plaintext_pooled(study: Path, partners) -> dict[str, dict[str, float]]:
 
 
 def test_encrypted_evaluation_equals_the_plaintext_path(tmp_path, hospitals, partners, federation):
-    keys = write_key_files(generate_context("e2e"), tmp_path / "keys")
-    study = write_study(tmp_path, hospitals)
+    keys = _ceremony("e2e", tmp_path / "keys", {p.name: tmp_path / "nodes" / p.name / "node.key" for p in partners})
+    study = write_study(tmp_path, hospitals, min_cohort=3)  # the cohort is all three: wait for all three nodes
     study.write_text(study.read_text() + f'[encryption]\nenabled = true\npublic_context = "{keys.public}"\n')
     encrypted = _run(federation, study, partners, tmp_path / "coordinator.log", "--he-secret-context", str(keys.secret))
     plain = _plaintext_pooled(study, partners)
@@ -83,7 +91,7 @@ def test_simulation_trains_with_encryption_and_dp(tmp_path):
     data = tmp_path / "data"
     prepare_digits(data, partners=3)
     write_initial_weights(data, architecture="mlp")
-    keys = write_key_files(generate_context("he-train"), tmp_path / "keys")
+    keys = _ceremony("he-train", tmp_path / "keys", {f"partner-{i:03d}": data / "trails" / f"partner-{i:03d}.key" for i in range(3)})
     shutil.copy(keys.secret, data / "he-secret-context.json")  # simulation: every virtual partner reads it
     study = tmp_path / "study.toml"
     study.write_text(f"""

@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 
 from federated.audit import read_entries
 from federated.client.data import load_manifest, load_partner_data
+from federated.client.refusals import NodeLog, fixed_reason
 from federated.evaluation.onnx_model import predict_probabilities
 from federated.local.localhost import Partner
 from tests.e2e.conftest import write_study
@@ -80,10 +81,13 @@ def test_partner_whose_data_does_not_fit_is_refused_and_study_goes_on(tmp_path, 
     assert len(final["contributors"]) == 3
     (refusal,) = final["refused"]
     assert refusal["partner"] == "hospital-d" and refusal["clause"] == "model"
-    assert "expects 30 features, this partner's data has 29" in refusal["reason"]
+    # Data shapes never leave the node: the reason is the clause's fixed sentence, the detail is in its local log.
+    assert refusal["reason"] == fixed_reason("model")
     partner_trail = read_entries(tmp_path / "nodes" / "hospital-d" / "trail.jsonl")
     refused = [e for e in partner_trail if e["kind"] == "task_refused"]
-    assert len(refused) == 1 and refused[0]["round"] == 1 and "29" in refused[0]["details"]["reason"]
+    assert len(refused) == 1 and refused[0]["round"] == 1 and refused[0]["details"]["reason"] == fixed_reason("model")
+    (logged,) = NodeLog.beside(tmp_path / "nodes" / "hospital-d" / "trail.jsonl").records()
+    assert "expects 30 features, this partner's data has 29" in logged["detail"]
     assert partner_trail[-1]["kind"] == "result_sent" and partner_trail[-1]["round"] is None  # it still sealed the study
     coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("partner") == "hospital-d" for e in coordinator)

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from federated.audit import read_entries
+from federated.client.refusals import NodeLog, fixed_reason
 from tests.e2e.conftest import write_study
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,7 +28,9 @@ def test_dp_evaluation_spends_each_partners_budget_and_a_capped_node_refuses(tmp
     assert sorted(second["contributors"]) == ["hospital-a", "hospital-b"]
     (refusal,) = second["refused"]
     assert refusal["partner"] == "hospital-c" and refusal["clause"] == "privacy"
-    assert "remaining" in refusal["reason"]
+    assert refusal["reason"] == fixed_reason("privacy")  # the remaining budget stays in the node's local log
+    (logged,) = NodeLog.beside(tmp_path / "nodes" / "hospital-c" / "trail.jsonl").records()
+    assert "remaining" in logged["detail"]
     # Metrics carry the noise's standard error; the privacy report counts what each partner spent.
     assert first["standard_errors"]["logreg"]["accuracy"] > 0
     assert 0 <= first["pooled"]["logreg"]["accuracy"] <= 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from federated.client.costs import plan_dp_sgd, round_cost
+from federated.client.costs import dp_sgd_cost, round_cost
 from federated.study import (
     DPSGDSettings,
     EvaluationPrivacy,
@@ -24,19 +24,19 @@ def _training(**privacy) -> TrainingSettings:
 
 
 def test_dp_sgd_plan_uses_the_steps_opacus_takes():
-    plan = plan_dp_sgd(_training(noise_multiplier=1.0), round_number=3, num_examples=100)
+    plan = dp_sgd_cost(_training(noise_multiplier=1.0), round_number=3, num_examples=100)
     assert (plan.sample_rate, plan.steps, plan.release) == (0.25, 8, "round-3/dpsgd")
     assert plan.epsilon == epsilon(noise_multiplier=1.0, sample_rate=0.25, steps=8, delta=1e-5)
 
 
 def test_target_epsilon_is_never_exceeded():
-    plan = plan_dp_sgd(_training(target_epsilon=2.0), round_number=1, num_examples=500)
+    plan = dp_sgd_cost(_training(target_epsilon=2.0), round_number=1, num_examples=500)
     assert plan.epsilon <= 2.0
 
 
 def test_training_round_pays_for_dp_sgd_and_the_noisy_evaluation():
     cost = round_cost(evaluation=PRIVATE_EVAL, training=_training(noise_multiplier=1.0), round_number=1, num_examples=100)
-    dpsgd = plan_dp_sgd(_training(noise_multiplier=1.0), round_number=1, num_examples=100)
+    dpsgd = dp_sgd_cost(_training(noise_multiplier=1.0), round_number=1, num_examples=100)
     assert cost.private.epsilon == pytest.approx(dpsgd.epsilon + 0.5)
     assert cost.private.delta == pytest.approx(1e-5 + 1e-6)
     assert cost.private.release == "round-1/dpsgd+evaluation"

@@ -1,10 +1,12 @@
 """Encrypted evaluation rounds through the coordinator's real round logic and the partners' real pipeline
-(in one process): equality with the plaintext path, DP, a failing decryptor, bad bundles and wrong keys."""
+(in one process): equality with the plaintext path, DP, a failing decryptor, and the round failing, named,
+when a member of the announced cohort sends no usable bundle (no key, another study's key, a bad bundle)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from accord.hashing import sha256_file
@@ -12,12 +14,19 @@ from federated.audit import AuditTrail, read_entries
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import ModelRef, TaskSpec
-from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
+from federated.server.encryption import CohortIncompleteError, DecryptionFailedError, EncryptedAggregation
 from federated.server.rounds import run_round
 from federated.study import Study
-from tests.he.conftest import STUDY, hospital_files
+from tests.he.conftest import STUDY, hospital_files, install_node_keys
 
 pytestmark = pytest.mark.usefixtures("flower_task_identity")
+
+
+@pytest.fixture(autouse=True)
+def _pinned_node_keys(node_keys, tmp_path):
+    """Every node of these tests signs with the key the study's key ceremony pinned for it."""
+    for workdir in (tmp_path, tmp_path / "he", tmp_path / "plain"):
+        install_node_keys(node_keys, workdir / "nodes")
 MODELS = ("logreg", "mlp")
 
 
@@ -88,7 +97,17 @@ def test_partners_trails_record_bundles_and_the_decryption(tmp_path, hospitals, 
     assert {r["he_fingerprint"] for r in received} == {EncryptedAggregation.for_study(study, tmp_path).public.fingerprint}
 
 
-def test_dp_noise_is_added_before_encryption(tmp_path, hospitals, keys):
+@pytest.fixture
+def seeded_partner_noise(monkeypatch):
+    """The partners' DP noise from one seeded generator (a node draws it from the OS, `federated.client.tasks`):
+    the three in-process partners draw in node order, so the noisy round is the same on every run."""
+    from federated.client import tasks
+
+    rng, privatize = np.random.default_rng(20261129), tasks.privatize
+    monkeypatch.setattr(tasks, "privatize", lambda statistics, settings: privatize(statistics, settings, rng=rng))
+
+
+def test_dp_noise_is_added_before_encryption(tmp_path, hospitals, keys, seeded_partner_noise):
     study = _study(hospitals, tmp_path, encryption=_encrypted(keys), dp=True)
     outcome, _ = _round(hospitals, tmp_path, study, _all(keys))
     assert len(outcome.contributors) == 3 and set(outcome.privacy) == set(outcome.contributors)
@@ -104,31 +123,32 @@ def test_a_silent_decryptor_is_replaced_by_the_next(tmp_path, hospitals, keys):
     assert attempt["partner"] == "hospital-a" and "no reply" in attempt["reason"]
 
 
-def test_a_decryptor_without_the_secret_context_refuses_and_the_round_fails_cleanly(tmp_path, hospitals, keys):
-    # hospital-c holds no key: it refuses the round's task; the only decryptor named is hospital-c.
+def test_when_every_named_decryptor_is_silent_the_round_fails_cleanly(tmp_path, hospitals, keys):
     study = _study(hospitals, tmp_path, encryption=_encrypted(keys, decryptors=["hospital-c"]))
+    with pytest.raises(DecryptionFailedError, match=r"no partner decrypted the aggregate \(asked: hospital-c\)"):
+        _round(hospitals, tmp_path, study, _all(keys), silent={(3, "query.decrypt")})
+    assert _decrypted(tmp_path / "coordinator-trail.jsonl") == 0
+
+
+def _decrypted(trail_path: Path) -> int:
+    return [e["kind"] for e in read_entries(trail_path)].count("aggregate_decrypted")
+
+
+def test_a_partner_without_the_secret_context_refuses_and_the_round_fails_named(tmp_path, hospitals, keys):
+    # Dropout: the cohort's pads cancel only over all three, so no smaller cohort is decrypted instead.
+    study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
     secrets = {"hospital-a": keys.secret, "hospital-b": keys.secret, "hospital-c": None}
-    with pytest.raises(DecryptionFailedError, match="no partner decrypted the aggregate"):
+    with pytest.raises(CohortIncompleteError, match=r"the announced cohort \['hospital-a', 'hospital-b', 'hospital-c'\] "
+                       r"is incomplete \(hospital-c: .*holds no secret context \(start it with --he-secret-context\)"):
         _round(hospitals, tmp_path, study, secrets)
+    assert _decrypted(tmp_path / "coordinator-trail.jsonl") == 0
 
 
-def test_a_partner_without_the_secret_context_refuses_and_the_round_goes_on(tmp_path, hospitals, keys):
+def test_a_partner_holding_another_studys_key_refuses_and_the_round_fails_named(tmp_path, hospitals, keys, other_keys):
     study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
-    secrets = {"hospital-a": keys.secret, "hospital-b": keys.secret, "hospital-c": None}
-    outcome, _ = _round(hospitals, tmp_path, study, secrets)
-    assert sorted(outcome.contributors) == ["hospital-a", "hospital-b"]
-    (refusal,) = outcome.refused
-    assert refusal["partner"] == "hospital-c" and refusal["clause"] == "encryption"
-    assert "holds no secret context (start it with --he-secret-context)" in refusal["reason"]
-
-
-def test_a_partner_holding_another_studys_key_refuses_and_the_round_goes_on(tmp_path, hospitals, keys, other_keys):
-    study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
-    outcome, _ = _round(hospitals, tmp_path, study, _all(keys) | {"hospital-b": other_keys.secret})
-    assert sorted(outcome.contributors) == ["hospital-a", "hospital-c"]
-    (refusal,) = outcome.refused
-    assert refusal["partner"] == "hospital-b" and refusal["clause"] == "encryption"
-    assert "holds the key of study 'another-study'" in refusal["reason"]
+    with pytest.raises(CohortIncompleteError, match=r"\(hospital-b: .*holds the key of study 'another-study'"):
+        _round(hospitals, tmp_path, study, _all(keys) | {"hospital-b": other_keys.secret})
+    assert _decrypted(tmp_path / "coordinator-trail.jsonl") == 0
 
 
 def _corrupt_bundle(node: int, reply) -> None:
@@ -138,20 +158,27 @@ def _corrupt_bundle(node: int, reply) -> None:
         record["bundle"] = blob[:1000] + bytes([blob[1000] ^ 1]) + blob[1001:]
 
 
-def test_a_corrupted_bundle_is_refused_and_the_round_goes_on(tmp_path, hospitals, keys):
+def test_a_corrupted_bundle_is_refused_and_the_round_fails_named(tmp_path, hospitals, keys):
     study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
-    outcome, trail = _round(hospitals, tmp_path, study, _all(keys), tamper=_corrupt_bundle)
-    assert sorted(outcome.contributors) == ["hospital-a", "hospital-b"]
-    (refusal,) = outcome.refused
-    assert refusal["clause"] == "encryption" and "checksum mismatch, the bundle is corrupted" in refusal["reason"]
-    assert outcome.pooled["logreg"]["count"] == 200 + 130
+    with pytest.raises(CohortIncompleteError, match=r"\(hospital-c: no bundle; node 3: .*checksum mismatch, the bundle is corrupted"):
+        _round(hospitals, tmp_path, study, _all(keys), tamper=_corrupt_bundle)
+    assert _decrypted(tmp_path / "coordinator-trail.jsonl") == 0
 
 
-def test_below_the_minimum_cohort_nothing_is_sent_for_decryption(tmp_path, hospitals, keys):
-    study = _study(hospitals, tmp_path, encryption=_encrypted(keys), min_cohort=3)
-    outcome, trail = _round(hospitals, tmp_path, study, _all(keys), tamper=_corrupt_bundle)
-    assert sorted(outcome.contributors) == ["hospital-a", "hospital-b"] and outcome.pooled == {}
-    assert "aggregate_decrypted" not in [e["kind"] for e in read_entries(trail.path)]
+def test_a_node_whose_key_is_not_the_pinned_one_sends_no_bundle_and_nothing_is_decrypted(tmp_path, hospitals, keys):
+    from crypto import Identity
+    from federated.client.refusals import NodeLog
+
+    node = tmp_path / "nodes" / "hospital-b"
+    (node / "node.key").unlink()  # hospital-b now signs with a key the ceremony never saw
+    (node / "node.key.pub").unlink()
+    Identity.generate().save(node / "node.key")
+    study = _study(hospitals, tmp_path, encryption=_encrypted(keys))
+    with pytest.raises(CohortIncompleteError, match=r"\(hospital-b: this partner's result could not be encrypted"):
+        _round(hospitals, tmp_path, study, _all(keys))
+    assert _decrypted(tmp_path / "coordinator-trail.jsonl") == 0
+    (logged,) = NodeLog.beside(node / "trail.jsonl").records()
+    assert "this node's signing key is not the one the key ceremony pinned for hospital-b" in logged["detail"]
 
 
 def test_the_report_says_why_the_matrix_is_withheld(tmp_path, hospitals, keys):

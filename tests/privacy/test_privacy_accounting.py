@@ -12,8 +12,8 @@ import pytest
 from dp_accounting import GaussianDpEvent, NeighboringRelation, PoissonSampledDpEvent
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
-import privacy.accountants
-from privacy.accountants import Segment, accountant_names, create_accountant
+import privacy.composition
+from privacy.composition import Segment, accountant_names, create_accountant
 from privacy.accounting import PrivacyAccount, epsilon, noise_multiplier
 from privacy.errors import AccountingError
 from privacy.gaussian import gaussian_delta
@@ -129,7 +129,7 @@ def test_prv_falls_back_to_the_rdp_bound_when_the_prv_computation_fails(monkeypa
     def broken(history, *, delta):
         raise RuntimeError("Discrete mean differs significantly from continuous mean.")
 
-    monkeypatch.setattr(privacy.accountants, "_prv_upper_bound", broken)
+    monkeypatch.setattr(privacy.composition, "_prv_upper_bound", broken)
     common = {"noise_multiplier": 1.0, "sample_rate": 0.01, "steps": 100, "delta": DELTA}
     assert epsilon(**common) == epsilon(**common, accountant="rdp")
 

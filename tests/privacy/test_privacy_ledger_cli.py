@@ -24,7 +24,7 @@ ledger.spend(study_id="sepsis-train", release="round-1/dpsgd", epsilon=1.8, delt
              noise_multiplier=1.1, sample_rate=0.01, steps=500)
 print(ledger.remaining(study_id="sepsis-eval"))
 """
-README_SHOW = ["-m", "privacy.ledger", "show", "--ledger", "partner-a/budget.sqlite"]
+README_SHOW = ["-m", "privacy.ledger", "show", "partner-a/budget.sqlite"]
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -72,11 +72,29 @@ def test_show_only_reads_the_ledger(scratch):
 
 
 def test_show_of_a_missing_ledger_exits_3_naming_the_file(tmp_path):
-    shown = run(["-m", "privacy.ledger", "show", "--ledger", "nowhere.sqlite"], cwd=tmp_path)
+    shown = run(["-m", "privacy.ledger", "show", "nowhere.sqlite"], cwd=tmp_path)
     assert shown.returncode == 3
     assert "nowhere.sqlite" in shown.stderr
     assert not (tmp_path / "nowhere.sqlite").exists()
 
 
-def test_show_without_a_ledger_option_is_a_usage_error(tmp_path):
+def test_show_without_a_ledger_is_a_usage_error(tmp_path):
     assert run(["-m", "privacy.ledger", "show"], cwd=tmp_path).returncode == 2
+
+
+def test_the_deprecated_ledger_option_still_works_and_says_so(scratch):
+    shown = run(["-m", "privacy.ledger", "show", "--ledger", "partner-a/budget.sqlite", "--json"], cwd=scratch)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == json.loads(run([*README_SHOW, "--json"], cwd=scratch).stdout)
+    assert "--ledger FILE is deprecated" in shown.stderr
+
+
+def test_show_never_cuts_a_long_study_id_short(tmp_path):
+    from privacy import BudgetLedger
+
+    study = "a-study-id-long-enough-that-a-table-at-80-columns-would-cut-it-" + "x" * 40
+    ledger = BudgetLedger(tmp_path / "budget.sqlite", max_epsilon_total=10.0, max_epsilon_per_study=3.0)
+    ledger.spend(study_id=study, release="round-1/metrics", epsilon=0.5, delta=1e-6)
+    shown = run(["-m", "privacy.ledger", "show", "budget.sqlite"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert study in shown.stdout

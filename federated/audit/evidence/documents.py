@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from federated.reporting.report import format_value
+from federated.reporting.formatting import format_value
+from federated.reporting.validation_section import validation_lines
 
 _CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
 
@@ -82,6 +83,10 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
         if groups.get("gaps"):
             lines += ["Subgroup gaps (largest difference between levels): "
                       + ", ".join(f"{k} {format_value(v)}" for k, v in sorted(groups["gaps"].items())), ""]
+        if key in final.get("validation", {}):
+            card_round = {**final, "validation": {key: final["validation"][key]}, "pooled": {key: metrics}}
+            lines += [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
+                      for line in validation_lines(card_round)] + [""]
     if lineage and model.get("sha256") == lineage[-1].get("sha256"):
         lines += ["## Lineage", "", "| round | SHA-256 (weights) | parent | contributors |", "| --- | --- | --- | --- |"]
         lines += [f"| {e['round']} | `{e['sha256']}` | `{e.get('parent_sha256') or '—'}` | {', '.join(e.get('contributors', [])) or '—'} |"
@@ -99,8 +104,17 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
         "",
         "- AUROC comes from binned score histograms; the exact AUROC lies within ± `auroc_bound` of it.",
         "- Results describe the contributing partners' data only; refused or missing partners are listed in the report.",
-        "- Metrics are point estimates without confidence intervals.",
     ]
+    if final is not None and final.get("validation"):
+        lines += [
+            "- Intervals are 95 % (Wilson for proportions, Wilson on DeLong's effective pairs for AUROC) and cover "
+            "sampling variation of the pooled records, plus the DP noise when DP was on; they do not cover "
+            "differences between these partners and other populations.",
+            "- Operating points at thresholds other than the study's own are read at the nearest score-bin edge; "
+            "the calibration slope and intercept are fitted on binned scores (an approximation).",
+        ]
+    else:
+        lines.append("- Metrics are point estimates without confidence intervals (this study's results predate them).")
     if final is not None and len(final.get("contributors", [])) < 5:
         lines.append(f"- Small cohort ({len(final['contributors'])} partners): pooled figures may not generalise.")
     return "\n".join(lines) + "\n"
@@ -190,32 +204,56 @@ def dp_enabled(results: dict[str, Any]) -> bool:
     return bool(results.get("privacy"))
 
 
-def privacy_report(results: dict[str, Any]) -> str:
-    """The privacy section: ε per partner per release and in total, or a statement that DP was off."""
+def privacy_report_markdown(results: dict[str, Any], spent: dict[str, Any] | None = None) -> str:
+    """The privacy section: ε per partner as the partners' own trails record it (`spent`, from
+    `federated.reporting.privacy_report.spent_report`), beside what the coordinator's results claim."""
     report = results.get("privacy") or {}
+    spent = spent or {"partners": {}, "partners_without_trail": {}, "differs_from_coordinator_claim": []}
     lines = [f"# Privacy report — study `{results['study']}`", ""]
-    if not report:
+    if not report and not any(p["releases"] for p in spent["partners"].values()):
         lines += [
             "Differential privacy was **off** in this study: no noise was added and no privacy budget (ε, δ) was "
             "spent. Partners released exact sufficient statistics (confusion counts, loss sums, score histograms, "
             "subgroup counts) or model updates to the coordinator; no record left a partner.",
             "",
         ]
-        return "\n".join(lines)
-    lines += [
-        "ε per partner per release (add/remove one record), as partners reported them with their results; totals by "
-        "basic composition (what partners' own ledgers count) and by the PRV accountant. Each partner's guarantee "
-        "rests on its own noise alone.",
-        "",
-        "| partner | releases (round: ε) | total ε (basic) | total ε (PRV) | total δ |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for partner, entry in sorted(report.items()):
-        releases = ", ".join(f"{r['round']}: {format_value(r.get('epsilon'))}" for r in entry.get("releases", []))
-        basic, prv = entry.get("basic_composition", {}), entry.get("prv_composition", {})
-        lines.append(f"| {partner} | {releases} | {format_value(basic.get('epsilon'))} | {format_value(prv.get('epsilon'))} | "
-                     f"{basic.get('delta', 0):.1e} |")
-    return "\n".join(lines) + "\n"
+    if spent["partners"]:
+        lines += [
+            "ε each partner really spent in this study, from the `privacy_spent` entries of its own trail (one per "
+            "release its ledger charged, failed tasks included; basic composition, as the ledgers count), beside what "
+            "the coordinator's results claim.",
+            "",
+            "| partner | releases (round: ε) | ε spent | δ spent | ε claimed by the coordinator |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for partner, entry in spent["partners"].items():
+            releases = ", ".join(f"{format_value(r['round'])}: {format_value(r['epsilon'])}" + (" (failed task)" if r.get("outcome") else "")
+                                 for r in entry["releases"]) or "none"
+            lines.append(f"| {partner} | {releases} | {format_value(entry['spent']['epsilon'])} | {entry['spent']['delta']:.1e} | "
+                         f"{format_value(entry['claimed_by_coordinator'].get('epsilon'))} |")
+        lines.append("")
+    if spent["differs_from_coordinator_claim"]:
+        lines += [f"**The coordinator's claim differs from the partner's trail for: {', '.join(spent['differs_from_coordinator_claim'])}.**", ""]
+    missing = spent["partners_without_trail"]
+    if missing:
+        lines += [f"No trail of {', '.join(sorted(missing))} is in this pack: for them only the coordinator's claim below "
+                  "exists, which nothing here confirms.", ""]
+    if report and (missing or not spent["partners"]):
+        lines += [
+            "ε per partner per release as partners reported them with their results (the coordinator's record); totals by "
+            "basic composition and by the PRV accountant.",
+            "",
+            "| partner | releases (round: ε) | total ε (basic) | total ε (PRV) | total δ |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for partner, entry in sorted(report.items()):
+            if spent["partners"] and partner not in missing:
+                continue
+            releases = ", ".join(f"{r['round']}: {format_value(r.get('epsilon'))}" for r in entry.get("releases", []))
+            basic, prv = entry.get("basic_composition", {}), entry.get("prv_composition", {})
+            lines.append(f"| {partner} | {releases} | {format_value(basic.get('epsilon'))} | {format_value(prv.get('epsilon'))} | "
+                         f"{basic.get('delta', 0):.1e} |")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:

@@ -37,10 +37,9 @@ from crypto import (
 from federated.audit.errors import AuditError
 from federated.audit.evidence.documents import (
     describe_entry,
-    dp_enabled,
     model_card,
     partners_from_trail,
-    privacy_report,
+    privacy_report_markdown,
     record_of_processing,
     record_of_processing_markdown,
     timeline_markdown,
@@ -63,6 +62,7 @@ from federated.audit.log import same_key, signature_names
 from federated.audit.store import CheckpointStore
 from federated.audit.trail import TrailError, load_verified
 from federated.errors import ConfigError
+from federated.reporting.privacy_report import spent_report
 
 _SKIPPED_IN_STORES = (".lock",)
 
@@ -76,6 +76,7 @@ class ExportSummary:
     partners: list[str]
     signed: bool
     problem: str | None  # the first problem `verify` finds in the written pack, if any
+    gaps: tuple[str, ...] = ()  # partners the trail names whose trails were not handed over
 
 
 def export_pack(
@@ -107,8 +108,10 @@ def export_pack(
         _stage(staging, evidence, results, study_file, partners, manifests, entries)
         signed = _write_manifest(staging, study_id, evidence, key or Path(output_dir) / COORDINATOR_KEY_NAME)
         files, size = _zip(staging, Path(out))
-    verdict = verify_evidence(Path(out))
-    return ExportSummary(Path(out), study_id, files, size, sorted(p.name for p in partners), signed, verdict.problem)
+    # Partners' hand-overs are optional here; `verify` fails a pack without them unless the auditor allows the gaps.
+    verdict = verify_evidence(Path(out), allow_missing_partners=True)
+    return ExportSummary(Path(out), study_id, files, size, sorted(p.name for p in partners), signed, verdict.problem,
+                         tuple(verdict.gaps))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -191,9 +194,10 @@ def _stage(
     for model in cards:
         (models / f"{model['name']}.md").write_text(model_card(model, results, study_doc), encoding="utf-8")
     (staging / "privacy").mkdir()
-    (staging / "privacy" / "privacy-report.md").write_text(privacy_report(results), encoding="utf-8")
-    if dp_enabled(results):
-        _write_json(staging / "privacy" / "privacy-report.json", results["privacy"])
+    # What partners really spent, from their own trails; the coordinator's claim only where no trail is at hand.
+    spent = spent_report(results, _partner_entries(partners), partners=sorted(declared))
+    (staging / "privacy" / "privacy-report.md").write_text(privacy_report_markdown(results, spent), encoding="utf-8")
+    _write_json(staging / "privacy" / "privacy-report.json", spent)
     manifest_fields = {name: tomllib.loads(path.read_text(encoding="utf-8")) for name, path in manifests.items()}
     key_fingerprint = "" if coordinator is None else fingerprint(coordinator.public_key)
     record = record_of_processing(results, study_doc, manifest_fields, declared, key_fingerprint)
@@ -209,6 +213,17 @@ def _stage(
             shutil.copyfile(manifests[partner.name], directory / "manifest.toml")
     (staging / "timeline.md").write_text(timeline_markdown(study_id, timeline_rows(open_evidence(staging))), encoding="utf-8")
     (staging / "README.md").write_text(_readme(results, partners), encoding="utf-8")
+
+
+def _partner_entries(partners: list[PartnerEvidence]) -> dict[str, list[dict[str, Any]]]:
+    """Each handed-over partner trail that verifies (a damaged one counts as missing)."""
+    trails = {}
+    for partner in partners:
+        try:
+            trails[partner.name] = load_verified(partner.trail).entries
+        except TrailError:
+            continue
+    return trails
 
 
 def _models(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -267,7 +282,7 @@ Exported {utc_now()}. Purpose: {results.get('purpose')}; status: {results.get('s
 
 Check it offline, with nothing but Accord and (ideally) the coordinator's key fingerprint obtained independently:
 
-    python -m federated.audit verify PACK.zip [--coordinator-key FINGERPRINT]
+    python -m federated.audit verify PACK.zip [--coordinator-key FINGERPRINT] [--allow-missing-partners]
     python -m federated.audit show PACK.zip
     python -m federated.audit prove PACK.zip --entry N
 
@@ -285,7 +300,10 @@ Check it offline, with nothing but Accord and (ideally) the coordinator's key fi
 | `timeline.md` | every entry and checkpoint in time order |
 | `partners/` | trails and checkpoints handed over by partners: {handed} |
 
-Entries after the last checkpoint partners cosigned are protected by the coordinator's signature only.
+Entries after the last checkpoint partners cosigned are protected by the coordinator's signature only. The report
+files must be recorded inside a checkpoint partners cosigned, and every partner the trail names must have its folder
+under `partners/`; without `--allow-missing-partners` a missing one fails verification (exit 6), with it the verdict
+is "VERIFIED WITH GAPS" (exit 8).
 """
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -96,6 +97,18 @@ def open_evidence(root: Path) -> Evidence:
     raise ConfigError(f"{root}: neither an evidence pack (no {MANIFEST}) nor a study output directory (no {OUTPUT_TRAIL})")
 
 
+def report_files(evidence: Evidence) -> list[Path]:
+    """The report and result files the evidence holds: in a pack, everything under `report/`; in an
+    output directory, what the coordinator writes there (results.json, report.md, plots)."""
+    directory = evidence.report_dir
+    if not directory.is_dir():
+        return []
+    if evidence.is_pack:
+        return sorted(p for p in directory.rglob("*") if p.is_file())
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and (p.name in ("results.json", "report.md") or p.suffix == ".png"))
+
+
 def partner_evidence(path: Path, manifest: Path | None = None) -> PartnerEvidence:
     """A partner's hand-over: its node work directory or its trail file (name from the trail's actor)."""
     path = Path(path)
@@ -116,7 +129,10 @@ def keep_submitted_study(study_file: Path, output_dir: Path) -> None:
 
 
 def extract_pack(archive: Path, into: Path) -> Path:
-    """Unpack a pack zip into `into`, refusing absolute paths, '..', links and oversized content."""
+    """Unpack a pack zip into `into`, refusing absolute paths, '..', links, oversized and damaged members.
+
+    A member whose headers lie (about its size, CRC or name) is an `AuditError` naming it.
+    """
     try:
         bundle = zipfile.ZipFile(archive)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -132,5 +148,9 @@ def extract_pack(archive: Path, into: Path) -> Path:
             total += info.file_size
             if total > MAX_PACK_BYTES:
                 raise AuditError(f"{archive}: more than {MAX_PACK_BYTES} bytes once unpacked")
-        bundle.extractall(into)
+        for info in bundle.infolist():
+            try:
+                bundle.extract(info, into)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+                raise AuditError(f"{archive}: member {info.filename!r} is damaged ({exc})") from None
     return Path(into)

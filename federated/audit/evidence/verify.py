@@ -15,9 +15,17 @@ Checks, in order; the first that fails ends verification with its message:
    pinned); the countersigned copies match them; every coordinator checkpoint a partner
    cosigned matches the coordinator's trail (else it was rolled back or forked); tasks and
    results agree on both sides;
-8. the study file, report files, model hashes and partner manifests match what the trail recorded.
+8. the study file, model hashes and partner manifests match what the trail recorded; every
+   report file (results.json, report.md, plots) is listed, with its SHA-256, by the trail's
+   `report_written` entry, and that entry lies inside a checkpoint a partner cosigned (the closing
+   seal makes partners cosign it), so a trail cut back to an earlier checkpoint and re-extended
+   cannot carry an edited report;
+9. every partner the trail names (in an entry or by a pinned key) handed over its trail: without
+   it, the checkpoints it cosigned cannot expose a cut or rolled-back coordinator trail. Only the
+   auditor's explicit `allow_missing_partners` turns this failure into listed gaps.
 
-This module must never repair, skip or soften a failed check: one failure, exit code 6.
+This module must never repair, skip or soften a failed check: one failure, exit code 6; listed
+gaps (only when the auditor allowed them), exit code 8.
 """
 
 from __future__ import annotations
@@ -51,51 +59,77 @@ from federated.audit.evidence.layout import (
     extract_pack,
     manifest_note_body,
     open_evidence,
+    report_files,
 )
 from federated.audit.log import cosigner, same_key, signature_names, tree_of
 from federated.audit.store import NoteSeries, StoredNote
 from federated.audit.trail import TrailError, VerifiedTrail, load_verified
+from federated.errors import ConfigError
 from federated.messages.audit_exchange import partner_origin
 
 
 @dataclass
 class Verdict:
-    """What `verify` established: `problem` is None only if every check held."""
+    """What `verify` established: `ok` only if every check held and nothing is missing.
+
+    `gaps` lists what the auditor allowed to be missing (`allow_missing_partners`); a verdict
+    with gaps and no problem is "verified with gaps", never plain "verified".
+    """
 
     source: str
     problem: str | None = None
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
     coordinator_key: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.problem is None
+        return self.problem is None and not self.gaps
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "not verified"
+        return "verified with gaps" if self.gaps else "verified"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "ok": self.ok, "problem": self.problem, "checks": self.checks,
-                "notes": self.notes, "coordinator_key": self.coordinator_key}
+        return {"source": self.source, "ok": self.ok, "verdict": self.status, "problem": self.problem,
+                "checks": self.checks, "notes": self.notes, "gaps": self.gaps, "coordinator_key": self.coordinator_key}
 
 
 class _Failed(Exception):
     pass
 
 
-def verify_evidence(path: Path, *, coordinator_key: str | None = None, partner_trails: Sequence[PartnerEvidence] = ()) -> Verdict:
-    """Verify a pack (.zip or extracted directory) or a study output directory, offline."""
+def verify_evidence(
+    path: Path, *, coordinator_key: str | None = None, partner_trails: Sequence[PartnerEvidence] = (),
+    allow_missing_partners: bool = False,
+) -> Verdict:
+    """Verify a pack (.zip or extracted directory) or a study output directory, offline.
+
+    Raises `ConfigError` for a path that is no evidence at all; a damaged pack is a verdict.
+    """
     path = Path(path)
-    if path.is_file() and zipfile.is_zipfile(path):
-        with tempfile.TemporaryDirectory(prefix="accord-verify-") as directory:
-            return _verify_directory(extract_pack(path, Path(directory)), str(path), coordinator_key, partner_trails)
-    if not path.is_dir():
-        raise AuditError(f"{path}: not an evidence pack (.zip), a pack directory or a study output directory")
-    return _verify_directory(path, str(path), coordinator_key, partner_trails)
+    if path.is_dir():
+        return _verify_directory(path, str(path), coordinator_key, partner_trails, allow_missing_partners)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path}: not an evidence pack (.zip), a pack directory or a study output directory")
+    with tempfile.TemporaryDirectory(prefix="accord-verify-") as directory:
+        try:
+            root = extract_pack(path, Path(directory))
+        except AuditError as exc:  # a member outside the pack, a link, a damaged or oversized member
+            return Verdict(str(path), problem=str(exc))
+        return _verify_directory(root, str(path), coordinator_key, partner_trails, allow_missing_partners)
 
 
-def _verify_directory(root: Path, source: str, coordinator_key: str | None, partner_trails: Sequence[PartnerEvidence]) -> Verdict:
+def _verify_directory(root: Path, source: str, coordinator_key: str | None, partner_trails: Sequence[PartnerEvidence],
+                      allow_missing_partners: bool) -> Verdict:
     evidence = open_evidence(root)
     evidence.partners.extend(partner_trails)
-    checker = _Checker(evidence, Verdict(source), coordinator_key)
+    checker = _Checker(evidence, Verdict(source), coordinator_key, allow_missing_partners)
     try:
         checker.run()
     except _Failed as failed:
@@ -106,10 +140,11 @@ def _verify_directory(root: Path, source: str, coordinator_key: str | None, part
 
 
 class _Checker:
-    def __init__(self, evidence: Evidence, verdict: Verdict, pinned: str | None) -> None:
+    def __init__(self, evidence: Evidence, verdict: Verdict, pinned: str | None, allow_missing_partners: bool) -> None:
         self.evidence = evidence
         self.verdict = verdict
         self.pinned = pinned.strip().lower() if pinned else None
+        self.allow_missing_partners = allow_missing_partners
         self.root = evidence.root
         self.study: str | None = None
         self.manifest_bytes: bytes | None = None
@@ -134,9 +169,8 @@ class _Checker:
         self.check_countersigned()
         for partner in self.evidence.partners:
             self.check_partner(partner)
-        if not self.evidence.partners:
-            self.verdict.notes.append("no partner trails in the evidence: partner-side records were not cross-checked")
         self.check_study_and_report()
+        self.check_partners_present()
 
     # 1 -----------------------------------------------------------------------------------------
     def check_manifest(self) -> None:
@@ -304,6 +338,7 @@ class _Checker:
                 if (details["partner"], entry.get("study"), entry.get("round")) not in seen:
                     self.fail(f"trail entry {entry['seq']}: the result of {details['partner']} in round {entry.get('round')} "
                               "was accepted without a cosignature of the coordinator's checkpoint")
+        self.last_cosigned = last_cosigned
         self.verdict.checks.append(f"{count} cosignatures by {len(cosigned)} partners verify under the keys the "
                                    "coordinator pinned; every result received was cosigned")
         if last_cosigned < len(self.trail):
@@ -347,6 +382,12 @@ class _Checker:
                 self.fail(f"{where}, but {name}'s trail holds only {len(trail)} entries: the partner's trail was truncated or rolled back")
             if tree.root(checkpoint.size) != checkpoint.root:
                 self.fail(f"{where}, but {name}'s trail no longer matches it: the partner's trail was altered")
+        study = self._study_id()
+        for entry in trail.entries:  # a coordinator that swapped in another log of its own for this study
+            log = entry["details"].get("cosigned", {}).get("origin") if entry["kind"] == "task_received" else None
+            if entry.get("study") == study and log is not None and log != self.coordinator.name:
+                self.fail(f"{name}'s trail entry {entry['seq']} cosigned a checkpoint of the coordinator log {log} for study "
+                          f"{study}, but the evidence holds log {self.coordinator.name}: the coordinator's log was replaced")
         cosigned = [(f"checkpoint kept by {name} ({self.rel(note.path)})", c) for note, c in self._partner_cosigned(partner, key)]
         cosigned += [(f"{name}'s trail entry {e['seq']}", Checkpoint(self.coordinator.name, e["details"]["cosigned"]["size"],
                       bytes.fromhex(e["details"]["cosigned"]["root"])))
@@ -426,15 +467,14 @@ class _Checker:
             if results.get("study_sha256") != declared["study_sha256"]:
                 self.fail(f"{self.rel(self.evidence.results)} belongs to another run of the study (study SHA-256 "
                           f"{results.get('study_sha256')}, the trail's last start says {declared['study_sha256']})")
-        written = [e for e in self.entries if e["kind"] == "report_written" and e.get("study") == study]
-        files = written[-1]["details"].get("files", {}) if written else {}
+        files = self._covered_report(study)
         for name, digest in sorted(files.items()):
             path = self.evidence.report_dir / name
             if not path.is_file():
                 self.fail(f"{self.rel(path)} is missing; the trail recorded it when the report was written")
             if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 self.fail(f"{self.rel(path)} does not match the SHA-256 the trail recorded when the report was "
-                          f"written (entry {written[-1]['seq']}): the file was changed")
+                          f"written (entry {self.report_entry}): the file was changed")
         models_file = self.root / "models" / "models.json"
         if models_file.is_file():
             for model in json.loads(models_file.read_text(encoding="utf-8")):
@@ -456,4 +496,55 @@ class _Checker:
                                    if e["kind"] == "result_received" and e["details"].get("partner") == partner.name}
                 if digest not in declared_hashes:
                     self.fail(f"{self.rel(partner.manifest)} hashes to {digest}, which {partner.name} never declared in its results")
-        self.verdict.checks.append(f"study {study}: study file, {len(files)} report files and model hashes match the trail")
+        self.verdict.checks.append(f"study {study}: study file, {len(files)} report files and model hashes match the trail"
+                                   + (f"; the report (entry {self.report_entry}) is inside a checkpoint partners cosigned"
+                                      if files else ""))
+
+    def _covered_report(self, study: str | None) -> dict[str, str]:
+        """The files of the last `report_written` of the study, after checking that it lies inside a
+        partner-cosigned checkpoint and names every report file the evidence holds."""
+        present = report_files(self.evidence)
+        written = [e for e in self.entries if e["kind"] == "report_written" and e.get("study") == study]
+        self.report_entry: int | None = None
+        if not written:
+            if present:
+                self.fail(f"{', '.join(self.rel(p) for p in present)}: no surviving trail entry covers them: the "
+                          f"coordinator's trail holds no report_written for study {study!r} (it was cut before the "
+                          "report was written, or the report was never recorded)")
+            return {}
+        entry = written[-1]
+        self.report_entry = entry["seq"]
+        if entry["seq"] >= self.last_cosigned:
+            covered = (f"the last checkpoint a partner cosigned covers entries 0–{self.last_cosigned - 1}"
+                       if self.last_cosigned else "no partner cosigned any checkpoint")
+            self.fail(f"the report (trail entry {entry['seq']}, report_written) is not inside a checkpoint a partner "
+                      f"cosigned ({covered}): only the coordinator vouches for results.json and report.md, so a trail "
+                      "cut back and re-extended cannot be told apart (no partner sealed the study)")
+        files = entry["details"].get("files", {})
+        for path in present:
+            if path.relative_to(self.evidence.report_dir).as_posix() not in files:
+                self.fail(f"{self.rel(path)} is not among the report files the trail recorded (entry {entry['seq']}): "
+                          "it was added after the report was written")
+        return files
+
+    # 9 -----------------------------------------------------------------------------------------
+    def check_partners_present(self) -> None:
+        """Every partner the trail names handed over its trail, or the auditor allowed the gap."""
+        names = {partner_origin(str(e["details"]["partner"])): str(e["details"]["partner"]) for e in self.entries
+                 if isinstance(e["details"].get("partner"), str)}
+        for origin in self.partner_keys:
+            names.setdefault(origin, origin)
+        present = {partner_origin(p.name) for p in self.evidence.partners}
+        missing = sorted(name for origin, name in names.items() if origin not in present)
+        if not missing:
+            if names:
+                self.verdict.checks.append(f"all {len(names)} partners the trail names handed over their trails")
+            return
+        where = "have no folder in the pack" if self.evidence.is_pack else "handed over no trail (--partner-trail)"
+        if not self.allow_missing_partners:
+            self.fail(f"partners the trail names {where}: {', '.join(missing)}: without their cosigned checkpoints a "
+                      "cut or rolled-back coordinator trail cannot be detected (pass --allow-missing-partners to "
+                      "accept this gap)")
+        for name in missing:
+            self.verdict.gaps.append(f"{name}: named in the coordinator's trail, but its trail and cosigned checkpoints "
+                                     "are not in the evidence: a cut or rollback it would expose was not checked")

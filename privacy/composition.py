@@ -1,4 +1,6 @@
-"""Privacy accountants: turn a history of Gaussian segments into one ε for a δ, and their registry.
+"""Composition: the privacy accountants that turn a history of Gaussian segments into one ε for a δ, and their registry.
+
+(`privacy.accounting` is built on these: ε of a DP-SGD run, σ for a target ε, running totals.)
 
 A `Segment` is `steps` compositions of a Poisson-subsampled Gaussian mechanism with noise
 multiplier σ (noise std / L2 sensitivity) and sampling rate q; a Gaussian release of an evaluation
