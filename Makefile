@@ -15,16 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[all,test]"
 	touch $@
 
 demo: setup
 	$(PY) -m examples.hospitals.run_demo
 
-# The dashboard over the demo's output (after `make demo`), on 127.0.0.1 only; Ctrl-C stops it.
+# The dashboard over the demo's runs (after `make demo`; one study per run folder), on 127.0.0.1 only; Ctrl-C stops it.
 .PHONY: dashboard
 dashboard: setup
-	$(PY) -m federated.dashboard --output demo/output --pack demo/evidence.zip --coordinator-key demo/keys/coordinator.key.pub
+	$(PY) -m federated.dashboard --output demo/output/runs --pack demo/evidence.zip --coordinator-key demo/output/coordinator.key.pub
 
 test: setup
 	$(PY) -m pytest

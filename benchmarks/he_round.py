@@ -158,7 +158,7 @@ def _flower_evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypte
             raise RuntimeError((workdir / "coordinator.log").read_text()[-2000:])
     finally:
         federation.stop()
-    (round_one,) = json.loads((workdir / "out" / "results.json").read_text())["rounds"]
+    (round_one,) = json.loads((workdir / "out" / "latest" / "results.json").read_text())["rounds"]
     return {"round_s": round_one["duration_s"]}
 
 

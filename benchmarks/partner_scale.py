@@ -180,8 +180,12 @@ def verdict(rows: list[dict]) -> dict:
     if one_million is None:
         return {"note": "1M records not measured (--max below 1000000)"}
     return {
-        "pass_seconds_1m": one_million["seconds"], "target_seconds": TARGETS["seconds_1m"],
+        "pass_seconds_1m": one_million["seconds"], "pass_cpu_seconds_1m": one_million["cpu_s"],
+        "target_seconds": TARGETS["seconds_1m"],
         "met_seconds": one_million["seconds"] <= TARGETS["seconds_1m"],
+        # On a machine shared with other work, wall time mostly measures the queue for the cores; the
+        # pass's CPU time (all its threads) bounds its wall time on an idle machine, file in page cache.
+        "met_seconds_cpu": one_million["cpu_s"] <= TARGETS["seconds_1m"],
         "pass_peak_over_file_1m": one_million["peak_over_file"], "target_peak_over_file": TARGETS["peak_over_file_1m"],
         "met_memory": one_million["peak_over_file"] <= TARGETS["peak_over_file_1m"],
     }
@@ -202,8 +206,10 @@ def plot(rows: list[dict], path: Path) -> None:
     passes = sorted((r for r in rows if r["phase"] == "pass"), key=lambda r: r["size"])
     for step, style in (("read", ":"), ("predict", "--"), ("statistics", "-.")):
         axes[0].plot([r["size"] for r in passes], [r["steps_s"][step] for r in passes], style, label=f"pass: {step}")
+    axes[0].plot([r["size"] for r in passes], [r["cpu_s"] for r in passes], "k-", lw=2, label="pass: CPU seconds")
     axes[1].plot([r["size"] for r in passes], [r["file_mb"] for r in passes], "k--", label="file size")
-    axes[0].set(xscale="log", yscale="log", xlabel="records (30 features)", ylabel="seconds", title="time per phase")
+    axes[0].set(xscale="log", yscale="log", xlabel="records (30 features)", ylabel="seconds",
+                title="wall time per phase (shared machine) and CPU time")
     axes[1].set(xscale="log", yscale="log", xlabel="records (30 features)", ylabel="MB", title="peak memory per phase")
     for axis in axes:
         axis.legend(fontsize=7)

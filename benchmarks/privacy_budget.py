@@ -289,7 +289,7 @@ def training_run(sigma: float, rounds: int) -> dict[str, Any]:
         code = run(TRAINING_PARTNERS, work, rounds=rounds, overrides={"noise_multiplier": str(sigma)})
     entry: dict[str, Any] = {"noise_multiplier": sigma, "rounds": rounds, "exit_code": code,
                              "wall_s": round(time.monotonic() - started, 1)}
-    if code != 0 or not (work / "output" / "results.json").exists():
+    if code != 0 or not (work / "output" / "latest" / "results.json").exists():
         entry.update(work_dir=str(work), log_tail=(work / "simulation.log").read_text(errors="replace")[-3000:])
         return entry
     entry.update(training_summary(work))
@@ -299,7 +299,7 @@ def training_run(sigma: float, rounds: int) -> dict[str, Any]:
 
 def training_summary(work: Path) -> dict[str, Any]:
     """ε per partner (DP-SGD releases composed, and the report's totals) and accuracy of one finished run."""
-    results = json.loads((work / "output" / "results.json").read_text(encoding="utf-8"))
+    results = json.loads((work / "output" / "latest" / "results.json").read_text(encoding="utf-8"))
     study = tomllib.loads((work / "study.toml").read_text(encoding="utf-8"))
     partners = {}
     for partner, report in results.get("privacy", {}).items():

@@ -80,7 +80,7 @@ def _phases(work: Path, study: str, rounds: int) -> list[dict[str, float]]:
     sent), the partners' own work (task received → result sent, the slowest partner), the wait that is
     neither (Flower's delivery, polling and the ClientApp's process start and imports), and pooling (last
     result received → round completed)."""
-    coordinator = [e for e in read_entries(work / f"accord-{study.rsplit('-', 1)[1]}" / "coordinator-trail.jsonl")
+    coordinator = [e for e in read_entries(work / f"accord-{study.rsplit('-', 1)[1]}" / "latest" / "coordinator-trail.jsonl")
                    if e.get("study") == study]
     partners = [e for name, *_ in HOSPITALS for e in read_entries(work / "nodes" / name / "trail.jsonl")
                 if e.get("study") == study]

@@ -26,7 +26,7 @@ def measure(partners: int) -> dict:
     started = time.monotonic()
     code = run(partners, work, rounds=1, overrides={"local_epochs": "1", "min_cohort": "2", "round_timeout_s": "1800"})
     wall = time.monotonic() - started
-    results_path = work / "output" / "results.json"
+    results_path = work / "output" / "latest" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     entry = {"partners": partners, "exit_code": code, "wall_s": round(wall, 2), "status": results.get("status")}
     if results.get("rounds"):

@@ -48,3 +48,28 @@ class MerkleTreeError(CryptoError):
     """A Merkle tree was asked about a size or index it does not hold, or given a malformed hash."""
 
     exit_code = ExitCode.INVALID_INPUT
+
+
+# Homomorphic encryption (`he_keys`, `he_aggregation`, `python -m crypto.keys`): each message names the
+# file, study, bundle or array that failed.
+class HEError(CryptoError):
+    """Base of every error the HE layer raises on purpose."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class HEKeyError(HEError):
+    """A key file is malformed, tampered, of the wrong kind (a secret key where only a public context is
+    allowed, or no secret key where one is needed), or belongs to another study's keys."""
+
+
+class CiphertextError(HEError):
+    """An encrypted bundle is corrupted, truncated, or does not decrypt to a well-formed aggregate."""
+
+
+class LayoutMismatchError(HEError):
+    """Arrays or bundles do not match the layout they claim (names, shapes, kinds or packing)."""
+
+
+class EncodingError(HEError):
+    """A value cannot be encoded exactly within the layout's bounds (non-finite, non-integer count, too large)."""

@@ -63,10 +63,10 @@ import numpy as np
 import rfc8785
 import tenseal.sealapi as seal
 
-from crypto.he_errors import CiphertextError, HEKeyError, LayoutMismatchError
+from crypto.errors import CiphertextError, HEKeyError, LayoutMismatchError
 from crypto.he_keys import PublicContext, SecretContext
 from crypto.he_layout import BundleLayout
-from crypto.seal_bytes import seal_bytes
+from crypto.he_serialization import seal_bytes
 
 MAGIC = b"AHEB\x01"
 _U32 = struct.Struct(">I")

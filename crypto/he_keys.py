@@ -39,8 +39,8 @@ from typing import Any
 import rfc8785
 import tenseal.sealapi as seal
 
-from crypto.he_errors import HEKeyError
-from crypto.seal_bytes import seal_bytes
+from crypto.errors import HEKeyError
+from crypto.he_serialization import seal_bytes
 
 FORMAT = "accord-he-context/1"
 SECRET_FILE = "he-secret-context.json"

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import rfc8785
 
-from crypto.he_errors import EncodingError, LayoutMismatchError
+from crypto.errors import EncodingError, LayoutMismatchError
 from crypto.he_keys import PublicContext
 
 DEFAULT_SCALE_BITS = 16

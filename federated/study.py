@@ -218,7 +218,19 @@ class Study(Strict):
     min_cohort: Annotated[int, Field(ge=1)] = 2
     round_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     cohort_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # Who should join: partner names (their partner ids) or a count. The study starts once `min_cohort`
+    # nodes are connected and either all expected partners are, or `expected_wait_s` (default:
+    # cohort_timeout_s) has passed since it began waiting; the report names expected partners that never answered.
+    expected_partners: list[str] | Annotated[int, Field(ge=1)] | None = None
+    expected_wait_s: Annotated[float, Field(ge=0)] | None = None
     output_dir: Path
+
+    @property
+    def expected_count(self) -> int:
+        """How many partners the study waits for: the expected ones, else the minimum cohort."""
+        if self.expected_partners is None:
+            return self.min_cohort
+        return len(self.expected_partners) if isinstance(self.expected_partners, list) else self.expected_partners
 
     @field_validator("id")
     @classmethod
@@ -237,6 +249,10 @@ class Study(Strict):
         names = [model.name for model in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be distinct (got {names})")
+        if isinstance(self.expected_partners, list) and len(set(self.expected_partners)) != len(self.expected_partners):
+            raise ValueError(f"expected_partners: names must be distinct (got {self.expected_partners})")
+        if self.expected_partners is not None and self.expected_count < self.min_cohort:
+            raise ValueError(f"expected_partners: {self.expected_count} expected, fewer than min_cohort = {self.min_cohort}")
         if self.purpose == "evaluation" and not self.models:
             raise ValueError("an evaluation study needs at least one [[models]] entry")
         if self.purpose == "training" and self.training is None:

@@ -27,6 +27,7 @@ CLIS = [
     ("federated.audit", "federated.audit.__main__:cli", "accord-audit"),
     ("privacy.ledger", "privacy.ledger.__main__:app", "accord-ledger"),
     ("crypto.keys", "crypto.keys:app", "accord-keys"),
+    ("federated.dashboard", "federated.dashboard.__main__:cli", "accord-dashboard"),
 ]
 
 

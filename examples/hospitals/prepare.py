@@ -6,7 +6,8 @@ Writes, under OUT (default `demo/`):
 - `models/logreg.onnx` and `models/mlp.onnx`, trained on a held-out public slice that no
   hospital holds, exported with skl2onnx (output `probabilities`, no ZipMap).
 
-- `keys/coordinator.key` (+ `.pub`): the demo coordinator's Ed25519 key, made once;
+- `output/coordinator.key` (+ `.pub`): the demo coordinator's Ed25519 key, made once, where
+  `python -m federated.server` looks by default (the study's output_dir; each run writes under `output/runs/`);
 - `data/hospital-{a,b,c}.contract.toml`: each hospital's data contract, naming that key as
   the only allowed coordinator. hospital-a allows evaluation and training without DP
   (`allow_exact_statistics`, so its default `[disclosure]` control applies to those releases);
@@ -107,6 +108,9 @@ def _export(model: object, sample: np.ndarray, path: Path) -> None:
     path.write_bytes(onnx_model.SerializeToString())
 
 
+COORDINATOR_KEY = Path("output") / "coordinator.key"  # under OUT: the default --key of configs/demo-evaluation.toml
+
+
 def prepare(out: Path) -> None:
     rng = np.random.default_rng(SEED)
     dataset = load_breast_cancer()
@@ -122,7 +126,7 @@ def prepare(out: Path) -> None:
         # Older patients are more often malignant here, so subgroup rates differ.
         older = rng.random(rows.size) < np.where(y_pool[rows] == 1, 0.65, 0.4)
         _write_hospital(out, name, features, x_pool[rows], y_pool[rows], np.where(older, AGE_LEVELS[1], AGE_LEVELS[0]), release)
-    coordinator, _ = load_or_create_identity(out / "keys" / "coordinator.key")
+    coordinator, _ = load_or_create_identity(out / COORDINATOR_KEY)
     for name, _, _, release in HOSPITALS:
         _write_contract(out, name, release, coordinator.fingerprint)
     logreg = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000)).fit(x_public, y_public)

@@ -32,11 +32,12 @@ from federated.audit.evidence.layout import (
     partner_evidence,
 )
 from federated.audit.evidence.verify import verify_evidence
-from federated.audit.keys import pinned_fingerprint
+from federated.audit.keys import COORDINATOR_KEY_NAME, pinned_fingerprint
 from federated.audit.log import tree_of
 from federated.audit.trail import load_verified
 from federated.audit.witness import open_checkpoint
 from federated.errors import ConfigError
+from federated.runtime.runs import output_dir_of, run_directory
 
 console = Console(stderr=True, soft_wrap=True)
 cli = App(help=__doc__, no_args_is_help=True)
@@ -71,14 +72,22 @@ def export(
     output_dir: Annotated[Path | None, typer.Option(help="The study's output directory (default: the study file's output_dir).")] = None,
     partner_trail: Annotated[list[Path] | None, typer.Option(help="A partner's node work directory or trail file it handed over; repeatable.")] = None,
     partner_manifest: Annotated[list[Path] | None, typer.Option(help="A partner's data manifest it handed over (matched by hash); repeatable.")] = None,
-    key: Annotated[Path | None, typer.Option(help="Coordinator key to sign MANIFEST.json (default: OUTPUT_DIR/coordinator.key if present).")] = None,
+    partner_contract: Annotated[list[Path] | None, typer.Option(help="A partner's data contract it handed over (matched by hash; its retention, licence and legal bases fill the record of processing); repeatable.")] = None,
+    key: Annotated[Path | None, typer.Option(help="Coordinator key to sign MANIFEST.json (default: OUTPUT_DIR/coordinator.key if present, beside the runs/ folder).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the export summary and verdict as JSON.")] = False,
 ) -> None:
-    """Write the evidence pack of a study that ran: trail, checkpoints, keys, report, model cards, records."""
+    """Write the evidence pack of a study that ran: trail, checkpoints, keys, report, model cards, records.
+
+    Of an output directory with several runs (OUTPUT_DIR/runs/RUN_ID/), the pack holds the latest run
+    (OUTPUT_DIR/latest); give --output-dir OUTPUT_DIR/runs/RUN_ID for another."""
     study_id, directory, study_file = _study_location(study, output_dir)
+    directory = run_directory(directory)  # one run only: never a mix of two
+    if key is None and (output_dir_of(directory) / COORDINATOR_KEY_NAME).is_file():
+        key = output_dir_of(directory) / COORDINATOR_KEY_NAME
     with console.status("exporting the evidence pack"):
         summary = export_pack(directory, out, study=study_id, study_file=study_file,
-                              partner_trails=partner_trail or [], partner_manifests=partner_manifest or [], key=key)
+                              partner_trails=partner_trail or [], partner_manifests=partner_manifest or [],
+                              partner_contracts=partner_contract or [], key=key)
     if json_output:
         _print_json({"pack": str(summary.pack), "study": summary.study, "files": summary.files, "bytes": summary.bytes,
                      "partners": summary.partners, "manifest_signed": summary.signed, "problem": summary.problem,
@@ -106,6 +115,7 @@ def verify(
     with the first problem found (3 if SOURCE is no evidence at all)."""
     pinned = pinned_fingerprint(coordinator_key) if coordinator_key else None
     partners = [partner_evidence(path) for path in partner_trail or []]
+    source = run_directory(source) if source.is_dir() else source  # an output directory: its latest run
     verdict = verify_evidence(source, coordinator_key=pinned, partner_trails=partners,
                               allow_missing_partners=allow_missing_partners)
     if json_output:

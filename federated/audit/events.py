@@ -47,6 +47,11 @@ EVENT_KINDS: dict[str, str] = {
     # 128-bit hex nonce the task signature covers; a partner refuses a nonce it saw before, clause
     # "replay"); optional.
     "nodes_authorized": "coordinator CLI: SuperNode public keys registered with the SuperLink (name, node id, key fingerprint)",
+    # Added with expected partners (issue 15). `cohort_ready` may now carry `expected` (how many partners
+    # the study waited for) and `round_completed` may carry `pooled` (the round's pooled metrics per model,
+    # as released in results.json); both optional.
+    "partner_joined_late": "coordinator: a node connected after the study started (node, before_round: the first round it could take, or null)",
+    "expected_partners_missing": "coordinator: partners the study expected by name that never answered (names)",
     # The closing seal (`federated.messages.seal`): its task_sent / task_received / task_accepted /
     # result_sent / result_received / cosignature_received / partner_missing entries carry round
     # null; the partner's task_received and result_sent carry `step: "seal"`. No new kind.

@@ -2,12 +2,13 @@
 
 The node's options sit on the command itself (`python -m federated.client --data ... --manifest ...`), and
 `check` is a subcommand (`federated.client.check`). Exit codes: the README's table (`accord.errors.ExitCode`):
-0 node stopped normally · 2 bad usage · 3 invalid manifest, data or option · 5 `check`: a clause fails ·
+0 node stopped normally · 2 bad usage · 3 invalid manifest, data or option · 5 `check`: a clause, connectivity or model fit fails ·
 7 the Flower SuperNode failed · 1 unexpected error.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,15 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 class _NodeCommands(AccordGroup):
-    lazy_commands = {"check": "federated.client.check:check"}  # the node's start never imports it
+    # the node's start never imports them
+    lazy_commands = {"check": "federated.client.check:check", "init": "federated.client.init:init"}
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 cli = App(cls=_NodeCommands)
@@ -52,10 +61,16 @@ def main(
     auth_key: Annotated[Path | None, typer.Option(help="This node's SuperNode authentication key (OpenSSH EC private key, from `python -m crypto.keys identity`); the coordinator registers its .pub (secure mode).")] = None,
     he_secret_context: Annotated[Path | None, typer.Option(help="The study's HE secret context (he-secret-context.json from `python -m crypto.keys init`); without it, encrypted tasks are refused.")] = None,
     contract: Annotated[Path | None, typer.Option(help="This dataset's data contract (TOML): every task is checked against it before the data is used.")] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Flower's output and the node's lines, appended (default: WORKDIR/node.log).")] = None,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False, help="Flower's log level in the log file.")] = LogLevel.INFO,
+    health_server_address: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Serve Flower's gRPC health endpoint there (flower-supernode --health-server-address), for a service manager or load balancer.")] = None,
 ) -> None:
     """Check the local data against its manifest, then serve Accord tasks through a Flower SuperNode.
 
-    `check` first tells whether this node would accept a study, clause by clause.
+    The console gets one line per task (accepted, with the ε spent and left, or refused, with the clause)
+    and an idle line after each study; Flower's own output goes to the log file.
+    `init` writes a manifest and contract template for a data file; `check` tells whether this node
+    would accept a study, clause by clause, and whether it can reach the coordinator.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -68,7 +83,8 @@ def main(
         runtime_port=port, insecure=insecure, root_certificates=root_certificates,
         max_retries=max_retries, max_wait_time_s=max_wait_time, key=key, coordinator_key=coordinator_key,
         ledger=ledger, max_epsilon=max_epsilon, max_epsilon_per_study=max_epsilon_per_study, auth_key=auth_key,
-        he_secret_context=he_secret_context, contract=contract,
+        he_secret_context=he_secret_context, contract=contract, log_file=log_file, log_level=log_level.value,
+        health_server_address=health_server_address,
     )
     identity, created = load_or_create_identity(launch.settings.key_path)
     if created:
@@ -76,9 +92,10 @@ def main(
         console.print(identity.fingerprint, highlight=False)
     console.print(
         f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records, data SHA-256 {loaded.data_sha256[:16]}…, "
-        f"connecting to {coordinator}; trail {launch.settings.trail}"
+        f"connecting to {coordinator}; waiting for a study", highlight=False,
     )
-    result = run_node(launch)
+    console.print(f"trail: {launch.settings.trail}\nlog: {launch.log_path}", highlight=False)
+    result = run_node(launch, lambda line: console.print(line, highlight=False))
     if not result.normal:
         raise FlowerRuntimeError(explain_exit(result, launch))
 

@@ -12,12 +12,18 @@ training round's DP-SGD ε for this dataset's size; without them, `--records N` 
 A task that uses no data (a decryption, the seal) is not checked against the contract; the node
 checks only the coordinator's signatures and checkpoint, which need the running study.
 
-Exit codes: 0 every clause passes · 3 invalid contract, study or data · 5 a clause fails.
+With `--coordinator HOST:PORT` it also tries a TCP connection to the coordinator's SuperLink (a short
+timeout; verdict `connectivity`), and with `--manifest` it checks that every model of the study takes as
+many features as the manifest lists (verdict `model_fit`: an ONNX model's input width, a training
+study's `num_features`).
+
+Exit codes: 0 every clause passes · 3 invalid contract, study or data · 5 a clause (or connectivity, or model fit) fails.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -31,14 +37,20 @@ from rich.table import Table
 from accord.errors import AccordError, ExitCode
 from accord.hashing import sha256_file
 from federated.audit.keys import pinned_fingerprint
-from federated.client.contract_gate import charge, check_budget, contract_verdicts, open_ledger
+from federated.client.contract_gate import (
+    charge,
+    check_budget,
+    contract_verdicts,
+    open_ledger,
+)
 from federated.client.contract_request import released_models
 from federated.client.costs import TaskCost
+from federated.client.data import DataManifest, load_manifest, load_partner_data
 from federated.client.exact_releases import StudyHistory
-from federated.client.data import load_manifest, load_partner_data
 from federated.client.tasks import TASK_KINDS
 from federated.errors import RefusalError
 from federated.messages.study_tasks import study_tasks
+from federated.runtime.flower import parse_address
 from federated.study import Study, load_study
 from privacy import BudgetLedger
 from privacy.contract import ClauseResult, DataContract, load_contract
@@ -147,6 +159,46 @@ def check_study_tasks(
     return results, tasks
 
 
+def connectivity(address: str, *, timeout_s: float = 3.0) -> ClauseResult:
+    """Whether a TCP connection to the coordinator's SuperLink opens within `timeout_s` (no TLS, no Flower)."""
+    host, port = parse_address(address, option="--coordinator")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        return ClauseResult("connectivity", False, f"cannot reach {address} within {timeout_s:g} s ({exc.strerror or exc})")
+    return ClauseResult("connectivity", True, f"{address} accepts connections")
+
+
+def model_fit(study: Study, manifest: DataManifest) -> list[ClauseResult]:
+    """Each model's input width against the manifest's feature count."""
+    width = len(manifest.features)
+    if study.training is not None:
+        wanted = study.training.num_features
+        return [ClauseResult("model_fit", wanted == width,
+                             f"training model ({study.training.architecture}) takes {wanted} features, the manifest lists {width}")]
+    results = []
+    for model in study.models:
+        expected = onnx_input_width(model.path.read_bytes())
+        if expected is None:
+            results.append(ClauseResult("model_fit", True, f"{model.name}: input width not fixed in the model; the manifest lists {width}"))
+        else:
+            results.append(ClauseResult("model_fit", expected == width, f"{model.name} takes {expected} features, the manifest lists {width}"))
+    return results
+
+
+def onnx_input_width(model_bytes: bytes) -> int | None:
+    """The second dimension of an ONNX model's one input, if fixed (None otherwise or if unreadable)."""
+    import onnxruntime as ort  # the node's extra
+
+    try:
+        inputs = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"]).get_inputs()
+    except Exception:  # onnxruntime raises untyped errors; the task would name the problem
+        return None
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    return shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+
+
 def check_study(
     contract_path: Path, study_path: Path, *, coordinator_key: str | None, data: Path | None, manifest: Path | None,
     records: int | None, today: date | None = None,
@@ -164,12 +216,20 @@ def check(
     data: Annotated[Path | None, typer.Option(help="The data file the contract governs (checks its hash; sizes DP-SGD).")] = None,
     manifest: Annotated[Path | None, typer.Option(help="The data's manifest (with --data).")] = None,
     records: Annotated[int | None, typer.Option(min=1, help="Dataset size, if --data is not given (sizes DP-SGD's ε).")] = None,
+    coordinator: Annotated[str | None, typer.Option(help="The coordinator's SuperLink, HOST:PORT: check that it accepts a TCP connection.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout.")] = False,
 ) -> None:
-    """Check STUDY against CONTRACT clause by clause, as the partner's node would."""
+    """Check STUDY against CONTRACT clause by clause, as the partner's node would.
+
+    With `--manifest`, also whether the study's models take the manifest's features; with `--coordinator`,
+    whether the coordinator can be reached."""
     key = pinned_fingerprint(coordinator_key) if coordinator_key else None
     study_wide, tasks = check_study_tasks(contract, study, coordinator_key=key, data=data, manifest=manifest, records=records)
     results = study_wide + merge_verdicts(tasks)
+    if manifest is not None:
+        results += model_fit(load_study(study), load_manifest(manifest))
+    if coordinator is not None:
+        results.append(connectivity(coordinator))
     accepted = all(result.ok for result in results)
     if json_output:
         print(json.dumps({"accepted": accepted, "clauses": [r.__dict__ for r in results],

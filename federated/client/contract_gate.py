@@ -35,7 +35,12 @@ from federated.client.settings import NodeSettings
 from federated.errors import RefusalError
 from federated.evaluation.disclosure import CellSuppression
 from privacy import BudgetExceededError, BudgetLedger
-from privacy.contract import ClauseResult, ContractViolation, DataContract, load_contract
+from privacy.contract import (
+    ClauseResult,
+    ContractViolation,
+    DataContract,
+    load_contract,
+)
 
 
 def contract_verdicts(

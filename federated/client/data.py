@@ -266,7 +266,10 @@ def _parquet_batches(path: Path, manifest: DataManifest, handle: BinaryIO, batch
     missing = [name for name in manifest.columns() if name not in parquet.schema_arrow.names]
     if missing:
         raise DataError(f"{path}: columns named in the manifest are missing: {missing}")
-    yield from parquet.iter_batches(batch_size=batch_records, columns=manifest.columns())
+    try:
+        yield from parquet.iter_batches(batch_size=batch_records, columns=manifest.columns())
+    except pa.ArrowException as exc:  # a damaged row group: the hash matched, so the file was written so
+        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
 
 
 def _check_hash(path: Path, digest: str, manifest: DataManifest) -> None:

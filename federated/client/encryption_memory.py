@@ -22,11 +22,10 @@ from __future__ import annotations
 import datetime
 import json
 import sqlite3
-from contextlib import closing, contextmanager
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from federated.client.node_store import connected, transaction
 from federated.errors import RefusalError
 from federated.messages.encryption_spec import ENCRYPTION_CLAUSE
 
@@ -58,36 +57,15 @@ class EncryptionMemory:
     def beside(cls, trail: Path) -> EncryptionMemory:
         return cls(trail.with_name(f"{trail.stem}-he.sqlite"))
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")  # a promise that a crash forgets is no promise
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            yield connection
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connection() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-
     def check_bundle(self, *, fingerprint: str, study: str, round: int, cohort: list[str]) -> None:
         """Refuse (before any work) a round already answered, or a cohort other than the key's (a read only)."""
-        with self._connection() as connection:
+        with connected(self.path, _SCHEMA) as connection:
             _check(connection, fingerprint, study, round, cohort)
 
     def record_bundle(self, *, fingerprint: str, study: str, round: int, cohort: list[str], bundle_sha256: str) -> None:
         """Keep the round's bundle (and, on first use of the key, its cohort); refuse as `check_bundle` does."""
         now = _now()
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             _check(connection, fingerprint, study, round, cohort)
             connection.execute("INSERT OR IGNORE INTO cohorts VALUES (?, ?, ?, ?, ?)",
                                (fingerprint, json.dumps(cohort), study, round, now))
@@ -95,7 +73,7 @@ class EncryptionMemory:
 
     def sent_bundle(self, *, fingerprint: str, study: str, round: int) -> SentBundle | None:
         """The bundle this node sent for the round, with its cohort; None if it sent none."""
-        with self._connection() as connection:
+        with connected(self.path, _SCHEMA) as connection:
             row = connection.execute(
                 "SELECT c.cohort, b.bundle_sha256 FROM bundles b JOIN cohorts c ON c.fingerprint = b.fingerprint "
                 "WHERE b.fingerprint = ? AND b.study = ? AND b.round = ?", (fingerprint, study, round)).fetchone()
@@ -103,7 +81,7 @@ class EncryptionMemory:
 
     def claim_decryption(self, *, fingerprint: str, study: str, round: int, aggregate_sha256: str) -> None:
         """Take the round's one decryption; refuse if it was taken (even by an attempt that failed)."""
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             row = connection.execute("SELECT aggregate_sha256, attempted FROM decryptions WHERE fingerprint = ? AND "
                                      "study = ? AND round = ?", (fingerprint, study, round)).fetchone()
             if row is not None:

@@ -17,9 +17,11 @@ import datetime
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from federated.client.node_store import connected, transaction
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS exact (seq INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, "
            "task_sha256 TEXT NOT NULL, models TEXT NOT NULL, admitted_at TEXT NOT NULL)")
@@ -47,28 +49,17 @@ class ExactReleases:
     @contextmanager
     def admitting(self, *, study: str, task_sha256: str, models: tuple[str, ...]) -> Iterator[StudyHistory]:
         """Yield the study's history; record the task if the block exits normally, nothing if it raises."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute(_SCHEMA)
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._history(connection, study)
-                now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                connection.execute("INSERT INTO exact (study, task_sha256, models, admitted_at) VALUES (?, ?, ?, ?)",
-                                   (study, task_sha256, json.dumps(sorted(set(models))), now))
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+        with transaction(self.path, (_SCHEMA,)) as connection:
+            yield self._history(connection, study)
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            connection.execute("INSERT INTO exact (study, task_sha256, models, admitted_at) VALUES (?, ?, ?, ?)",
+                               (study, task_sha256, json.dumps(sorted(set(models))), now))
 
     def history(self, study: str) -> StudyHistory:
         """The study's history so far (empty if the node never released anything exactly)."""
         if not self.path.exists():
             return StudyHistory()
-        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as connection:
-            connection.execute(_SCHEMA)
+        with connected(self.path, (_SCHEMA,)) as connection:
             return self._history(connection, study)
 
     @staticmethod

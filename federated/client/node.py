@@ -9,21 +9,26 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from crypto.node_auth import NodeAuthKey
 from federated.audit import AuditTrail
 from federated.audit.keys import pinned_fingerprint
 from federated.client.data import PartnerData, load_manifest, load_partner_data
+from federated.client.progress import TrailFollower
 from federated.client.settings import NodeSettings
 from federated.errors import ConfigError
-from federated.runtime.flower import flower_env, parse_address, require_transport, start_reaper
+from federated.runtime.flower import (
+    flower_env,
+    parse_address,
+    require_transport,
+    start_reaper,
+)
 from privacy.contract import load_contract
 
 
@@ -38,6 +43,9 @@ class NodeLaunch:
     max_retries: int | None = None
     max_wait_time_s: float | None = None
     auth_key: Path | None = None  # SuperNode authentication key (OpenSSH EC), registered by the coordinator
+    log_file: Path | None = None  # Flower's own output and the node's lines (default: WORKDIR/node.log)
+    log_level: str = "INFO"  # Flower's log level in the log file (FLWR_LOG_LEVEL)
+    health_server_address: str | None = None  # flower-supernode --health-server-address HOST:PORT
 
     def command(self) -> list[str]:
         command = ["flower-supernode", "--superlink", self.coordinator, "--port", str(self.runtime_port)]
@@ -49,7 +57,13 @@ class NodeLaunch:
             command += ["--max-wait-time", str(self.max_wait_time_s)]
         if self.auth_key is not None:
             command += ["--auth-supernode-private-key", str(self.auth_key)]
+        if self.health_server_address is not None:
+            command += ["--health-server-address", self.health_server_address]
         return command
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.flwr_home.parent / "node.log"
 
 
 def check_local_data(data: Path, manifest: Path) -> PartnerData:
@@ -77,8 +91,13 @@ def prepare_node(
     auth_key: Path | None = None,
     he_secret_context: Path | None = None,
     contract: Path | None = None,
+    log_file: Path | None = None,
+    log_level: str = "INFO",
+    health_server_address: str | None = None,
 ) -> tuple[NodeLaunch, PartnerData]:
     host, _ = parse_address(coordinator, option="--coordinator")
+    if health_server_address is not None:
+        parse_address(health_server_address, option="--health-server-address")
     require_transport(host, insecure=insecure, has_certificates=root_certificates is not None, option="--coordinator")
     if auth_key is not None:
         if insecure:
@@ -110,6 +129,8 @@ def prepare_node(
     launch = NodeLaunch(
         settings, coordinator, runtime_port, insecure, root_certificates, workdir / ".flwr", max_retries, max_wait_time_s,
         auth_key=auth_key.resolve() if auth_key is not None else None,
+        log_file=log_file.resolve() if log_file is not None else None, log_level=log_level.upper(),
+        health_server_address=health_server_address,
     )
     return launch, loaded
 
@@ -132,17 +153,20 @@ class NodeExit:
         return self.code in (0, -signal.SIGINT, -signal.SIGTERM)
 
 
-def run_node(launch: NodeLaunch) -> NodeExit:
+def run_node(launch: NodeLaunch, say: Callable[[str], None]) -> NodeExit:
     """Run the SuperNode in the foreground until it exits or this process is told to stop.
 
-    Its output passes through to stderr; Flower's explanation of an error exit is kept.
+    Flower's output (and uvicorn's, and its reconnection attempts) goes to the log file; `say` gets
+    the node's own lines: one per task, read from the partner's trail, and connection changes.
+    Flower's explanation of an error exit is kept.
     """
     launch.flwr_home.mkdir(parents=True, exist_ok=True)
+    launch.log_path.parent.mkdir(parents=True, exist_ok=True)
     AuditTrail(launch.settings.trail, actor=launch.settings.partner_id)
     start_reaper()  # the SuperNode, its SuperExec and ClientApps end with this command, even on SIGKILL
+    env = flower_env(launch.flwr_home) | {"FLWR_LOG_LEVEL": launch.log_level}
     process = subprocess.Popen(
-        launch.command(), env=flower_env(launch.flwr_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace",
+        launch.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
     )
 
     def forward(signum: int, _frame: object) -> None:
@@ -151,19 +175,57 @@ def run_node(launch: NodeLaunch) -> NodeExit:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
     tail: deque[str] = deque(maxlen=200)
+    log = open(launch.log_path, "a", encoding="utf-8")
+    lock = threading.Lock()
+
+    def note(line: str) -> None:
+        """A node line: on the console and, timestamped, in the log file."""
+        say(line)
+        with lock:
+            log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} accord: {_MARKUP.sub('', line)}\n")
+            log.flush()
+
+    connection = ConnectionWatch(launch.coordinator, note)
 
     def relay() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            with lock:
+                log.write(line)
+                log.flush()
             tail.append(line)
+            connection.feed(line)
 
+    follower = TrailFollower(launch.settings.trail, note)
+    follower.start()
     reader = threading.Thread(target=relay, daemon=True)
     reader.start()
-    code = process.wait()
-    reader.join(timeout=2)  # the SuperExec it spawned inherits the pipe and may outlive it a while
+    try:
+        code = process.wait()
+        reader.join(timeout=2)  # the SuperExec it spawned inherits the pipe and may outlive it a while
+    finally:
+        follower.stop()
+        with lock:
+            log.close()
     return NodeExit(code, flower_exit_message(list(tail)))
+
+
+_MARKUP = re.compile(r"\[/?[a-z ]*\]")
+
+
+class ConnectionWatch:
+    """Says once that the coordinator is unreachable (Flower retries quietly, in the log), and once that it is back."""
+
+    def __init__(self, coordinator: str, say: Callable[[str], None]) -> None:
+        self.coordinator, self.say, self.lost = coordinator, say, False
+
+    def feed(self, line: str) -> None:
+        if "Connection attempt failed" in line and not self.lost:
+            self.lost = True
+            self.say(f"[yellow]the coordinator at {self.coordinator} is unreachable[/]; retrying quietly (Flower's attempts go to the log)")
+        elif self.lost and ("Connection successful" in line or "[RUN" in line):
+            self.lost = False
+            self.say(f"connected to the coordinator at {self.coordinator} again")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -30,7 +30,13 @@ from accord.errors import AccordError
 from accord.hashing import sha256_file
 from federated.audit import AuditTrail
 from federated.audit.partner_audit import PartnerAudit
-from federated.client.contract_gate import charge, check_budget, enforce_contract, open_ledger, suppression
+from federated.client.contract_gate import (
+    charge,
+    check_budget,
+    enforce_contract,
+    open_ledger,
+    suppression,
+)
 from federated.client.costs import TaskCost
 from federated.client.data import DataManifest, load_manifest, load_partner_data
 from federated.client.refusals import NodeLog, data_dependent, public_reason

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 from flwr.app import RecordDict
 
 from federated.client.errors import ReplayRefusal
+from federated.client.node_store import connected
 from federated.errors import MessageError
 from federated.messages.audit_exchange import read_task_audit
 
@@ -38,6 +38,10 @@ def task_nonce(content: RecordDict) -> str:
     return record.nonce if record is not None else ""
 
 
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS seen (nonce TEXT PRIMARY KEY, task_sha256 TEXT NOT NULL, "
+           "study TEXT, round INTEGER, first_seen TEXT NOT NULL)",)
+
+
 class ReplayCache:
     """The nonces one node has accepted (`PATH`, SQLite; created on first use)."""
 
@@ -49,21 +53,12 @@ class ReplayCache:
         """The cache of the node whose trail is `trail`: TRAIL_STEM-replay.sqlite next to it."""
         return cls(trail.with_name(f"{trail.stem}-replay.sqlite"))
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS seen (nonce TEXT PRIMARY KEY, task_sha256 TEXT NOT NULL, "
-            "study TEXT, round INTEGER, first_seen TEXT NOT NULL)"
-        )
-        return connection
 
     def check(self, nonce: str) -> None:
         """Raise `ReplayRefusal` if `nonce` was accepted before (an empty nonce is `admit`'s to refuse)."""
         if not nonce:
             return
-        with closing(self._connect()) as connection:
+        with connected(self.path, _SCHEMA) as connection:
             row = connection.execute("SELECT task_sha256, study, round, first_seen FROM seen WHERE nonce = ?", (nonce,)).fetchone()
         if row is not None:
             raise ReplayRefusal(_replayed(nonce, *row))
@@ -73,7 +68,7 @@ class ReplayCache:
         if not nonce:
             raise ReplayRefusal("the task carries no nonce, so this node could not tell a replay from a new task")
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        with closing(self._connect()) as connection:
+        with connected(self.path, _SCHEMA) as connection:
             try:
                 connection.execute(
                     "INSERT INTO seen (nonce, task_sha256, study, round, first_seen) VALUES (?, ?, ?, ?, ?)",
@@ -86,7 +81,7 @@ class ReplayCache:
     def __len__(self) -> int:
         if not self.path.exists():
             return 0
-        with closing(self._connect()) as connection:
+        with connected(self.path, _SCHEMA) as connection:
             return int(connection.execute("SELECT COUNT(*) FROM seen").fetchone()[0])
 
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from federated.client.errors import StudyRefusal
+from federated.client.node_store import transaction
 
 MAX_FAILED_TASKS_PER_STUDY = 1
 _SCHEMA = (
@@ -72,21 +71,6 @@ class StudyState:
         """The state of the node whose trail is `trail`: TRAIL_STEM-studies.sqlite next to it."""
         return cls(trail.with_name(f"{trail.stem}-studies.sqlite"))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
 
     @staticmethod
     def _study(connection: sqlite3.Connection, study: str) -> tuple[int, int, str | None]:
@@ -99,7 +83,7 @@ class StudyState:
 
     def admit(self, *, study: str, kind: str, round: int, task_sha256: str) -> Admission:
         """Take the slot (study, kind, round) for a verified task, or raise `StudyRefusal` and change nothing."""
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             tasks, failures, sealed = self._study(connection, study)
             if sealed is not None:
                 raise StudyRefusal(f"study {study!r} was sealed ({sealed}); a sealed study is never served again, "
@@ -119,7 +103,7 @@ class StudyState:
 
     def seal(self, *, study: str, status: str) -> None:
         """Mark `study` sealed for good; `StudyRefusal` if it already was."""
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             _, _, sealed = self._study(connection, study)
             if sealed is not None:
                 raise StudyRefusal(f"study {study!r} was already sealed ({sealed})")
@@ -127,7 +111,7 @@ class StudyState:
 
     def record_failure(self, *, study: str) -> int:
         """Count a data-dependent failure of a task of `study`; the study's count so far."""
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             _, failures, _ = self._study(connection, study)
             connection.execute("UPDATE studies SET failures = ? WHERE study = ?", (failures + 1, study))
         return failures + 1
@@ -136,7 +120,7 @@ class StudyState:
         """The tasks of `study` admitted so far, in order."""
         if not self.path.exists():
             return []
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             rows = connection.execute("SELECT study, kind, round, sequence FROM admitted WHERE study = ? ORDER BY sequence",
                                       (study,)).fetchall()
         return [Admission(*row) for row in rows]
@@ -145,6 +129,6 @@ class StudyState:
         """How `study` was sealed ("completed" / "failed"), or None while it is open."""
         if not self.path.exists():
             return None
-        with self._transaction() as connection:
+        with transaction(self.path, _SCHEMA) as connection:
             row = connection.execute("SELECT sealed FROM studies WHERE study = ?", (study,)).fetchone()
         return None if row is None else row[0]

@@ -10,15 +10,23 @@ scale; all models of a round form one release, calibrated with the analytic Gaus
 mechanism to the study's (ε, δ) (see `privacy.release`).
 
 The coordinator only post-processes: it makes the record count the sum of the confusion
-matrix, computes metrics from the unclamped noisy sums and clips each metric into its
-range (ECE debiased: `debiased_ece`), and estimates each metric's noise-induced standard
-error by redrawing noise of the released variance around the pooled sums (a parametric bootstrap; post-processing, so it
-costs no privacy). Plots use sums clamped at zero (display only).
+matrix and the score histograms consistent (`consistent_histogram`: non-negative, each summing
+to its own noisy total), computes metrics from these sums and clips each metric into its range
+(ECE debiased from the unprojected sums: `debiased_ece`), and estimates each metric's
+noise-induced standard error by redrawing noise of the released variance around the pooled sums
+(a parametric bootstrap; post-processing, so it costs no privacy). Plots and tables are drawn
+from the same consistent sums, so they show one estimate.
+
+Score bins: the AUROC's noise grows with the number of score bins (each bin carries its own
+noise), its binning error shrinks with it; `recommended_score_bins` balances the two.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 from federated.evaluation.metrics import calibration_sums, compute_metrics
 from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
@@ -78,16 +86,46 @@ METRIC_RANGES = {
 }
 
 
-def consistent(stats: EvaluationStatistics) -> EvaluationStatistics:
-    """The record count made the sum of the (noisy) confusion matrix; no cell is clamped.
+def consistent_histogram(values: np.ndarray) -> np.ndarray:
+    """A noisy histogram made consistent: non-negative, summing to its own noisy total (clipped at 0).
 
-    Clamping negative cells at zero adds mass to sparse cells and bins and biases accuracy
-    down and AUROC toward 0.5 (measured by benchmarks.privacy_budget); unclamped noisy sums
-    keep the estimators' numerators and denominators unbiased, and only the final metric is
-    clipped into its range.
+    Its cumulative from the highest bin down (the ROC's walk) is the least-squares non-decreasing fit
+    of the noisy cumulative (isotonic regression), clipped into [0, total] and pinned to the total in
+    the last bin; the bins are that fit's increments. Clamping each bin at zero instead adds mass to
+    every sparse bin and drags AUROC toward 0.5. Measured on the demo's 410 records (AUROC 0.99,
+    benchmarks.privacy_budget's setting, noise of the summed release, 300 draws), mean absolute AUROC error at
+    10 partners: ε = 1, 10 bins 0.091 (unprojected sums 0.135, clamped 0.161); ε = 3, 100 bins 0.113
+    (0.178, 0.360); ε = 10, 1000 bins 0.093 (0.142, 0.454); never worse than the unprojected sums by
+    more than 0.003 over ε ∈ {1, 3, 10} × bins ∈ {10, 20, 100, 1000} × {3, 10} partners.
     """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values.copy()
+    total = max(float(values.sum()), 0.0)
+    cumulative = np.clip(isotonic_regression(np.cumsum(values[::-1])).x, 0.0, total)
+    cumulative[-1] = total
+    return np.diff(cumulative, prepend=0.0)[::-1]
+
+
+def with_record_count(stats: EvaluationStatistics) -> EvaluationStatistics:
+    """The record count made the sum of the (noisy) confusion matrix (4 noisy cells: the steadiest total)."""
     arrays = dict(stats.arrays)
     arrays["count"] = np.array([float(arrays["confusion"].sum())])
+    return EvaluationStatistics(stats.layout, arrays)
+
+
+def consistent(stats: EvaluationStatistics) -> EvaluationStatistics:
+    """The sums every DP metric and plot is computed from: the record count the confusion matrix's sum,
+    every score histogram made consistent (`consistent_histogram`), each bin's score sum clipped into
+    what its (consistent) records can hold. Confusion cells are not clamped: unclamped cells keep the
+    count-based estimators unbiased, and only the final metric is clipped into its range."""
+    arrays = dict(with_record_count(stats).arrays)
+    for name in ("hist_pos", "hist_neg"):
+        arrays[name] = np.stack([consistent_histogram(row) for row in np.atleast_2d(arrays[name])])
+    bins = stats.layout.score_bins
+    records = arrays["hist_pos"] + arrays["hist_neg"]
+    low, high = np.arange(bins) / bins, np.arange(1, bins + 1) / bins
+    arrays["score_sum"] = np.clip(arrays["score_sum"], records * low, records * high)
     return EvaluationStatistics(stats.layout, arrays)
 
 
@@ -103,11 +141,11 @@ def clip_metrics(metrics: dict[str, float]) -> dict[str, float]:
 def noisy_metrics(
     stats: EvaluationStatistics, calibration_bins: int, noise_variance: dict[str, float] | None = None
 ) -> dict[str, float]:
-    """Pooled metrics from DP-noised sums (post-processing only); ECE debiased when `noise_variance` is given."""
-    stats = consistent(stats)
-    metrics = compute_metrics(stats, calibration_bins)
+    """Pooled metrics from DP-noised sums (post-processing only), from the `consistent` sums; ECE debiased
+    from the unprojected sums (its noise correction needs their known variance) when `noise_variance` is given."""
+    metrics = compute_metrics(consistent(stats), calibration_bins)
     if noise_variance is not None:
-        metrics["ece"] = debiased_ece(stats, calibration_bins, noise_variance)
+        metrics["ece"] = debiased_ece(with_record_count(stats), calibration_bins, noise_variance)
     return clip_metrics(metrics)
 
 
@@ -135,21 +173,6 @@ def debiased_ece(stats: EvaluationStatistics, calibration_bins: int, noise_varia
     return float(np.mean(per_class))
 
 
-def clamp(stats: EvaluationStatistics) -> EvaluationStatistics:
-    """Noisy sums made displayable (no negative counts): for plots only, never for metrics."""
-    layout = stats.layout
-    arrays = {name: np.array(value, dtype=np.float64) for name, value in stats.arrays.items()}
-    for name in ("confusion", "hist_pos", "hist_neg", "subgroup_confusion"):
-        arrays[name] = np.maximum(arrays[name], 0.0)
-    count = arrays["confusion"].sum()
-    arrays["count"] = np.array([count])
-    bound = layout.loss_bound if layout.loss_bound is not None else np.inf
-    arrays["log_loss_sum"] = np.clip(arrays["log_loss_sum"], 0.0, count * bound)
-    arrays["brier_sum"] = np.clip(arrays["brier_sum"], 0.0, count * (1.0 if layout.num_classes == 2 else 2.0))
-    arrays["score_sum"] = np.clip(arrays["score_sum"], 0.0, arrays["hist_pos"] + arrays["hist_neg"])
-    return EvaluationStatistics(layout, arrays)
-
-
 def standard_errors(
     pooled: EvaluationStatistics,
     noise_variance: dict[str, float],
@@ -169,3 +192,32 @@ def standard_errors(
         for name, value in metrics.items():
             samples.setdefault(name, []).append(value)
     return {name: float(np.nanstd(values)) for name, values in samples.items() if name != "auroc_bound"}
+
+
+# Records per score bin per unit of the summed noise's standard deviation that the recommendation asks for.
+RECORDS_PER_BIN_PER_NOISE_SD = 100
+
+
+def recommended_score_bins(
+    *, epsilon: float, delta: float, records: int, partners: int, num_classes: int = 2, models: int = 1,
+    subgroups: bool = False, calibration_bins: int = 10,
+) -> int:
+    """Score bins for a DP evaluation: records / (100 × the summed noise's standard deviation per cell),
+    rounded down to a multiple of `calibration_bins`, at least `calibration_bins` and 10, at most 1000.
+
+    Each bin carries its own noise (σ√partners summed), so finer bins add noise to the AUROC faster than
+    they remove binning error. Measured (mean absolute error against the 10,000-bin AUROC, consistent
+    histograms, 150 draws; /tmp/work/h13/bins.py): on the demo's 410 records (AUROC 0.99) 10 bins were best
+    at every ε ∈ {0.3, 1, 3, 10} with 3 and 10 partners (10 partners, ε = 1: 0.087 at 10 bins, 0.233 at
+    100, 0.373 at 1000); on 5,000 records (AUROC 0.80) 10 bins were best except ε = 10 with 3 partners
+    (20 bins: 0.002, 10 bins: 0.003; records / σ = 1,778, this rule gives 10). Without DP, finer bins are free.
+    """
+    layout = StatisticsLayout(num_classes=num_classes, score_bins=calibration_bins,
+                              subgroup_levels=("subgroup",) if subgroups else (), loss_bound=1.0)
+    release = calibrate_release(epsilon=epsilon, delta=delta,
+                                coordinates_per_record=models * coordinates_per_record(layout))
+    noise_sd = release.sigma * math.sqrt(max(partners, 1))
+    raw = records / (RECORDS_PER_BIN_PER_NOISE_SD * noise_sd)
+    step = calibration_bins
+    bins = int(raw // step) * step
+    return int(min(max(bins, step, math.ceil(10 / step) * step), max(1000 // step * step, step)))

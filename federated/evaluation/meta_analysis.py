@@ -100,7 +100,7 @@ def heterogeneity(per_partner: Mapping[str, tuple[EvaluationStatistics, Mapping[
         k = stats.layout.num_classes
         v_cell = (noise or {}).get("confusion", 0.0)
         accuracy_noise = ratio_noise_variance(correct, n - correct, k * v_cell, (k * k - k) * v_cell)
-        accuracy = correct / n if n > 0 else float("nan")
+        accuracy = min(max(correct / n, 0.0), 1.0) if n > 0 else float("nan")  # noisy counts may leave [0, 1]
         row: dict[str, Any] = {"count": n, "accuracy": accuracy,
                                "accuracy_ci": wilson(correct, n, noise_variance=accuracy_noise).as_record(),
                                "accuracy_variance": accuracy * (1 - accuracy) / n + accuracy_noise if n > 0 else float("nan")}
@@ -109,6 +109,7 @@ def heterogeneity(per_partner: Mapping[str, tuple[EvaluationStatistics, Mapping[
             noise_auroc = auroc_noise_variance(pos, neg, (noise or {}).get("hist_pos", 0.0))
             auroc = class_curve(stats, cls, stats.layout.score_bins).auroc
             interval, _ = auroc_interval(auroc, pos, neg, noise_variance=noise_auroc)
+            auroc = min(max(auroc, 0.0), 1.0) if math.isfinite(auroc) else auroc
             row.update(auroc=auroc, auroc_ci=interval.as_record(), auroc_variance=auroc_variance(pos, neg) + noise_auroc)
         rows[partner] = row
     summary: dict[str, Any] = {"partners": rows, "random_effects": {}}

@@ -63,7 +63,7 @@ def class_curve(stats: EvaluationStatistics, cls: int, calibration_bins: int) ->
         mean_predicted = np.where(counts > 0, scores / counts, np.nan)
         observed = np.where(counts > 0, positives / counts, np.nan)
     filled = counts > 0
-    ece = float((counts[filled] * np.abs(mean_predicted[filled] - observed[filled])).sum() / counts.sum())
+    ece = _ratio((counts[filled] * np.abs(mean_predicted[filled] - observed[filled])).sum(), counts.sum())
     return ClassCurve(fpr, tpr, auroc, bound, mean_predicted, observed, counts, ece)
 
 

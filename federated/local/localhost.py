@@ -86,8 +86,9 @@ class LocalFederation:
             sys.executable, "-m", "federated.client", "--data", str(partner.data), "--manifest", str(partner.manifest),
             "--coordinator", f"127.0.0.1:{self.port}", *(self.tls.partner_args() if self.tls else ["--insecure"]),
             "--port", str(free_port()),
-            "--partner-id", partner.name, "--workdir", str(node_dir), *extra,
+            "--partner-id", partner.name, "--workdir", str(node_dir), "--log-file", str(node_dir / "flower.log"), *extra,
         ]
+        # node.log: what the partner's console shows (a line per task, errors); flower.log: Flower's own output.
         with open(node_dir / "node.log", "ab") as log:
             process = subprocess.Popen(command, env=_quiet_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.partners[partner.name] = process

@@ -22,14 +22,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import TYPE_CHECKING
 
-from flwr.app import ConfigRecord, RecordDict
 from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
 from accord.models import Strict
 from crypto import CryptoError, Identity, NoteVerifier, verify
 from federated.errors import MessageError
+
+if TYPE_CHECKING:  # Flower is imported where a record is built: an auditor's verify needs only the origins
+    from flwr.app import RecordDict
 
 AUDIT_RECORD = "audit"
 TASK_SIGNATURE_CONTEXT = b"accord/task/v1\n"  # domain separation: the same key signs notes
@@ -78,6 +81,8 @@ def decode_hashes(encoded: list[str], *, what: str) -> list[bytes]:
 
 def attach(content: RecordDict, record: Strict) -> RecordDict:
     """Add the audit record to a task or reply (in place) and return it."""
+    from flwr.app import ConfigRecord
+
     content[AUDIT_RECORD] = ConfigRecord({"json": record.model_dump_json()})
     return content
 

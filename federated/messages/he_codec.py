@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crypto.he_errors import EncodingError, LayoutMismatchError
+from crypto.errors import EncodingError, LayoutMismatchError
 from crypto.he_keys import PublicContext
 from crypto.he_layout import BundleLayout, plan_layout
 from federated.evaluation.dp_release import array_scales, calibrate

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from federated.evaluation.dp_release import METRIC_RANGES
+
 
 def json_safe(value: Any) -> Any:
     """NaN and infinities become null, so results.json is strict JSON."""
@@ -24,3 +26,46 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
     return str(value)
+
+
+def format_count(value: Any, *, noisy: bool = False) -> str:
+    """A record count: 'withheld' when it was not released, '≈409 (noisy)' under DP (a noisy count is not a
+    whole number of records, and two noisy counts of the same records differ), else the whole number."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "withheld"
+    return f"≈{float(value):.0f} (noisy)" if noisy else f"{float(value):.0f}"
+
+
+def clipped_text(name: str, value: float, *, interval: dict[str, Any] | None = None, se: float | None = None) -> str | None:
+    """How a DP metric that was clipped to its range's edge reads ('≥ 0.912 (clipped)'), or None when it was
+    not clipped: an exact 1 or 0 would claim a certainty the noisy sums do not have. The bound is the
+    interval's other end, else 1.96 standard errors from the edge, else the edge is named."""
+    if name not in METRIC_RANGES or not math.isfinite(value):
+        return None
+    low, high = METRIC_RANGES[name]
+    if value not in (low, high) or name == "count":
+        return None
+    upper = value == high
+    bound = None
+    if interval and interval.get("low") is not None and interval.get("high") is not None:
+        bound = float(interval["low"] if upper else interval["high"])
+    elif se is not None and math.isfinite(se) and se > 0:
+        bound = max(low, high - 1.96 * se) if upper else min(high, low + 1.96 * se)
+    if bound is None or bound == value:
+        return f"clipped at {value:g} (DP noise)"
+    return f"{'≥' if upper else '≤'} {bound:.3f} (clipped)"
+
+
+def format_estimate(name: str, value: Any, *, noisy: bool = False, se: float | None = None,
+                    interval: dict[str, Any] | None = None) -> str:
+    """A pooled metric as reports print it: counts rounded and marked when noisy, clipped metrics as a bound,
+    else the value with its DP standard error (when given)."""
+    if name == "count":
+        return format_count(value, noisy=noisy)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if noisy:
+        clipped = clipped_text(name, float(value), interval=interval, se=se)
+        if clipped is not None:
+            return clipped
+    return format_value(value) + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")

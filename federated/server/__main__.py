@@ -16,8 +16,11 @@ from rich.table import Table
 
 from accord.cli import App, print_json
 from accord.errors import ExitCode
+from accord.wording import plural
 from crypto.node_auth import read_authorized_nodes
 from federated.errors import ConfigError
+from federated.evaluation.dp_release import recommended_score_bins
+from federated.reporting.formatting import clipped_text
 from federated.runtime.flower import stop_process
 from federated.server.coordinator import (
     Simulation,
@@ -33,43 +36,88 @@ cli = App(help=__doc__)
 _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
 
 
-def _progress_line(entry: dict[str, Any]) -> str | None:
+def _progress_line(entry: dict[str, Any], *, final_round: int | None = None) -> str | None:
+    """The console line for one trail entry (None: not shown). `final_round`: the round number of a
+    training study's final evaluation, shown as "final evaluation"."""
     kind, details = entry["kind"], entry["details"]
     round_number = entry.get("round")
+    step = _step(round_number, final_round)
     if round_number is None and kind == "result_received":  # the closing seal (federated.messages.seal)
         return f"seal: {details['partner']} cosigned the checkpoint that covers the whole study"
     if kind == "study_started":
-        return f"study {entry['study']} started: {details['rounds']} round(s), minimum cohort {details['min_cohort']}; waiting for partners"
+        return (
+            f"study {entry['study']} started: {plural(details['rounds'], 'round')}, minimum cohort "
+            f"{plural(details['min_cohort'], 'partner')}; waiting for partners"
+        )
     if kind == "cohort_ready":
-        return f"cohort ready: {details['nodes']} partner node(s) connected"
+        nodes, expected = details["nodes"], details.get("expected")
+        if expected is None:
+            return f"cohort ready: {plural(nodes, 'partner node')} connected"
+        short = f"; starting without {plural(expected - nodes, 'expected partner')}" if nodes < expected else ""
+        return f"cohort ready: {nodes} of {plural(expected, 'expected partner node')} connected{short}"
+    if kind == "partner_joined_late":
+        before = details.get("before_round")
+        missed = f"it takes part from round {before}" if before else "it is in no round's results, only the closing seal"
+        return f"[yellow]node {details['node']} joined late[/] (after the study started): {missed}"
+    if kind == "expected_partners_missing":
+        return f"[yellow]expected but never answered[/]: {', '.join(details['names'])}"
     if kind == "result_received" and details.get("step") == "decryption":
         return None  # "aggregate_decrypted" follows
     if kind == "aggregate_decrypted":
-        return f"{_step(round_number)}: {details['partner']} decrypted the aggregate of {len(details['contributors'])} partners"
+        return f"{step}: {details['partner']} decrypted the aggregate of {plural(len(details['contributors']), 'partner')}"
     if kind == "result_received":
         size = f"{details['count']} records" if details.get("count") else "record count withheld under DP"
-        return f"{_step(round_number)}: result from {details['partner']} ({size})"
+        return f"{step}: result from {details['partner']} ({size})"
     if kind == "task_refused":
         who = details.get("partner", f"node {details.get('node')}")
-        return f"{_step(round_number)}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"
+        return f"{step}: [yellow]{who} refused[/] ({details['clause']}): {details['reason']}"
     if kind == "partner_missing":
-        return f"{_step(round_number)}: [yellow]node {details['node']} missing[/]: {details['reason']}"
+        return f"{step}: [yellow]node {details['node']} missing[/]: {details['reason']}"
     if kind == "round_completed":
-        return (
-            f"[bold]round {round_number} done[/] in {details['duration_s']} s: "
-            f"{len(details['contributors'])} contributor(s) ({', '.join(details['contributors'])})"
+        contributors = details["contributors"]
+        line = (
+            f"[bold]{step} done[/] in {details['duration_s']} s: "
+            f"{plural(len(contributors), 'contributor')} ({', '.join(contributors)})"
         )
+        return line + "".join(f"\n  {model}: {_metrics_line(metrics)}" for model, metrics in details.get("pooled", {}).items())
     if kind == "update_rejected":
-        return f"{_step(round_number)}: [yellow]update from {details['partner']} rejected[/]: {details['reason']}"
+        return f"{step}: [yellow]update from {details['partner']} rejected[/]: {details['reason']}"
     if kind == "model_aggregated" and details.get("parent_sha256"):
-        return f"{_step(round_number)}: new global model {details['sha256'][:12]}… ({details['aggregator']}, {details['file']})"
+        return f"{step}: new global model {details['sha256'][:12]}… ({details['aggregator']}, {details['file']})"
     if kind == "study_failed":
         return f"[red]study stopped[/]: {details.get('reason', '')}"
     return None
 
 
-def _step(round_number: int | None) -> str:
-    return f"round {round_number}" if round_number is not None else "seal"
+def _metrics_line(metrics: dict[str, float]) -> str:
+    """The pooled metrics of one model in one round, in the results table's order."""
+    shown = [f"{name} {metrics[name]:.3f}" for name in _SHOWN if name in metrics]
+    return ", ".join(shown) or "no pooled metric released"
+
+
+def _step(round_number: int | None, final_round: int | None = None) -> str:
+    if round_number is None:
+        return "seal"
+    return "final evaluation" if round_number == final_round else f"round {round_number}"
+
+
+def score_bins_warning(study: Any, results: dict[str, Any]) -> str | None:
+    """A warning when a DP study's score_bins is far (over 4×) above `recommended_score_bins` for the records
+    and partners it had: each bin carries its own noise, so finer bins make the AUROC noisier, not finer."""
+    evaluation = study.evaluation
+    final = results.get("final_evaluation") or (results["rounds"][-1] if results.get("rounds") else None)
+    if not evaluation.privacy.enabled or not final or not final.get("pooled"):
+        return None
+    records = max(float(next(iter(final["pooled"].values())).get("count") or 0.0), 0.0)
+    recommended = recommended_score_bins(
+        epsilon=evaluation.privacy.epsilon, delta=evaluation.privacy.delta, records=int(records),
+        partners=len(final["contributors"]), num_classes=evaluation.num_classes, models=len(final["pooled"]),
+        subgroups=bool(evaluation.subgroup_levels), calibration_bins=evaluation.calibration_bins)
+    if evaluation.score_bins <= 4 * recommended:
+        return None
+    return (f"score_bins = {evaluation.score_bins} is far above the {recommended} recommended at ε = "
+            f"{evaluation.privacy.epsilon:g} for ≈{records:.0f} records over {len(final['contributors'])} partners "
+            "(dp_release.recommended_score_bins): every bin carries its own noise, so the AUROC is noisier, not finer")
 
 
 def _results_table(results: dict[str, Any]) -> Table:
@@ -81,10 +129,10 @@ def _results_table(results: dict[str, Any]) -> Table:
     errors = final.get("standard_errors", {})
     for model, metrics in final["pooled"].items():
         se, intervals = errors.get(model, {}), _intervals(final.get("validation", {}).get(model, {}))
-        table.add_row(model, *(_cell(metrics.get(k), se.get(k), intervals.get(k)) for k in _SHOWN))
+        table.add_row(model, *(_cell(k, metrics.get(k), se.get(k), intervals.get(k), noisy=model in errors) for k in _SHOWN))
     captions = ["[low, high]: 95 % interval (sampling, and DP noise when on)"] if final.get("validation") else []
     if errors:
-        captions.append("± standard error from the partners' DP noise; metrics are clipped into their ranges")
+        captions.append("± standard error from the partners' DP noise; a metric clipped to its range's edge shows as a bound")
     table.caption = "; ".join(captions) or None
     return table
 
@@ -94,9 +142,11 @@ def _intervals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if record and record.get("low") is not None}
 
 
-def _cell(value: float | None, se: float | None, interval: dict[str, Any] | None) -> str:
+def _cell(name: str, value: float | None, se: float | None, interval: dict[str, Any] | None, *, noisy: bool) -> str:
     if value is None:
         return "—"
+    if noisy and (clipped := clipped_text(name, value, interval=interval, se=se)) is not None:
+        return clipped
     if interval is not None:
         return f"{value:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
     return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None else "")
@@ -130,7 +180,10 @@ def main(
         Path | None, typer.Option(help="With --simulate: directory of partner-NNN.csv/.toml files, one per partner.")
     ] = None,
     key: Annotated[
-        Path | None, typer.Option(help="The coordinator's Ed25519 signing key (PEM); created if absent (default: OUTPUT_DIR/coordinator.key).")
+        Path | None, typer.Option(help="The coordinator's Ed25519 signing key (PEM); created if absent (default: OUTPUT_DIR/coordinator.key). Refused if earlier runs in OUTPUT_DIR were signed with another key.")
+    ] = None,
+    wait_for_partners: Annotated[
+        float | None, typer.Option(min=0, metavar="SECONDS", help="With expected_partners in the study: how long to wait for all of them once the study starts (default: the study's expected_wait_s, else cohort_timeout_s).")
     ] = None,
 ) -> None:
     """Submit STUDY as a Flower run, follow it round by round, print the pooled results."""
@@ -148,7 +201,7 @@ def main(
         with console.status("starting the SuperLink and submitting the study"):
             submission = submit_study(
                 study, superlink=superlink, host=host, port=port, transport=transport, flwr_home=flwr_home,
-                simulation=simulation, key=key, authorized_nodes=nodes,
+                simulation=simulation, key=key, authorized_nodes=nodes, wait_for_partners_s=wait_for_partners,
             )
         if submission.key_created:
             console.print(
@@ -160,10 +213,12 @@ def main(
                 f"registered {len(submission.authorized)} authorized partner node key(s) with the SuperLink: "
                 + ", ".join(f"{n['name']} (node {n['node'] or 'already registered'})" for n in submission.authorized)
             )
-        console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}")
+        console.print(f"submitted study [bold]{submission.study.id}[/] as Flower run {submission.run_id}; this run writes to")
+        console.print(str(submission.study.output_dir), highlight=False)
+        final_round = submission.study.rounds + 1 if submission.study.purpose == "training" else None
         with console.status("running") as status:
             def show(entry: dict[str, Any]) -> None:
-                line = _progress_line(entry)
+                line = _progress_line(entry, final_round=final_round)
                 if line:
                     console.print(line)
                     status.update(line)
@@ -173,8 +228,10 @@ def main(
         if submission is not None and submission.superlink is not None:
             stop_process(submission.superlink)
     console.print(_results_table(results))
-    out = submission.study.output_dir
-    console.print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\ntrail: {results['trail']}")
+    if (warning := score_bins_warning(submission.study, results)) is not None:
+        console.print(f"[yellow]warning[/]: {warning}")
+    out = submission.study.output_dir  # this run's folder; OUTPUT_DIR/latest points to it
+    console.print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\ntrail: {results['trail']}", highlight=False)
     if json_output:
         print_json(results)
     if results["status"] != "completed":

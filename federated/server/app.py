@@ -15,6 +15,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from accord.hashing import sha256_file
+from accord.wording import plural
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.keys import coordinator_key_path
@@ -28,8 +29,10 @@ from federated.messages.seal import (
 from federated.messages.study_tasks import evaluation_spec, seal_spec
 from federated.reporting.privacy_report import reported_privacy
 from federated.reporting.report import write_outputs
+from federated.runtime.runs import RUN_CONFIG_EXPECTED_WAIT, RUN_CONFIG_RUN_DIR
 from federated.server.collect import collect_replies
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
+from federated.server.pooling import round_metrics
 from federated.server.rounds import run_round
 from federated.study import ResolvedModel, Study, load_study, resolve_models
 
@@ -54,30 +57,66 @@ def load_submitted_study(run_config: dict[str, Any]) -> tuple[Study, str, list[R
     if digest != declared:
         raise ConfigError(f"{path}: changed since it was submitted (SHA-256 {digest}, submitted {declared})")
     study = load_study(path)
-    return study, digest, resolve_models(study, path)
+    models = resolve_models(study, path)
+    if run_config.get(RUN_CONFIG_RUN_DIR):  # the CLI's run folder: this run writes there (federated.runtime.runs)
+        study = study.model_copy(update={"output_dir": Path(str(run_config[RUN_CONFIG_RUN_DIR]))})
+    if run_config.get(RUN_CONFIG_EXPECTED_WAIT) not in (None, ""):  # the CLI's --wait-for-partners
+        study = study.model_copy(update={"expected_wait_s": float(str(run_config[RUN_CONFIG_EXPECTED_WAIT]))})
+    return study, digest, models
 
 
-def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> int:
-    deadline = time.monotonic() + study.cohort_timeout_s
-    while (connected := len(list(grid.get_node_ids()))) < study.min_cohort:
-        if time.monotonic() > deadline:
+def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> set[int]:
+    """Wait for `min_cohort` nodes (within cohort_timeout_s), then for the expected partners (within
+    expected_wait_s, default cohort_timeout_s, from the start); the connected node ids."""
+    started = time.monotonic()
+    deadline = started + study.cohort_timeout_s
+    expected_deadline = started + (study.cohort_timeout_s if study.expected_wait_s is None else study.expected_wait_s)
+    while True:
+        nodes = set(grid.get_node_ids())
+        now = time.monotonic()
+        if len(nodes) >= study.expected_count or (len(nodes) >= study.min_cohort and now > expected_deadline):
+            break
+        if len(nodes) < study.min_cohort and now > deadline:
             raise CohortTooSmallError(
-                f"only {connected} of the minimum cohort of {study.min_cohort} partners connected "
+                f"only {len(nodes)} of the minimum cohort of {study.min_cohort} partners connected "
                 f"within cohort_timeout_s={study.cohort_timeout_s:g}"
             )
         time.sleep(_COHORT_POLL_S)
-    trail.append("cohort_ready", study=study.id, nodes=connected)
-    return connected
+    expected = {"expected": study.expected_count} if study.expected_partners is not None else {}
+    trail.append("cohort_ready", study=study.id, nodes=len(nodes), **expected)
+    return nodes
+
+
+def note_late_joiners(grid: Grid, study: Study, trail: AuditTrail, known: set[int], results: dict[str, Any],
+                      *, before_round: int | None) -> None:
+    """Record each node that connected after the study started (it missed the rounds before `before_round`;
+    None: it joined after the last round and gets only the closing seal)."""
+    current = set(grid.get_node_ids())
+    for node in sorted(current - known):
+        trail.append("partner_joined_late", study=study.id, node=str(node), before_round=before_round)
+        results.setdefault("late_partners", []).append({"node": str(node), "before_round": before_round})
+    known |= current
+
+
+def expected_but_missing(study: Study, results: dict[str, Any]) -> list[str]:
+    """Partners the study expected by name that never contributed to any round."""
+    if not isinstance(study.expected_partners, list):
+        return []
+    rounds = [*results["rounds"], *([results["final_evaluation"]] if results.get("final_evaluation") else [])]
+    answered = {name for summary in rounds for name in summary.get("contributors", [])}
+    return [name for name in study.expected_partners if name not in answered]
 
 
 def evaluation_rounds(
     grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, results: dict[str, Any],
-    encryption: EncryptedAggregation | None = None,
+    encryption: EncryptedAggregation | None = None, cohort: set[int] | None = None,
 ) -> dict:
     """The rounds of an evaluation study; returns the last round's pooled statistics."""
     model_bytes = {model.name: model.path.read_bytes() for model in models}
     pooled_statistics: dict = {}
     for round_number in range(1, study.rounds + 1):
+        if cohort is not None and round_number > 1:
+            note_late_joiners(grid, study, trail, cohort, results, before_round=round_number)
         spec = evaluation_spec(study, round_number=round_number, study_sha256=study_sha256,
                                models=[ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in models])
         outcome = run_round(
@@ -89,10 +128,11 @@ def evaluation_rounds(
         trail.append(
             "round_completed", study=study.id, round=round_number, contributors=outcome.contributors,
             refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
+            **({"pooled": round_metrics(results["rounds"][-1]["pooled"])} if len(outcome.contributors) >= study.min_cohort else {}),
         )
         if len(outcome.contributors) < study.min_cohort:
             raise CohortTooSmallError(
-                f"round {round_number}: only {len(outcome.contributors)} partners contributed "
+                f"round {round_number}: only {plural(len(outcome.contributors), 'partner')} contributed "
                 f"({', '.join(outcome.contributors) or 'none'}), below the minimum cohort of {study.min_cohort}"
             )
         pooled_statistics = outcome.pooled_statistics
@@ -119,8 +159,9 @@ def run_study(
     if encryption is not None:
         results["encryption"] = encryption.describe()
     pooled_statistics: dict = {}
+    cohort: set[int] = set()
     try:
-        wait_for_cohort(grid, study, trail)
+        cohort = wait_for_cohort(grid, study, trail)
         if study.purpose == "training":
             from federated.server.training import (
                 run_training,  # torch only for training studies
@@ -128,7 +169,7 @@ def run_study(
 
             pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption)
         else:
-            pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results, encryption)
+            pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results, encryption, cohort)
         results["status"] = "completed"
     except (CohortTooSmallError, DecryptionFailedError) as exc:
         status = DecryptionFailedError.status if isinstance(exc, DecryptionFailedError) else "cohort_too_small"
@@ -138,6 +179,11 @@ def run_study(
             last = results["rounds"][-1]
             if len(last["contributors"]) < study.min_cohort:
                 last.update(pooled={}, subgroups={}, matrix={})
+    if cohort:
+        note_late_joiners(grid, study, trail, cohort, results, before_round=None)
+    if missing_names := expected_but_missing(study, results):
+        results["expected_partners_missing"] = missing_names
+        trail.append("expected_partners_missing", study=study.id, names=missing_names)
     results["privacy"] = reported_privacy(results)
     hashes = write_outputs(study.output_dir, results, pooled_statistics, study.evaluation.calibration_bins)
     trail.append("report_written", study=study.id, files=hashes)

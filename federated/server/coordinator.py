@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from accord.hashing import sha256_file
+from crypto import Identity
 from crypto.node_auth import AuthorizedNode
 from federated.audit import AuditTrail
 from federated.audit.evidence.layout import keep_submitted_study
@@ -44,8 +45,15 @@ from federated.runtime.flower import (
     write_bundle,
     write_connection,
 )
+from federated.runtime.runs import (
+    RUN_CONFIG_EXPECTED_WAIT,
+    RUN_CONFIG_RUN_DIR,
+    mark_latest,
+    new_run_dir,
+    run_directories,
+)
 from federated.runtime.simulation import SIMULATION_HE_SECRET
-from federated.server.app import trail_path
+from federated.server.app import TRAIL_NAME, trail_path
 from federated.server.encryption import load_study_context
 from federated.study import Study, load_study, resolve_models
 
@@ -116,6 +124,41 @@ class Submission:
     coordinator_key: Path | None = None
     key_created: bool = False  # the CLI says so: partners pin this key on first contact
     authorized: list[dict[str, Any]] | None = None  # node keys registered with the SuperLink (name, node, fingerprint)
+    output_dir: Path | None = None  # the study's output_dir; `study.output_dir` is this run's folder under it
+
+
+def earlier_coordinator_key(output_dir: Path) -> tuple[str, str | None] | None:
+    """(fingerprint, key file) of the coordinator key that signed the latest earlier run in `output_dir`."""
+    trails = [run / TRAIL_NAME for run in reversed(run_directories(output_dir))] + [output_dir / TRAIL_NAME]
+    for trail in trails:
+        if not trail.is_file():
+            continue
+        for line in trail.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if entry.get("kind") == "study_submitted" and entry["details"].get("coordinator_key"):
+                return entry["details"]["coordinator_key"], entry["details"].get("coordinator_key_file")
+    return None
+
+
+def check_coordinator_key(key: Path, output_dir: Path) -> None:
+    """Refuse, naming both files, a `--key` that is not the key earlier runs in `output_dir` were signed with:
+    partners pinned that key and refuse a coordinator whose key changed."""
+    earlier = earlier_coordinator_key(output_dir)
+    if earlier is None:
+        return
+    fingerprint, earlier_file = earlier
+    if key.is_file():
+        current = Identity.load(key).fingerprint
+        if current == fingerprint:
+            return
+        found = f"{key} holds key {current}"
+    else:
+        found = f"{key} does not exist (a new key would be created there)"
+    where = f" in {earlier_file}" if earlier_file else ""
+    raise ConfigError(
+        f"coordinator key: earlier runs in {output_dir} were signed with key {fingerprint}{where}, but {found}; "
+        f"partners pinned the earlier key and would refuse this one: pass --key {earlier_file or 'THAT-KEY-FILE'}"
+    )
 
 
 def register_authorized_nodes(nodes: list[AuthorizedNode], flwr_home: Path) -> list[dict[str, Any]]:
@@ -154,6 +197,7 @@ def submit_study(
     simulation: Simulation | None = None,
     key: Path | None = None,
     authorized_nodes: list[AuthorizedNode] | None = None,
+    wait_for_partners_s: float | None = None,
 ) -> Submission:
     """Validate and hash the study, make sure a SuperLink runs, register the authorized
     partners' node keys, submit the run, log it."""
@@ -167,17 +211,18 @@ def submit_study(
             f"context from {simulation.data_dir / SIMULATION_HE_SECRET} (copy he-secret-context.json there)"
         )
     study_sha256 = sha256_file(study_file)
-    study.output_dir.mkdir(parents=True, exist_ok=True)
-    key = (key or study.output_dir / COORDINATOR_KEY_NAME).resolve()
+    output_dir = study.output_dir.resolve()
+    key = (key or output_dir / COORDINATOR_KEY_NAME).resolve()
+    check_coordinator_key(key, output_dir)  # before any Flower process starts
     identity, key_created = load_or_create_identity(key)
-    keep_submitted_study(study_file, study.output_dir)
-    flwr_home = (flwr_home or study.output_dir / ".flwr").resolve()
+    flwr_home = (flwr_home or output_dir / ".flwr").resolve()
+    run_dir = new_run_dir(output_dir)  # never an earlier run's folder
+    study = study.model_copy(update={"output_dir": run_dir})
+    keep_submitted_study(study_file, run_dir)
     process = None
     if superlink is None:
         address = f"{host}:{port}"
-        process = start_superlink(
-            host, port, transport, flwr_home, study.output_dir / "superlink.log", simulation=simulation is not None
-        )
+        process = start_superlink(host, port, transport, flwr_home, run_dir / "superlink.log", simulation=simulation is not None)
     else:
         parse_address(superlink, option="--superlink")
         address = superlink
@@ -186,7 +231,9 @@ def submit_study(
         authorized = register_authorized_nodes(authorized_nodes, flwr_home) if authorized_nodes else None
         bundle = write_bundle(
             flwr_home / "bundle", name=f"accord-{study.id}".lower().replace("_", "-").replace(".", "-"),
-            run_config={"study-file": str(study_file), "study-sha256": study_sha256, RUN_CONFIG_KEY: str(key)}
+            run_config={"study-file": str(study_file), "study-sha256": study_sha256, RUN_CONFIG_KEY: str(key),
+                        RUN_CONFIG_RUN_DIR: str(run_dir)}
+            | ({RUN_CONFIG_EXPECTED_WAIT: str(wait_for_partners_s)} if wait_for_partners_s is not None else {})
             | ({"simulation-dir": str(simulation.data_dir.resolve())} if simulation else {}),
         )
         run_id = submit_run(bundle, flwr_home, federation_config=simulation.federation_config() if simulation else None)
@@ -200,9 +247,11 @@ def submit_study(
     trail.append(
         "study_submitted", study=study.id, study_sha256=study_sha256, flower_run=str(run_id),
         superlink=address, models={m.name: m.sha256 for m in models}, coordinator_key=identity.fingerprint,
+        coordinator_key_file=str(key), run_dir=str(run_dir),
         **({"he_fingerprint": he_context.fingerprint} if he_context is not None else {}),
     )
-    return Submission(study, study_file, run_id, flwr_home, process, key, key_created, authorized)
+    mark_latest(output_dir, run_dir)
+    return Submission(study, study_file, run_id, flwr_home, process, key, key_created, authorized, output_dir)
 
 
 def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float) -> dict[str, Any]:
@@ -212,7 +261,7 @@ def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *
     nothing ends within `timeout_s`.
     """
     path = trail_path(submission.study)
-    position = _start_of_run(path, submission.run_id)
+    position = 0  # the run's folder holds this run's trail only
     deadline = time.monotonic() + timeout_s
     next_status = time.monotonic() + _STATUS_EVERY_S
     while True:
@@ -240,18 +289,6 @@ def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *
         if now > deadline:
             raise FlowerRuntimeError(f"study {submission.study.id} did not finish within {timeout_s:g} s")
         time.sleep(_POLL_S)
-
-
-def _start_of_run(path: Path, run_id: int) -> int:
-    """Byte offset just after this run's `study_submitted` entry."""
-    offset = 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            offset += len(line)
-            entry = json.loads(line)
-            if entry["kind"] == "study_submitted" and entry["details"].get("flower_run") == str(run_id):
-                return offset
-    raise FlowerRuntimeError(f"{path}: no study_submitted entry for run {run_id}")
 
 
 def _read_results(submission: Submission, final_entry: dict[str, Any]) -> dict[str, Any]:

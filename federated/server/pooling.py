@@ -15,7 +15,6 @@ from accord.hashing import sha256_bytes
 from federated.errors import MessageError
 from federated.evaluation.dp_release import (
     array_scales,
-    clamp,
     clip_metrics,
     consistent,
     noisy_metrics,
@@ -112,8 +111,8 @@ def aggregate_round(
             outcome.standard_errors[name] = standard_errors(pooled, variance, calibration_bins)
         outcome.pooled[name] = compute_metrics(pooled, calibration_bins) if variance is None else noisy_metrics(
             pooled, calibration_bins, variance)
-        # Plots are drawn from these; under DP, clamped at zero for display only.
-        outcome.pooled_statistics[name] = pooled if variance is None else clamp(pooled)
+        # The pooled sums as released; under DP the report draws its plots from `consistent` of them, as the metrics.
+        outcome.pooled_statistics[name] = pooled
         if pooled.layout.subgroup_levels:
             groups = subgroup_metrics(pooled)
             if variance is not None:
@@ -141,3 +140,13 @@ def _partner_metrics(reply: EvaluationReply, model: str, calibration_bins: int) 
     stats = reply.statistics[model]
     variance = _noise_variance([reply], stats.layout)
     return compute_metrics(stats, calibration_bins) if variance is None else noisy_metrics(stats, calibration_bins, variance)
+
+
+def round_metrics(pooled: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """A round's pooled metrics as its `round_completed` trail entry carries them (the CLI prints them):
+    the finite numbers only, rounded to 6 places."""
+    return {
+        model: {name: round(float(value), 6) for name, value in metrics.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)}
+        for model, metrics in pooled.items() if isinstance(metrics, dict)
+    }

@@ -18,6 +18,7 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from accord.hashing import sha256_bytes, sha256_file
+from accord.wording import plural
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, MessageError
 from federated.messages.evaluation import EvaluationReply
@@ -30,7 +31,7 @@ from federated.messages.training import (
     parse_train_reply,
 )
 from federated.server.collect import collect_replies
-from federated.server.pooling import aggregate_round
+from federated.server.pooling import aggregate_round, round_metrics
 from federated.server.rounds import run_round
 from federated.study import Study, TrainingSettings
 from federated.training.aggregation import (
@@ -209,7 +210,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         if len(accepted) < study.min_cohort or (encryption is not None and decrypted is None):
             summary.update(pooled={}, subgroups={}, matrix={}, duration_s=round(time.monotonic() - started, 3))
             raise CohortTooSmallError(
-                f"round {round_number}: only {len(accepted)} partners contributed an accepted update "
+                f"round {round_number}: only {plural(len(accepted), 'partner')} contributed an accepted update "
                 f"({', '.join(summary['contributors']) or 'none'}), below the minimum cohort of {study.min_cohort}"
             )
         parent = global_model.sha256
@@ -229,7 +230,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         summary["timings_s"] = {name: round(value, 4) for name, value in timings.items()}
         trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
                      refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
-                     duration_s=summary["duration_s"])
+                     duration_s=summary["duration_s"], **({"pooled": round_metrics(summary["pooled"])} if summary.get("pooled") else {}))
     return _final_evaluation(grid, study, study_sha256, global_model, trail, results, encryption)
 
 
@@ -246,11 +247,13 @@ def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model:
                         calibration_bins=study.evaluation.calibration_bins, encryption=encryption,
                         validation=study.validation)
     results["final_evaluation"] = outcome.summary() | {"model_sha256": global_model.sha256}
+    released = len(outcome.contributors) >= study.min_cohort
     trail.append("round_completed", study=study.id, round=final_round, contributors=outcome.contributors,
-                 refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3))
+                 refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
+                 final_evaluation=True, **({"pooled": round_metrics(results["final_evaluation"]["pooled"])} if released else {}))
     if len(outcome.contributors) < study.min_cohort:
         results["final_evaluation"].update(pooled={}, subgroups={}, matrix={})
         raise CohortTooSmallError(
-            f"final evaluation: only {len(outcome.contributors)} partners answered, below the minimum cohort of {study.min_cohort}"
+            f"final evaluation: only {plural(len(outcome.contributors), 'partner')} answered, below the minimum cohort of {study.min_cohort}"
         )
     return outcome.pooled_statistics

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from accord.hashing import sha256_bytes
 from crypto import Identity, fingerprint
-from examples.hospitals.prepare import HOSPITALS, prepare
+from examples.hospitals.prepare import COORDINATOR_KEY, HOSPITALS, prepare
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.client.data import load_manifest, load_partner_data
@@ -91,7 +91,7 @@ class HostileCoordinator:
     _audits: dict[str, CoordinatorAudit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        key = self.hospitals / "keys" / "coordinator.key"
+        key = self.hospitals / COORDINATOR_KEY
         pinned = fingerprint(Identity.load(key).public_key)
         nodes = {}
         for index, (name, *_rest) in enumerate(HOSPITALS, start=1):
@@ -108,7 +108,7 @@ class HostileCoordinator:
         """The coordinator's trail of `study` (one per study id, continued when the id is used again)."""
         if study not in self._audits:
             trail = AuditTrail(self.workdir / "coordinator" / study / "coordinator-trail.jsonl", actor="coordinator")
-            self._audits[study] = CoordinatorAudit.for_study(trail, self.hospitals / "keys" / "coordinator.key", study_id=study)
+            self._audits[study] = CoordinatorAudit.for_study(trail, self.hospitals / COORDINATOR_KEY, study_id=study)
             trail.append("study_started", study=study)
         return self._audits[study].trail
 

@@ -15,6 +15,7 @@ import zipfile
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
 
+from examples.hospitals.prepare import COORDINATOR_KEY
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.evidence.export import export_pack
@@ -41,7 +42,7 @@ def honest_run(hospitals, tmp_path_factory):
         "governance": GOVERNANCE.model_dump(),
     })
     trail = AuditTrail(study.output_dir / "coordinator-trail.jsonl", actor="coordinator")
-    CoordinatorAudit.for_study(trail, hospitals / "keys" / "coordinator.key", study_id=study.id)
+    CoordinatorAudit.for_study(trail, hospitals / COORDINATOR_KEY, study_id=study.id)
     with pytest.MonkeyPatch.context() as patch:
         for name in ("_run_id", "_node_id", "_task_id"):
             patch.setattr(TaskIdentity, name, 1)

@@ -13,7 +13,7 @@ from crypto.he_aggregation import (
     decrypt_bundle,
     encrypt_bundle,
 )
-from crypto.he_errors import (
+from crypto.errors import (
     CiphertextError,
     EncodingError,
     HEKeyError,

@@ -12,7 +12,7 @@ import pytest
 import tenseal as ts
 
 from accord.errors import ExitCode
-from crypto.he_errors import HEKeyError
+from crypto.errors import HEKeyError
 from crypto.he_keys import (
     KeyFiles,
     generate_context,

@@ -67,4 +67,4 @@ def run_simulated(study: Path, data: Path, partners: int) -> dict[str, Any]:
         capture_output=True, text=True, timeout=540,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((study.parent / "out" / "results.json").read_text())
+    return json.loads((study.parent / "out" / "latest" / "results.json").read_text())

@@ -43,7 +43,7 @@ score_bins = 10  # hospital-a and -c release without DP: their contracts allow o
     for partner in partners:
         federation.start_partner(partner, "--contract", str(partner.manifest.with_suffix(".contract.toml")))
     assert federation.coordinator.wait(timeout=300) == 0, (tmp_path / "coordinator.log").read_text()
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     (first,) = results["rounds"]
     assert sorted(first["contributors"]) == ["hospital-a", "hospital-c"]
     (refusal,) = first["refused"]
@@ -54,7 +54,7 @@ score_bins = 10  # hospital-a and -c release without DP: their contracts allow o
     assert refused and refused[0]["details"]["clause"] == "allowed_purposes"
     assert not any(e["kind"] == "task_accepted" and e["round"] is not None for e in partner_trail)  # None: the seal
     assert not any(e["kind"] == "task_accepted" and e["details"].get("data_sha256") for e in partner_trail)
-    coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    coordinator = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("clause") == "allowed_purposes" for e in coordinator)
     # The contract each contributing partner applied is named by hash on both sides (for the evidence pack).
     contract_a = sha256_file(partners[0].manifest.with_suffix(".contract.toml"))

@@ -37,7 +37,7 @@ def _run(federation: LocalFederation, study: Path, partners, log: Path, *extra: 
     for partner in partners:
         federation.start_partner(partner, *extra)
     assert federation.coordinator.wait(timeout=240) == 0, log.read_text()
-    return json.loads((study.parent / "out" / "results.json").read_text())
+    return json.loads((study.parent / "out" / "latest" / "results.json").read_text())
 
 
 def _ceremony(study: str, out: Path, node_keys: dict[str, Path]):
@@ -79,7 +79,7 @@ def test_encrypted_evaluation_equals_the_plaintext_path(tmp_path, hospitals, par
         assert set(e["matrix"][model].values()) == {None}
     assert encrypted["encryption"]["fingerprint"] == e["encryption"]["fingerprint"]
     assert e["encryption"]["decrypted_by"] in e["contributors"]
-    trail = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    trail = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     started = next(x for x in trail if x["kind"] == "study_started")
     assert started["details"]["he_fingerprint"] == encrypted["encryption"]["fingerprint"]
     assert [x["kind"] for x in trail].count("aggregate_decrypted") == 1

@@ -29,7 +29,7 @@ def _run(federation, study: Path, partners: list[Partner], tmp_path: Path) -> tu
     for partner in partners:
         federation.start_partner(partner)
     code = federation.coordinator.wait(timeout=240)
-    results_path = tmp_path / "out" / "results.json"
+    results_path = tmp_path / "out" / "latest" / "results.json"
     return code, json.loads(results_path.read_text()) if results_path.exists() else {}
 
 
@@ -55,7 +55,7 @@ def test_pooled_metrics_equal_sklearn_on_concatenated_data(tmp_path, hospitals, 
         # hospital-c's manifest forbids per-partner release.
         assert final["matrix"][name]["hospital-c"] is None
         assert final["matrix"][name]["hospital-a"]["count"] == 200
-    out = tmp_path / "out"
+    out = tmp_path / "out" / "latest"  # this run's folder (federated.runtime.runs)
     assert {"report.md", "roc-logreg.png", "calibration-mlp.png"} <= {p.name for p in out.iterdir()}
     entries = read_entries(out / "coordinator-trail.jsonl")
     assert [e["round"] for e in entries if e["kind"] == "result_received"] == [1, 1, 1, None, None, None]
@@ -89,12 +89,12 @@ def test_partner_whose_data_does_not_fit_is_refused_and_study_goes_on(tmp_path, 
     (logged,) = NodeLog.beside(tmp_path / "nodes" / "hospital-d" / "trail.jsonl").records()
     assert "expects 30 features, this partner's data has 29" in logged["detail"]
     assert partner_trail[-1]["kind"] == "result_sent" and partner_trail[-1]["round"] is None  # it still sealed the study
-    coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    coordinator = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     assert any(e["kind"] == "task_refused" and e["details"].get("partner") == "hospital-d" for e in coordinator)
 
 
 def _kill_after_first_round(federation, tmp_path: Path, name: str) -> None:
-    trail = tmp_path / "out" / "coordinator-trail.jsonl"
+    trail = tmp_path / "out" / "latest" / "coordinator-trail.jsonl"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if trail.exists() and b'"kind":"round_completed"' in trail.read_bytes():
@@ -111,12 +111,12 @@ def test_partner_killed_mid_study_round_completes_with_the_rest(tmp_path, hospit
         federation.start_partner(partner)
     _kill_after_first_round(federation, tmp_path, "hospital-b")
     assert federation.coordinator.wait(timeout=200) == 0
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     first, second = results["rounds"]
     assert len(first["contributors"]) == 3
     assert sorted(second["contributors"]) == ["hospital-a", "hospital-c"]
     assert len(second["missing"]) == 1
-    coordinator = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    coordinator = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     assert [e["round"] for e in coordinator if e["kind"] == "partner_missing"] == [2]  # the seal skips the lost node
     sealed = {e["details"]["partner"] for e in coordinator if e["kind"] == "cosignature_received" and e["round"] is None}
     assert sealed == {"hospital-a", "hospital-c"}
@@ -129,9 +129,9 @@ def test_study_stops_when_a_lost_partner_leaves_the_cohort_too_small(tmp_path, h
         federation.start_partner(partner)
     _kill_after_first_round(federation, tmp_path, "hospital-c")
     assert federation.coordinator.wait(timeout=200) == 4
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     assert results["status"] == "cohort_too_small"
     assert "round 2: only 2 partners contributed" in results["message"]
     assert results["rounds"][1]["pooled"] == {}  # nothing released below the minimum cohort
     assert "only 2 partners contributed" in (tmp_path / "coordinator.log").read_text()
-    assert _kinds(tmp_path / "out" / "coordinator-trail.jsonl")[-1] == "study_failed"
+    assert _kinds(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")[-1] == "study_failed"

@@ -22,7 +22,7 @@ def test_dp_evaluation_spends_each_partners_budget_and_a_capped_node_refuses(tmp
     federation.start_partner(partners[1])
     federation.start_partner(partners[2], "--max-epsilon", "1.5")  # pays for round 1, not round 2
     assert federation.coordinator.wait(timeout=240) == 0, (tmp_path / "coordinator.log").read_text()
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     first, second = results["rounds"]
     assert sorted(first["contributors"]) == ["hospital-a", "hospital-b", "hospital-c"]
     assert sorted(second["contributors"]) == ["hospital-a", "hospital-b"]

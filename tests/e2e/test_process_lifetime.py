@@ -76,7 +76,7 @@ def test_no_flower_process_outlives_a_coordinator_cli_killed_with_sigkill(tmp_pa
     try:
         wait_for_port("127.0.0.1", port, timeout_s=120, process=cli)
         # The ServerApp is up and waiting for the cohort once it has written study_started.
-        trail = tmp_path / "out" / "coordinator-trail.jsonl"
+        trail = tmp_path / "out" / "latest" / "coordinator-trail.jsonl"
         assert _wait_for(lambda: trail.is_file() and b'"study_started"' in trail.read_bytes(), 180), (
             (tmp_path / "coordinator.log").read_text())
         assert _wait_for(lambda: _programs(_processes_of_run(flwr_home, port)) == set(FLOWER_PROGRAMS), 30), (

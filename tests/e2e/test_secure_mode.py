@@ -78,9 +78,9 @@ def test_tls_study_with_supernode_auth_admits_only_registered_nodes(tmp_path, ho
     assert "it requires SuperNode authentication. Start the node with --auth-key" in _said(tmp_path / "nodes" / "keyless" / "node.log")
     assert "registered 2 authorized partner node key(s) with the SuperLink: hospital-a (node" in _said(tmp_path / "coordinator.log")
 
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     assert sorted(results["rounds"][0]["contributors"]) == ["hospital-a", "hospital-b"]
-    entries = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    entries = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     registered = next(e for e in entries if e["kind"] == "nodes_authorized")["details"]["nodes"]
     assert [node["name"] for node in registered] == ["hospital-a", "hospital-b"]
     node_ids = {node["node"] for node in registered}

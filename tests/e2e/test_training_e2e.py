@@ -69,7 +69,7 @@ def test_deployment_training_improves_the_model_and_rejects_a_poisoned_update(tm
     for partner in [*honest, poisoner]:
         federation.start_partner(partner)
     assert federation.coordinator.wait(timeout=500) == 0, (tmp_path / "coordinator.log").read_text()
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "latest" / "results.json").read_text())
     first, second = results["rounds"]
     assert [r["partner"] for r in first["rejected"]] == ["poisoner"]
     assert "exceeds the study's max_update_norm" in first["rejected"][0]["reason"] or "NaN" in first["rejected"][0]["reason"]
@@ -81,7 +81,7 @@ def test_deployment_training_improves_the_model_and_rejects_a_poisoned_update(tm
     lineage = results["lineage"]
     assert [entry["round"] for entry in lineage] == [0, 1, 2]
     assert lineage[2]["parent_sha256"] == lineage[1]["sha256"]
-    trail = read_entries(tmp_path / "out" / "coordinator-trail.jsonl")
+    trail = read_entries(tmp_path / "out" / "latest" / "coordinator-trail.jsonl")
     assert sum(e["kind"] == "update_rejected" for e in trail) == 2
     assert [e["details"]["sha256"] for e in trail if e["kind"] == "model_aggregated"] == [e["sha256"] for e in lineage]
 

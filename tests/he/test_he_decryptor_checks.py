@@ -13,7 +13,7 @@ from crypto.he_aggregation import (
     decrypt_bundle,
     encrypt_bundle,
 )
-from crypto.he_errors import EncodingError
+from crypto.errors import EncodingError
 from crypto.he_keys import load_secret_context
 from crypto.he_layout import plan_layout
 from federated.audit.keys import load_or_create_identity

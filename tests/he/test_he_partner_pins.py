@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from crypto import Identity, public_key_bytes
-from crypto.he_errors import HEKeyError
+from crypto.errors import HEKeyError
 from crypto.he_keys import generate_context, load_public_context, load_secret_context, write_key_files
 
 

@@ -4,16 +4,18 @@ Model cards (one per model), the record of processing (GDPR Art. 30(1) headings)
 privacy section and the chronological timeline are rendered from `results.json`, the study
 file, partners' manifests and the trail: nothing here is typed by hand, so a document says
 no more than the study declared. Where the study declares nothing (controller contact,
-retention), the documents say so rather than invent it.
+retention), the documents say so rather than invent it. The Markdown is rendered from the
+Jinja2 templates in `templates/` (this module gathers the facts, the templates word them).
 
-This module must never read partner data, only what the trail and manifests declare about it.
+This module must never read partner data, only what the trail, manifests and contracts declare about it.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,96 +30,57 @@ def _final_round(results: dict[str, Any]) -> dict[str, Any] | None:
     return rounds[-1] if rounds else None
 
 
+@cache
+def _templates() -> Any:
+    import jinja2  # the `audit` extra; only writing a pack's documents needs it, verifying does not
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("federated.audit.evidence", "templates"),
+        autoescape=False,  # Markdown, not HTML; table cells go through `cell`
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+    )
+    environment.filters.update(
+        value=lambda v: format_value(None if isinstance(v, jinja2.Undefined) else v),
+        cell=lambda v: str(v).replace("|", "\\|").replace("\n", " "),
+        code=lambda v: f"`{v}`",
+        metric_of=lambda metric, metrics: format_value(metrics.get(metric)),
+        pairs=lambda mapping, sep=": ": ", ".join(f"{k}{sep}{format_value(v)}" for k, v in dict(mapping).items()),
+    )
+    return environment
+
+
+def render(template: str, **context: Any) -> str:
+    """One document from `templates/<template>.md.j2`, with runs of blank lines folded to one."""
+    text = _templates().get_template(f"{template}.md.j2").render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+
+
 def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, Any]) -> str:
     """A Markdown model card: identity, intended use, results from this study, privacy, limits."""
     name = model["name"]
     final, key = _final_round(results), name
     lineage = results.get("lineage") or []
-    if lineage and model.get("sha256") == lineage[-1].get("sha256") and results.get("final_evaluation"):
+    released = lineage[-1] if lineage and model.get("sha256") == lineage[-1].get("sha256") else None
+    if released is not None and results.get("final_evaluation"):
         final, key = results["final_evaluation"], "global"  # a training study's released model
-    trained = key == "global"
-    identity = (
-        [f"- Weights SHA-256: `{model['sha256']}` (the trail's `model_aggregated` entry of round {lineage[-1]['round']})",
-         f"- Format: safetensors weights `{Path(str(lineage[-1].get('file', ''))).name}` (SHA-256 "
-         f"`{lineage[-1].get('file_sha256', '')}`), evaluated as ONNX"]
-        if trained else
-        [f"- SHA-256: `{model['sha256']}` (the hash every task of study `{results['study']}` named; see the trail)",
-         f"- Format: ONNX, output `{model.get('output', 'probabilities')}`"]
+    metrics = None if final is None else final.get("pooled", {}).get(key)
+    validation: list[str] = []
+    if metrics is not None and key in final.get("validation", {}):
+        card_round = {**final, "validation": {key: final["validation"][key]}, "pooled": {key: metrics}}
+        validation = [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
+                      for line in validation_lines(card_round)]
+    return render(
+        "model-card",
+        name=name, sha256=model["sha256"], output=model.get("output", "probabilities"), trained=key == "global",
+        released=None if released is None else {**released, "file_name": Path(str(released.get("file", ""))).name,
+                                                "file_sha256": released.get("file_sha256", "")},
+        study=results["study"], purpose=results.get("purpose", "evaluation"), status=results.get("status", "?"),
+        title=study.get("title") or "", final=final, metrics=metrics, card_metrics=_CARD_METRICS,
+        matrix={} if metrics is None else final.get("matrix", {}).get(key, {}),
+        gaps=sorted(((final or {}).get("subgroups", {}).get(key, {}).get("gaps") or {}).items()) if metrics is not None else [],
+        validation=validation, lineage=lineage if released is not None else [], dp_on=dp_enabled(results),
+        has_intervals=final is not None and bool(final.get("validation")),
     )
-    lines = [
-        f"# Model card — `{name}`",
-        "",
-        *identity,
-        f"- Study: `{results['study']}` ({results.get('purpose', 'evaluation')}), status **{results.get('status', '?')}**",
-        "",
-        "## Intended use",
-        "",
-        ("Global model trained in this study" if trained else "Candidate model evaluated in this study")
-        + f": {study.get('title') or 'no title declared in the study file'}. "
-        "Use beyond what the study's purpose declares is not covered by this evidence.",
-        "",
-        "## Evaluation results (pooled across partners)",
-        "",
-    ]
-    if final is None or key not in final.get("pooled", {}):
-        lines += ["No pooled results were released (the study stopped before a round reached the minimum cohort).", ""]
-    else:
-        metrics = final["pooled"][key]
-        lines += [
-            f"Round {final['round']}, {len(final['contributors'])} partners ({', '.join(final['contributors'])}).",
-            "",
-            "| " + " | ".join(_CARD_METRICS) + " |",
-            "|" + " --- |" * len(_CARD_METRICS),
-            "| " + " | ".join(format_value(metrics.get(k)) for k in _CARD_METRICS) + " |",
-            "",
-        ]
-        row = final.get("matrix", {}).get(key, {})
-        if row:
-            lines += ["Per partner (accuracy / AUROC), where the partner allowed release:", ""]
-            lines += [
-                f"- {partner}: " + ("withheld by the partner" if cell is None else f"{format_value(cell.get('accuracy'))} / {format_value(cell.get('auroc'))}")
-                for partner, cell in row.items()
-            ]
-            lines.append("")
-        groups = final.get("subgroups", {}).get(key, {})
-        if groups.get("gaps"):
-            lines += ["Subgroup gaps (largest difference between levels): "
-                      + ", ".join(f"{k} {format_value(v)}" for k, v in sorted(groups["gaps"].items())), ""]
-        if key in final.get("validation", {}):
-            card_round = {**final, "validation": {key: final["validation"][key]}, "pooled": {key: metrics}}
-            lines += [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
-                      for line in validation_lines(card_round)] + [""]
-    if lineage and model.get("sha256") == lineage[-1].get("sha256"):
-        lines += ["## Lineage", "", "| round | SHA-256 (weights) | parent | contributors |", "| --- | --- | --- | --- |"]
-        lines += [f"| {e['round']} | `{e['sha256']}` | `{e.get('parent_sha256') or '—'}` | {', '.join(e.get('contributors', [])) or '—'} |"
-                  for e in lineage]
-        lines.append("")
-    lines += [
-        "## Privacy parameters",
-        "",
-        "Differential privacy was "
-        + ("on in this study; ε per partner per release is in `privacy/privacy-report.md`." if dp_enabled(results) else
-           "**off** in this study: partners released exact sufficient statistics (counts, sums, histograms) or model "
-           "updates to the coordinator, never records."),
-        "",
-        "## Known limits",
-        "",
-        "- AUROC comes from binned score histograms; the exact AUROC lies within ± `auroc_bound` of it.",
-        "- Results describe the contributing partners' data only; refused or missing partners are listed in the report.",
-    ]
-    if final is not None and final.get("validation"):
-        lines += [
-            "- Intervals are 95 % (Wilson for proportions, Wilson on DeLong's effective pairs for AUROC) and cover "
-            "sampling variation of the pooled records, plus the DP noise when DP was on; they do not cover "
-            "differences between these partners and other populations.",
-            "- Operating points at thresholds other than the study's own are read at the nearest score-bin edge; "
-            "the calibration slope and intercept are fitted on binned scores (an approximation).",
-        ]
-    else:
-        lines.append("- Metrics are point estimates without confidence intervals (this study's results predate them).")
-    if final is not None and len(final.get("contributors", [])) < 5:
-        lines.append(f"- Small cohort ({len(final['contributors'])} partners): pooled figures may not generalise.")
-    return "\n".join(lines) + "\n"
 
 
 def record_of_processing(
@@ -126,34 +89,45 @@ def record_of_processing(
     manifests: dict[str, dict[str, Any]],
     partners: dict[str, dict[str, Any]],
     coordinator_fingerprint: str,
+    contracts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A record of processing with the headings of GDPR Art. 30(1), from what the study declared.
 
-    `manifests` are the partners' manifests handed over with the pack (partner -> fields);
-    `partners` are what the trail records per partner (manifest and data hashes, counts).
+    `study` is the study file as parsed TOML (its `[governance]` names the controller, legal basis,
+    jurisdiction, retention and recipients); `manifests` and `contracts` are what partners handed
+    over with the pack (partner -> fields); `partners` is what the trail records per partner.
     """
+    governance = study.get("governance") or {}
+    contracts = contracts or {}
     categories = {
         partner: {
             "dataset": manifest.get("dataset_id"),
             "description": manifest.get("description", ""),
-            "features": manifest.get("features", []),
+            "features": list(manifest.get("features", [])),
             "label": manifest.get("label"),
             "special_or_sensitive_attribute": manifest.get("subgroup"),
+            **({"contract": _contract_terms(contracts[partner])} if partner in contracts else {}),
         }
         for partner, manifest in sorted(manifests.items())
     }
+    controller = governance.get("controller") or None
     return {
         "shape": "GDPR Art. 30(1) record of processing activities",
         "controller": {
-            "declared": None,
-            "note": "The study file declares no controller name or contact; the coordinator is identified by its "
-                    f"signing key {coordinator_fingerprint}. Each partner remains controller of its own data.",
+            "declared": controller,
+            "coordinator_key": coordinator_fingerprint,
+            "note": (f"{controller}, as the study's [governance] declares" if controller else
+                     "The study's [governance] declares no controller")
+                    + f"; the coordinator is identified by its signing key {coordinator_fingerprint or '(not in this pack)'}. "
+                    "Each partner remains controller of its own data.",
         },
         "purposes": {
             "purpose": results.get("purpose"),
             "study": results.get("study"),
             "title": study.get("title", ""),
             "models": [m["name"] for m in results.get("models", [])],
+            "legal_basis": governance.get("legal_basis"),
+            "accepted_licences": list(governance.get("accepted_licences", [])),
         },
         "categories_of_data_subjects_and_personal_data": categories or {
             "note": "No partner manifest was handed over; the trail names each dataset by hash only.",
@@ -166,37 +140,52 @@ def record_of_processing(
                 "sufficient statistics (counts, sums, histograms), per the study's metrics"),
             "partners allowing per-partner release: none beyond the coordinator's report",
             "readers of the report: pooled metrics only, and per-partner rows where the partner's manifest allows it",
+            *(f"{recipient} (declared by the study's [governance])" for recipient in governance.get("recipients", [])),
         ],
-        "transfers_to_third_countries": "No record-level data leaves any partner; where the coordinator is located "
-                                        "is not declared by the study file.",
-        "retention": "Not declared by the study or the manifests (data contracts with retention clauses come later); "
-                     "partners keep their data where it was; the coordinator keeps aggregates, report and trail.",
+        "transfers_to_third_countries": _transfers(governance.get("jurisdiction"), contracts),
+        "retention": _retention(governance.get("retention_days"), contracts),
         "technical_and_organisational_measures": [
             "computation brought to the data: partners run the evaluation locally and send sufficient statistics",
             "append-only, hash-chained, fsynced audit trails on both sides (RFC 8785 canonical JSON entries)",
             "RFC 9162 Merkle checkpoints signed with Ed25519 (C2SP signed notes), cosigned by every partner each round",
             "task specs signed by the coordinator, naming every model by SHA-256; partners refuse anything else",
+            "data contracts checked by each partner's node before any task touches data"
+            + (f" (contracts handed over: {', '.join(sorted(contracts))})" if contracts else ""),
             "differential privacy: " + ("on (see the privacy report)" if dp_enabled(results) else "off in this study"),
         ],
     }
 
 
+def _contract_terms(contract: dict[str, Any]) -> dict[str, Any]:
+    """What a record of processing repeats from a partner's data contract (never its keys or caps)."""
+    return {field: contract.get(field) for field in
+            ("sensitivity", "provenance", "licence", "legal_bases", "jurisdictions", "consent_scope", "retention_days")}
+
+
+def _transfers(jurisdiction: str | None, contracts: dict[str, dict[str, Any]]) -> str:
+    said = (f"The study declares jurisdiction {jurisdiction}" if jurisdiction else
+            "The study's [governance] declares no jurisdiction")
+    allowed = "; ".join(f"{partner}'s contract permits {', '.join(c.get('jurisdictions', []))}"
+                        for partner, c in sorted(contracts.items()))
+    return f"No record-level data leaves any partner. {said}" + (f"; {allowed}." if allowed else ".")
+
+
+def _retention(days: int | None, contracts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    allowed = {partner: c["retention_days"] for partner, c in sorted(contracts.items()) if c.get("retention_days") is not None}
+    if days is not None:
+        summary = f"The coordinator keeps the study's results for {days} days, as the study's [governance] declares (retention_days)."
+    elif allowed:
+        summary = "The study's [governance] declares no retention period; partners' contracts set the limits below."
+    else:
+        summary = "Not declared: neither the study's [governance] (retention_days) nor a contract handed over sets one."
+    if allowed:
+        summary += " A partner's node accepts the study's tasks only while this is within its contract's limit:"
+    summary += " Partners keep their data where it was; the coordinator keeps aggregates, report and trail."
+    return {"days": days, "contracts": allowed, "summary": summary}
+
+
 def record_of_processing_markdown(record: dict[str, Any]) -> str:
-    lines = [f"# Record of processing — study `{record['purposes']['study']}`", "", f"_{record['shape']}_", ""]
-    for heading, value in record.items():
-        if heading == "shape":
-            continue
-        lines += [f"## {heading.replace('_', ' ').capitalize()}", ""]
-        if isinstance(value, list):
-            lines += [f"- {item}" for item in value]
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                shown = f"`{json.dumps(item, sort_keys=True)}`" if isinstance(item, (dict, list)) else item
-                lines.append(f"- **{key}**: {shown}")
-        else:
-            lines.append(str(value))
-        lines.append("")
-    return "\n".join(lines)
+    return render("record-of-processing", record=record)
 
 
 def dp_enabled(results: dict[str, Any]) -> bool:
@@ -209,51 +198,21 @@ def privacy_report_markdown(results: dict[str, Any], spent: dict[str, Any] | Non
     `federated.reporting.privacy_report.spent_report`), beside what the coordinator's results claim."""
     report = results.get("privacy") or {}
     spent = spent or {"partners": {}, "partners_without_trail": {}, "differs_from_coordinator_claim": []}
-    lines = [f"# Privacy report — study `{results['study']}`", ""]
-    if not report and not any(p["releases"] for p in spent["partners"].values()):
-        lines += [
-            "Differential privacy was **off** in this study: no noise was added and no privacy budget (ε, δ) was "
-            "spent. Partners released exact sufficient statistics (confusion counts, loss sums, score histograms, "
-            "subgroup counts) or model updates to the coordinator; no record left a partner.",
-            "",
-        ]
-    if spent["partners"]:
-        lines += [
-            "ε each partner really spent in this study, from the `privacy_spent` entries of its own trail (one per "
-            "release its ledger charged, failed tasks included; basic composition, as the ledgers count), beside what "
-            "the coordinator's results claim.",
-            "",
-            "| partner | releases (round: ε) | ε spent | δ spent | ε claimed by the coordinator |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for partner, entry in spent["partners"].items():
-            releases = ", ".join(f"{format_value(r['round'])}: {format_value(r['epsilon'])}" + (" (failed task)" if r.get("outcome") else "")
-                                 for r in entry["releases"]) or "none"
-            lines.append(f"| {partner} | {releases} | {format_value(entry['spent']['epsilon'])} | {entry['spent']['delta']:.1e} | "
-                         f"{format_value(entry['claimed_by_coordinator'].get('epsilon'))} |")
-        lines.append("")
-    if spent["differs_from_coordinator_claim"]:
-        lines += [f"**The coordinator's claim differs from the partner's trail for: {', '.join(spent['differs_from_coordinator_claim'])}.**", ""]
-    missing = spent["partners_without_trail"]
-    if missing:
-        lines += [f"No trail of {', '.join(sorted(missing))} is in this pack: for them only the coordinator's claim below "
-                  "exists, which nothing here confirms.", ""]
-    if report and (missing or not spent["partners"]):
-        lines += [
-            "ε per partner per release as partners reported them with their results (the coordinator's record); totals by "
-            "basic composition and by the PRV accountant.",
-            "",
-            "| partner | releases (round: ε) | total ε (basic) | total ε (PRV) | total δ |",
-            "| --- | --- | --- | --- | --- |",
-        ]
+    missing = sorted(spent["partners_without_trail"])
+    claimed = {}
+    if report and (missing or not spent["partners"]):  # the coordinator's claim, where no partner trail confirms it
         for partner, entry in sorted(report.items()):
             if spent["partners"] and partner not in missing:
                 continue
-            releases = ", ".join(f"{r['round']}: {format_value(r.get('epsilon'))}" for r in entry.get("releases", []))
-            basic, prv = entry.get("basic_composition", {}), entry.get("prv_composition", {})
-            lines.append(f"| {partner} | {releases} | {format_value(basic.get('epsilon'))} | {format_value(prv.get('epsilon'))} | "
-                         f"{basic.get('delta', 0):.1e} |")
-    return "\n".join(lines).rstrip("\n") + "\n"
+            claimed[partner] = {"releases": entry.get("releases", []),
+                                "basic_composition": {"epsilon": None, "delta": 0, **entry.get("basic_composition", {})},
+                                "prv_composition": {"epsilon": None, **entry.get("prv_composition", {})}}
+    partners = {name: {**entry, "releases": [{"outcome": None, **r} for r in entry["releases"]],
+                       "claimed_by_coordinator": {"epsilon": None, **entry.get("claimed_by_coordinator", {})}}
+                for name, entry in spent["partners"].items()}
+    return render("privacy-report", study=results["study"],
+                  dp_on=bool(report) or any(p["releases"] for p in spent["partners"].values()),
+                  spent={**spent, "partners": partners}, missing=missing, claimed=claimed)
 
 
 def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:
@@ -306,10 +265,7 @@ def describe_entry(entry: dict[str, Any]) -> str:
 
 def timeline_markdown(study_id: str, rows: list[dict[str, Any]]) -> str:
     """The chronological narrative: one line per entry and checkpoint, in time order."""
-    lines = [f"# Timeline — study `{study_id}`", "", "| time (UTC) | who | what | round | detail |", "| --- | --- | --- | --- | --- |"]
-    for row in rows:
-        lines.append(f"| {row['time']} | {row['actor']} | {row['kind']} | {format_value(row.get('round'))} | {row['detail']} |")
-    return "\n".join(lines) + "\n"
+    return render("timeline", study=study_id, rows=[{"round": None, **row} for row in rows])
 
 
 def utc_now() -> str:

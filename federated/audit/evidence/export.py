@@ -3,7 +3,7 @@
 The pack gathers the coordinator's trail and checkpoint store as they are, the public keys,
 the study file, the report files, and documents derived from them (model cards, record of
 processing, privacy section, timeline), plus whatever partners hand over (their trails,
-checkpoint stores, manifests). `MANIFEST.json` lists every file's SHA-256; when the
+checkpoint stores, manifests, data contracts). `MANIFEST.json` lists every file's SHA-256; when the
 coordinator key is at hand, `MANIFEST.sig` signs the manifest's hash as a C2SP note.
 Export never repairs or filters anything: a damaged trail is packed as found, and the
 verdict of `verify` on the written pack is returned with it.
@@ -87,6 +87,7 @@ def export_pack(
     study_file: Path | None = None,
     partner_trails: Sequence[Path] = (),
     partner_manifests: Sequence[Path] = (),
+    partner_contracts: Sequence[Path] = (),
     key: Path | None = None,
 ) -> ExportSummary:
     """Write the evidence pack of the study in `output_dir` to `out` (a .zip)."""
@@ -102,10 +103,12 @@ def export_pack(
     if len({p.name for p in partners}) != len(partners):
         raise ConfigError("--partner-trail: two trails belong to the same partner")
     entries = _entries_or_empty(evidence.coordinator_trail)
-    manifests = _match_manifests(partner_manifests, partners_from_trail(entries, study_id))
+    declared = partners_from_trail(entries, study_id)
+    manifests = _match_declared(partner_manifests, declared, "manifest")
+    contracts = _match_declared(partner_contracts, declared, "contract")
     with tempfile.TemporaryDirectory(prefix="accord-pack-") as staging_name:
         staging = Path(staging_name)
-        _stage(staging, evidence, results, study_file, partners, manifests, entries)
+        _stage(staging, evidence, results, study_file, partners, manifests, contracts, entries)
         signed = _write_manifest(staging, study_id, evidence, key or Path(output_dir) / COORDINATOR_KEY_NAME)
         files, size = _zip(staging, Path(out))
     # Partners' hand-overs are optional here; `verify` fails a pack without them unless the auditor allows the gaps.
@@ -130,14 +133,14 @@ def _entries_or_empty(trail: Path) -> list[dict[str, Any]]:
         return []  # packed as found; verify reports the damage
 
 
-def _match_manifests(paths: Sequence[Path], declared: dict[str, dict[str, Any]]) -> dict[str, Path]:
-    """Name each handed-over manifest by the partner whose results declared its hash."""
+def _match_declared(paths: Sequence[Path], declared: dict[str, dict[str, Any]], what: str) -> dict[str, Path]:
+    """Name each handed-over manifest or contract (`what`) by the partner whose results declared its hash."""
     matched: dict[str, Path] = {}
     for path in paths:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        owners = [name for name, record in declared.items() if digest in record["manifest_sha256"]]
+        owners = [name for name, record in declared.items() if digest in record[f"{what}_sha256"]]
         if not owners:
-            raise ConfigError(f"--partner-manifest {path}: its SHA-256 {digest} is not declared by any partner in the trail")
+            raise ConfigError(f"--partner-{what} {path}: its SHA-256 {digest} is not declared by any partner in the trail")
         matched[owners[0]] = Path(path)
     return matched
 
@@ -154,6 +157,7 @@ def _stage(
     study_file: Path | None,
     partners: list[PartnerEvidence],
     manifests: dict[str, Path],
+    contracts: dict[str, Path],
     entries: list[dict[str, Any]],
 ) -> None:
     study_id = results["study"]
@@ -200,7 +204,8 @@ def _stage(
     _write_json(staging / "privacy" / "privacy-report.json", spent)
     manifest_fields = {name: tomllib.loads(path.read_text(encoding="utf-8")) for name, path in manifests.items()}
     key_fingerprint = "" if coordinator is None else fingerprint(coordinator.public_key)
-    record = record_of_processing(results, study_doc, manifest_fields, declared, key_fingerprint)
+    contract_fields = {name: tomllib.loads(path.read_text(encoding="utf-8")) for name, path in contracts.items()}
+    record = record_of_processing(results, study_doc, manifest_fields, declared, key_fingerprint, contract_fields)
     (staging / "processing").mkdir()
     _write_json(staging / "processing" / "record-of-processing.json", record)
     (staging / "processing" / "record-of-processing.md").write_text(record_of_processing_markdown(record), encoding="utf-8")
@@ -211,6 +216,8 @@ def _stage(
         _copy_store(partner.store, CheckpointStore.beside(directory / "trail.jsonl").root)
         if partner.name in manifests:
             shutil.copyfile(manifests[partner.name], directory / "manifest.toml")
+        if partner.name in contracts:
+            shutil.copyfile(contracts[partner.name], directory / "contract.toml")
     (staging / "timeline.md").write_text(timeline_markdown(study_id, timeline_rows(open_evidence(staging))), encoding="utf-8")
     (staging / "README.md").write_text(_readme(results, partners), encoding="utf-8")
 

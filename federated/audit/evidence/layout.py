@@ -14,7 +14,7 @@ An evidence pack's layout:
     privacy/privacy-report.md         the privacy section
     processing/                       the record of processing (GDPR Art. 30 shape), JSON and Markdown
     timeline.md                       the chronological narrative
-    partners/<id>/                    trails, checkpoints and manifests partners handed over
+    partners/<id>/                    trails, checkpoints, manifests and data contracts partners handed over
 
 A study's output directory holds the same evidence under the names the coordinator writes
 (`coordinator-trail.jsonl`, `coordinator-trail.checkpoints/`, `results.json`, ...).
@@ -56,6 +56,7 @@ class PartnerEvidence:
     name: str
     trail: Path
     manifest: Path | None = None
+    contract: Path | None = None  # the data contract it handed over (partners/NAME/contract.toml in a pack)
 
     @property
     def store(self) -> CheckpointStore:
@@ -87,8 +88,9 @@ def open_evidence(root: Path) -> Evidence:
         partners = []
         if (root / "partners").is_dir():
             for directory in sorted(p for p in (root / "partners").iterdir() if p.is_dir()):
-                manifest = directory / "manifest.toml"
-                partners.append(PartnerEvidence(directory.name, directory / PARTNER_TRAIL, manifest if manifest.is_file() else None))
+                manifest, contract = directory / "manifest.toml", directory / "contract.toml"
+                partners.append(PartnerEvidence(directory.name, directory / PARTNER_TRAIL, manifest if manifest.is_file() else None,
+                                                contract if contract.is_file() else None))
         study = root / "study" / "study.toml"
         return Evidence(root, True, root / COORDINATOR_TRAIL, root / "report", study if study.is_file() else None, partners)
     if (root / OUTPUT_TRAIL).is_file():

@@ -490,12 +490,14 @@ class _Checker:
                     self.fail(f"models/lineage.json: the round {model.get('round')} model {model.get('sha256')} is not "
                               "one the trail records as aggregated and released")
         for partner in self.evidence.partners:
-            if partner.manifest is not None:
-                digest = hashlib.sha256(partner.manifest.read_bytes()).hexdigest()
-                declared_hashes = {e["details"].get("manifest_sha256") for e in self.entries
+            for field, handed in (("manifest_sha256", partner.manifest), ("contract_sha256", partner.contract)):
+                if handed is None:
+                    continue
+                digest = hashlib.sha256(handed.read_bytes()).hexdigest()
+                declared_hashes = {e["details"].get(field) for e in self.entries
                                    if e["kind"] == "result_received" and e["details"].get("partner") == partner.name}
                 if digest not in declared_hashes:
-                    self.fail(f"{self.rel(partner.manifest)} hashes to {digest}, which {partner.name} never declared in its results")
+                    self.fail(f"{self.rel(handed)} hashes to {digest}, which {partner.name} never declared in its results")
         self.verdict.checks.append(f"study {study}: study file, {len(files)} report files and model hashes match the trail"
                                    + (f"; the report (entry {self.report_entry}) is inside a checkpoint partners cosigned"
                                       if files else ""))

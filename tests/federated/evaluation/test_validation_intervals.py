@@ -199,3 +199,15 @@ def test_random_effects_equal_statsmodels_dersimonian_laird() -> None:
 def test_random_effects_refuse_a_single_partner() -> None:
     with pytest.raises(ValueError, match="at least 2 partners"):
         dersimonian_laird([0.8], [0.01])
+
+
+def test_net_benefit_and_calibration_in_the_large_can_be_negative() -> None:
+    pos, neg = np.array([5.0, 5.0]), np.array([0.0, 90.0])  # the model calls 95 records positive, 5 are
+    (row,) = net_benefit(pos, neg, [0.5])
+    assert row["net_benefit"] < 0 and row["treat_all"] < 0
+    assert calibration_in_the_large(pos, neg, np.array([2.0, 80.0])) < 0
+
+
+def test_rates_from_noisy_counts_stay_in_range() -> None:
+    (row,) = threshold_metrics(np.array([-2.0, 30.0]), np.array([40.0, -1.5]), [0.5])
+    assert all(0.0 <= row[m] <= 1.0 for m in ("sensitivity", "specificity", "ppv", "npv"))

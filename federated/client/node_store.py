@@ -1,0 +1,41 @@
+"""The one way a partner's node keeps durable state in SQLite (replays seen, studies served, exact
+releases, encrypted-aggregation promises): every store opens its file the same way, so a crash never
+forgets a promise (WAL, synchronous=FULL) and a check and the record it leads to are one transaction.
+
+Each Flower message runs in a fresh ClientApp process, so this state lives in files beside the trail,
+never in memory; several processes may share a file, hence the busy timeout and `BEGIN IMMEDIATE`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+BUSY_TIMEOUT_S = 60
+
+
+@contextmanager
+def connected(path: Path, schema: Sequence[str]) -> Iterator[sqlite3.Connection]:
+    """A connection to the store at `path` (created with `schema` on first use), closed on exit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")  # a promise that a crash forgets is no promise
+        for statement in schema:
+            connection.execute(statement)
+        yield connection
+
+
+@contextmanager
+def transaction(path: Path, schema: Sequence[str]) -> Iterator[sqlite3.Connection]:
+    """`connected`, inside one write transaction: committed if the block exits normally, rolled back if it raises."""
+    with connected(path, schema) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")

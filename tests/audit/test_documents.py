@@ -1,0 +1,113 @@
+"""The auditor's documents say what the study's [governance] and the partners' contracts declare, in words."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from federated.audit.evidence.documents import (
+    model_card,
+    privacy_report_markdown,
+    record_of_processing,
+    record_of_processing_markdown,
+    timeline_markdown,
+)
+from federated.audit.evidence.export import export_pack
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = tomllib.loads((ROOT / "configs" / "demo-evaluation.toml").read_text(encoding="utf-8"))
+CONTRACT = tomllib.loads((ROOT / "configs" / "contract-example.toml").read_text(encoding="utf-8"))
+MANIFEST = {"dataset_id": "hospital-a", "description": "Breast-cancer records of hospital-a.",
+            "features": ["mean radius", "mean texture"], "label": "malignant", "subgroup": "age_band"}
+RESULTS = {"study": "demo-evaluation", "purpose": "evaluation", "status": "completed",
+           "models": [{"name": "logreg", "sha256": "a" * 64}],
+           "rounds": [{"round": 1, "contributors": ["hospital-a"], "pooled": {"logreg": {"count": 40.0, "accuracy": 0.9}},
+                       "matrix": {}, "subgroups": {}}]}
+TRAIL = {"hospital-a": {"manifest_sha256": ["b" * 64], "data_sha256": ["c" * 64], "contract_sha256": ["d" * 64],
+                        "records_per_round": {"1": 40}}}
+
+
+def _record(study=STUDY, contracts=None, manifests=None):
+    return record_of_processing(RESULTS, study, {"hospital-a": MANIFEST} if manifests is None else manifests, TRAIL,
+                                "e" * 64, {"hospital-a": CONTRACT} if contracts is None else contracts)
+
+
+def test_the_record_names_the_controller_the_study_declares():
+    record = _record()
+    assert record["controller"]["declared"] == "Accord demo consortium"
+    markdown = record_of_processing_markdown(record)
+    assert "**Accord demo consortium**, as the study's `[governance]` declares." in markdown
+    assert "None" not in markdown
+
+
+def test_the_record_says_so_when_the_study_declares_no_controller():
+    markdown = record_of_processing_markdown(_record(study={"title": "t"}))
+    assert "Not declared: the study's `[governance]` names no controller." in markdown
+
+
+def test_the_record_states_the_study_retention_and_each_contracts_limit():
+    record = _record()
+    assert record["retention"]["days"] == 180 and record["retention"]["contracts"] == {"hospital-a": 365}
+    markdown = record_of_processing_markdown(record)
+    assert "keeps the study's results for 180 days, as the study's [governance] declares" in markdown
+    assert "- hospital-a's contract allows at most 365 days" in markdown
+    assert "come later" not in markdown
+
+
+def test_without_any_declared_retention_the_record_says_not_declared():
+    markdown = record_of_processing_markdown(_record(study={}, contracts={}))
+    assert "Not declared: neither the study's [governance] (retention_days) nor a contract handed over sets one." in markdown
+
+
+def test_data_categories_are_words_not_json():
+    markdown = record_of_processing_markdown(_record())
+    assert "- Features (2): mean radius, mean texture" in markdown
+    assert "- Label: malignant" in markdown
+    assert "- Sensitivity (contract): special category" in markdown
+    assert "- Legal bases the contract allows: consent, public_interest" in markdown
+    assert "{" not in markdown and '["' not in markdown
+
+
+def test_the_record_lists_declared_recipients_jurisdiction_and_legal_basis():
+    markdown = record_of_processing_markdown(_record())
+    assert "- consortium steering committee (declared by the study's [governance])" in markdown
+    assert "The study declares jurisdiction EU; hospital-a's contract permits EU." in markdown
+    assert "- Legal basis: consent" in markdown
+
+
+def test_the_record_keeps_its_machine_readable_json_shape():
+    record = _record()
+    assert json.loads(json.dumps(record)) == record
+    assert record["categories_of_data_subjects_and_personal_data"]["hospital-a"]["contract"]["retention_days"] == 365
+    assert "allowed_coordinators" not in record["categories_of_data_subjects_and_personal_data"]["hospital-a"]["contract"]
+
+
+def test_a_model_card_shows_pooled_metrics_in_a_table_and_a_singular_partner():
+    card = model_card(RESULTS["models"][0], RESULTS, STUDY)
+    assert card.startswith("# Model card — `logreg`\n")
+    assert "Round 1, 1 partner (hospital-a)." in card
+    assert "| count | accuracy | precision |" in card and "| 40 | 0.9000 | — |" in card
+    assert "Breast-cancer classifiers: pooled performance across three hospitals" in card
+    assert "\n\n\n" not in card
+
+
+def test_the_privacy_report_without_dp_says_no_budget_was_spent():
+    text = privacy_report_markdown(RESULTS)
+    assert text.startswith("# Privacy report — study `demo-evaluation`\n")
+    assert "Differential privacy was **off** in this study" in text
+
+
+def test_a_timeline_cell_cannot_break_its_table():
+    text = timeline_markdown("s1", [{"time": "t", "actor": "a|b", "kind": "k", "round": 1, "detail": "x|y\nz"}])
+    assert "| t | a\\|b | k | 1 | x\\|y z |" in text
+
+
+def test_a_contract_the_trail_never_declared_is_refused_by_name(study, tmp_path):
+    study.run()
+    contract = tmp_path / "contract.toml"
+    contract.write_text('dataset_id = "x"\n')
+    with pytest.raises(Exception, match="--partner-contract .*contract.toml: its SHA-256 .* is not declared"):
+        export_pack(study.out, tmp_path / "pack.zip", partner_contracts=[contract])
