@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo test setup clean
+.PHONY: demo test typecheck setup clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ demo: setup
 dashboard: setup
 	$(PY) -m federated.dashboard --output demo/output/runs --pack demo/evidence.zip --coordinator-key demo/output/coordinator.key.pub
 
-test: setup
+# Static types first ([tool.mypy] in pyproject.toml: strict, the packages accord, crypto, privacy, federated).
+typecheck: setup
+	$(PY) -m mypy
+
+test: setup typecheck
 	$(PY) -m pytest
 
 clean:

@@ -169,7 +169,7 @@ def bench_round_overhead(directory: Path, rounds: int) -> dict[str, float]:
             audit = PartnerAudit(path, identity, partner_id=name)
             partner_trail.append("task_received", task_sha256=task_sha256, **audit.check_task(content, task_sha256), **where)
             partner_trail.append("result_sent", payload_sha256="ab" * 32, **where)
-            reply = audit.seal(build_reply(PartnerInfo(partner=name, status="ok"), {}))
+            reply = audit.attach_reply_audit(build_reply(PartnerInfo(partner=name, status="ok"), {}))
             partner_s.append(time.perf_counter() - started)
             task_bytes.append(len(read_task_audit(content).model_dump_json()))
             reply_bytes.append(len(read_reply_audit(reply).model_dump_json()))

@@ -260,8 +260,8 @@ def add_bundles(bundles: Sequence[EncryptedBundle], *, public_context: PublicCon
             total = seal.Ciphertext()
             runtime.evaluator.add_many(loaded, total)
         blobs.append(bridge.dump(total))
-    first = bundles[0]
-    return EncryptedBundle(first.study_id, first.fingerprint, first.layout, addends, tuple(blobs))
+    head = bundles[0]
+    return EncryptedBundle(head.study_id, head.fingerprint, head.layout, addends, tuple(blobs))
 
 
 def decrypt_bundle(bundle: EncryptedBundle, *, secret_context: SecretContext) -> dict[str, np.ndarray]:

@@ -233,13 +233,13 @@ def open_note(text: str | bytes, *, verifiers: Iterable[NoteVerifier]) -> Opened
     seen: set[tuple[str, bytes]] = set()
     for name, raw in signatures:
         slot = (name, raw[:4])
-        verifier = known.get(slot)
-        if verifier is None:
+        signer = known.get(slot)
+        if signer is None:
             continue
         if slot in seen:
             raise NoteFormatError(f"the note carries two signatures by {name} (key ID {raw[:4].hex()})")
         seen.add(slot)
-        timestamp = verifier.check(message, raw[4:])
+        timestamp = signer.check(message, raw[4:])
         signers.append(name)
         if timestamp is not None:
             times[name] = timestamp

@@ -31,7 +31,7 @@ import math
 import secrets
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -169,7 +169,7 @@ class LocalTrainer:
             batch_size=batch_size,
             shuffle=dp is None,
             generator=torch.Generator().manual_seed(seed),
-            collate_fn=_already_batched,
+            collate_fn=_already_batched,  # type: ignore[arg-type]  # `__getitems__` hands it the batch, not a list
         )
         batches_per_epoch = len(self.loader)
         self.sample_rate = 1 / batches_per_epoch
@@ -226,10 +226,10 @@ class LocalTrainer:
 
     def run_epoch(self) -> float:
         """One pass of `len(loader)` steps; returns the per-example mean loss (NaN if all batches were empty)."""
-        sized_for_target = self.dp is not None and self.dp.target_epsilon is not None
-        if sized_for_target and len(self.epoch_losses) >= self.planned_epochs:
+        target = self.dp.target_epsilon if self.dp is not None else None
+        if target is not None and len(self.epoch_losses) >= self.planned_epochs:
             raise LocalTrainingError(
-                f"σ was sized for {self.planned_epochs} epoch(s) at target ε={self.dp.target_epsilon}; "
+                f"σ was sized for {self.planned_epochs} epoch(s) at target ε={target}; "
                 "another epoch would exceed it"
             )
         loss_sum, seen = 0.0, 0
@@ -260,7 +260,7 @@ class LocalTrainer:
         """
         for parameter in self.model.parameters():
             if parameter.requires_grad:
-                parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))
+                parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))  # type: ignore[attr-defined]  # read by Opacus
         self.optimizer.step()
 
     def result(self) -> LocalTrainingResult:
@@ -268,7 +268,7 @@ class LocalTrainer:
         arrays = {
             name: t.detach().cpu().to(torch.float32).numpy().copy() for name, t in self.model.state_dict().items()
         }
-        common = dict(
+        common: dict[str, Any] = dict(
             arrays=arrays,
             num_examples=self.num_examples,
             mean_loss=self.epoch_losses[-1] if self.epoch_losses else math.nan,
@@ -340,7 +340,7 @@ def _make_optimizer(
     return torch.optim.Adam(parameters, lr=learning_rate, eps=_ADAM_EPS / scale)
 
 
-class _Examples(torch.utils.data.Dataset):
+class _Examples(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """(features, label) pairs that the DataLoader fetches a whole batch at a time.
 
     `__getitems__` gathers a batch with one index operation instead of one Python call and a
@@ -439,7 +439,7 @@ def _check_hyperparameters(
         raise LocalTrainingError("momentum applies to optimizer 'sgd' only; Adam has its own betas")
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -11,6 +11,7 @@ This module must never import `federated`, torch or opacus: partner processes im
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from accord.errors import AccordError, ExitCode
 
@@ -55,7 +56,7 @@ class BudgetExceededError(PrivacyError):
         spent_epsilon: float,
         remaining_epsilon: float,
     ) -> None:
-        self._fields = dict(
+        self._fields: dict[str, Any] = dict(
             scope=scope,
             study_id=study_id,
             release=release,

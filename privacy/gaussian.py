@@ -62,7 +62,7 @@ def gaussian_epsilon(*, mu: float, delta: float) -> float:
         high *= 2
     from scipy.optimize import brentq
 
-    root = brentq(excess, 0.0, high, xtol=1e-15, rtol=1e-15)
+    root: float = brentq(excess, 0.0, high, xtol=1e-15, rtol=1e-15)
     eps = root * (1 + SAFETY_MARGIN) + 1e-15
     while excess(eps) > 0:  # the profile must hold at the reported ε, not only near it
         eps *= 1 + SAFETY_MARGIN

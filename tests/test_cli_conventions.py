@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from accord.cli import App, accord_version
 from accord.errors import ExitCode
+from tests.documentation import section
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -102,12 +103,9 @@ def test_with_json_an_error_is_a_json_object_on_stdout(target, args, tmp_path, m
     assert done.stderr == f"error: {error['error']}\n"
 
 
-def test_the_readme_has_one_exit_code_table_and_it_lists_every_exit_code():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme.count("## Exit codes") == 1
-    section = readme[readme.index("## Exit codes"):]
-    section = section[: section.index("\n## ", 1)]
-    documented = [int(code) for code in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)]
+def test_the_docs_have_one_exit_code_table_and_it_lists_every_exit_code():
+    exit_codes = section("Exit codes")  # README.md or docs/: exactly one such section
+    documented = [int(code) for code in re.findall(r"^\| (\d+) \|", exit_codes, re.MULTILINE)]
     assert documented == sorted(int(code) for code in ExitCode)
 
 

@@ -1,17 +1,20 @@
-"""The README's examples are the project's own files and commands, so they cannot drift."""
+"""The documentation's examples are the project's own files and commands, so they cannot drift."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from tests.documentation import all_text
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = all_text()  # README.md and docs/*.md, without the generated CLI reference
 
 
-def test_readme_shows_the_demo_study_verbatim():
+def test_the_docs_show_the_demo_study_verbatim():
     study = (ROOT / "configs" / "demo-evaluation.toml").read_text(encoding="utf-8")
-    assert f"```toml\n{study}```" in README
+    assert f"```toml\n{study}```" in DOCS
 
 
 def test_ci_runs_the_readme_test_command():
@@ -19,7 +22,7 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(encoding="utf-8"), re.MULTILINE)
 
 
-def test_readme_documents_every_cli_option():
+def test_the_docs_document_every_cli_option():
     import typer.main
 
     from federated.client.__main__ import cli as client_cli
@@ -29,4 +32,4 @@ def test_readme_documents_every_cli_option():
         command = typer.main.get_command(cli)
         for parameter in command.params:
             for option in parameter.opts:
-                assert f"`{option}" in README, f"{option} is not documented in the README"
+                assert f"`{option}" in DOCS, f"{option} is not documented in README.md or docs/"

@@ -161,7 +161,7 @@ class PartnerAudit:
         self.log.add_cosignature(size, line, coordinator)
         return size
 
-    def seal(self, content: RecordDict) -> RecordDict:
+    def attach_reply_audit(self, content: RecordDict) -> RecordDict:
         """Sign a checkpoint of this node's trail and attach the reply's audit record."""
         with self.store.locked():
             signed = self.log.sign()

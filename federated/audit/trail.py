@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import rfc8785
 
@@ -46,7 +46,7 @@ def entry_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def _read_tail(handle: Any) -> bytes:
+def _read_tail(handle: BinaryIO) -> bytes:
     """The bytes after the last-but-one newline: the last line, complete or torn."""
     size = handle.seek(0, os.SEEK_END)
     start = max(0, size - _TAIL_BLOCK)
@@ -172,16 +172,19 @@ def _short_int(text: str) -> int:
 # whose floats are plain (above), Python's sorted, compact encoder writes exactly RFC 8785 (keys
 # sort alike in ASCII, both escape the same characters the same way). Other floats, NaN and
 # Infinity, 16+ digit numbers, non-ASCII text and any mismatch go to rfc8785 itself.
-_FAST_SCAN = json.JSONDecoder(parse_float=_plain_float, parse_int=_short_int, parse_constant=_needs_full_check).scan_once
+# (`scan_once` and `c_make_encoder` are CPython's json internals, which typeshed does not describe.)
+_FAST_SCAN = json.JSONDecoder(
+    parse_float=_plain_float, parse_int=_short_int, parse_constant=_needs_full_check
+).scan_once  # type: ignore[attr-defined]
 _FAST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _one_shot_encoder() -> Any:
     """The C encoder JSONEncoder.encode builds on every call, built once (without a circular-reference
     check: decoded JSON has no cycles). Called as `encoder(value, 0)`, it returns chunks to join."""
-    if json.encoder.c_make_encoder is None:  # pragma: no cover - CPython always has it
+    if json.encoder.c_make_encoder is None:  # type: ignore[attr-defined]  # pragma: no cover - CPython has it
         return lambda value, _level: _FAST_ENCODER.iterencode(value)
-    return json.encoder.c_make_encoder(
+    return json.encoder.c_make_encoder(  # type: ignore[attr-defined]
         None, _FAST_ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
     )
 
@@ -258,6 +261,8 @@ def _decode_chunk(lines: list[bytes]) -> list[dict[str, Any]] | None:
     if not joined.isascii():
         return None
     array = "[" + joined.decode("ascii") + "]"
+    entries: list[dict[str, Any]]
+    end: int
     try:
         entries, end = _FAST_SCAN(array, 0)
     except (_FullCheck, StopIteration, ValueError):

@@ -181,8 +181,9 @@ def encrypted_reply(
         raise RefusalError(ENCRYPTION_CLAUSE, "the task is encrypted but no secret context was loaded")
     memory = _memory(secret)
     check_cohort(secret, keys.identity, partner=info.partner, study=study, cohort=cohort)
-    where = {"fingerprint": secret.fingerprint, "study": study, "round": round, "cohort": cohort}
-    memory.check_bundle(**where)  # before any work; `record_bundle` below is the binding check
+    fingerprint = secret.fingerprint
+    # before any work; `record_bundle` below is the binding check
+    memory.check_bundle(fingerprint=fingerprint, study=study, round=round, cohort=cohort)
     canary = canary_for(secret, study=study, round=round, partner=info.partner)
     try:
         blinding = cohort_blinding(secret, study=study, round=round, partner=info.partner, cohort=cohort,
@@ -191,7 +192,7 @@ def encrypted_reply(
                                 blinding=blinding)
     except AccordError as exc:
         raise RefusalError(ENCRYPTION_CLAUSE, str(exc)) from None
-    memory.record_bundle(**where, bundle_sha256=bundle.digest)
+    memory.record_bundle(fingerprint=fingerprint, study=study, round=round, cohort=cohort, bundle_sha256=bundle.digest)
     contribution = sign_contribution(keys.identity, partner=info.partner, study=study, round=round, bundle=bundle)
     signed = SignedBundle(bundle, contribution)
     details = {

@@ -16,7 +16,7 @@ import json
 import re
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import tomli_w
 import typer
@@ -56,7 +56,7 @@ def _numeric(arrow_type: str) -> bool:
     return arrow_type.startswith(("int", "uint", "float", "double", "halffloat", "bool", "decimal"))
 
 
-def manifest_for(data: Path, columns: dict[str, str], *, label: str, subgroup: str | None, dataset_id: str) -> dict:
+def manifest_for(data: Path, columns: dict[str, str], *, label: str, subgroup: str | None, dataset_id: str) -> dict[str, Any]:
     for option, column in (("--label", label), ("--subgroup", subgroup)):
         if column is not None and column not in columns:
             raise ConfigError(f"{option} {column!r}: {data} has no such column (its columns: {', '.join(columns)})")

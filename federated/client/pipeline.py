@@ -107,7 +107,7 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
                        message_type=message_type, clause=clause, reason=reason, detail=detail, **where)
         trail.append("task_refused", clause=clause, reason=reason, **details, **where)
         info = PartnerInfo(partner=settings.partner_id, status="refused", clause=clause, reason=reason)
-        return Message(audit.seal(build_reply(info, {})), reply_to=message)
+        return Message(audit.attach_reply_audit(build_reply(info, {})), reply_to=message)
 
     try:
         task = kind.parse(message.content)
@@ -195,4 +195,4 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         except PrivacyError as exc:  # another process spent in between, or the release id clashes: release nothing
             return failed("privacy", str(exc), ran=False)
     trail.append("result_sent", **details, **where)
-    return Message(audit.seal(content), reply_to=message)
+    return Message(audit.attach_reply_audit(content), reply_to=message)

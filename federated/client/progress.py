@@ -26,7 +26,7 @@ class TaskNarrator:
     """Turns partner trail entries into console lines (`feed`); keeps what a line needs from earlier entries."""
 
     def __init__(self) -> None:
-        self._spent: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        self._spent: dict[tuple[str | None, Any], list[dict[str, Any]]] = {}
 
     def feed(self, entry: dict[str, Any]) -> list[str]:
         kind, details = entry.get("kind"), entry.get("details", {})
@@ -66,7 +66,7 @@ class TrailFollower(threading.Thread):
         self.trail, self.say, self.poll_s = Path(trail), say, poll_s
         self.position = self.trail.stat().st_size if self.trail.is_file() else 0
         self.narrator = TaskNarrator()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def read_new(self) -> None:
         """Feed every complete line appended since the last read."""
@@ -86,10 +86,10 @@ class TrailFollower(threading.Thread):
                 self.say(said)
 
     def run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        while not self._halt.wait(self.poll_s):
             self.read_new()
         self.read_new()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)

@@ -19,6 +19,7 @@ from federated.client.task_kind import NodeKeys, TaskKind
 from federated.errors import FederatedError, RefusalError
 from federated.evaluation.disclosure import CellSuppression
 from federated.evaluation.dp_release import privatize
+from federated.evaluation.statistics import EvaluationStatistics
 from federated.messages.common import NoiseInfo, PartnerInfo
 from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE
 from federated.messages.evaluation import (
@@ -33,8 +34,8 @@ from federated.messages.training import TRAIN_MESSAGE_TYPE, parse_train_task
 
 
 def _release(
-    statistics: dict, task: EvaluationTask, info: PartnerInfo, suppression: CellSuppression | None
-) -> tuple[dict, PartnerInfo]:
+    statistics: dict[str, EvaluationStatistics], task: EvaluationTask, info: PartnerInfo, suppression: CellSuppression | None
+) -> tuple[dict[str, EvaluationStatistics], PartnerInfo]:
     """Statistics as they may leave the node: with the study's DP noise, if it asks for DP; without DP,
     with the cells under the contract's minimum count zeroed (`federated.evaluation.disclosure`).
     With DP the noise protects every cell, small ones included, so nothing is suppressed."""
@@ -49,7 +50,17 @@ def _release(
     return statistics, info.model_copy(update={"noise": NoiseInfo(**release.as_record()), "count": 0})
 
 
-def _evaluate(task: EvaluationTask, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _loaded(data: PartnerData | None) -> PartnerData:
+    """The pipeline loads the data for every kind that `uses_data`; a kind that runs on data without it is a bug."""
+    if data is None:
+        raise RefusalError("internal", "the task needs the partner's data, which was not loaded")
+    return data
+
+
+def _evaluate(
+    task: EvaluationTask, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys
+) -> tuple[RecordDict, dict[str, Any]]:
+    data = _loaded(data)
     try:
         statistics = evaluate_task(task, data)
     except FederatedError as exc:
@@ -83,10 +94,12 @@ EVALUATE = TaskKind(
 )
 
 
-def _train(task: Any, data: PartnerData, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _train(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+    from accord.hashing import arrays_sha256
     from federated.client.training import train_round
-    from federated.messages.training import arrays_sha256, build_train_reply
+    from federated.messages.training import build_train_reply
 
+    data = _loaded(data)
     try:
         local = train_round(task, data)
     except AccordError as exc:
@@ -135,7 +148,7 @@ def _parse_decrypt(content: RecordDict) -> Any:
     return parse_decrypt_task(content)
 
 
-def _decrypt(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _decrypt(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.client.encryption import run_decryption
 
     return run_decryption(task, info, keys)
@@ -155,7 +168,7 @@ DECRYPT = TaskKind(
 )
 
 
-def _seal(task: Any, data: None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _seal(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.messages.common import payload_sha256
     from federated.messages.seal import build_seal_reply
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+import numpy as np
+
 from federated.client.costs import dp_sgd_cost
 from federated.client.data import PartnerData
 from federated.client.evaluation import evaluate_task
@@ -22,7 +24,7 @@ from privacy import PrivacyError
 
 @dataclass(frozen=True)
 class LocalRound:
-    arrays: dict
+    arrays: dict[str, np.ndarray]
     num_examples: int
     train_loss: float
     privacy: PrivacySpent | None
@@ -58,15 +60,15 @@ def train_round(task: TrainTask, data: PartnerData) -> LocalRound:
             f"local training spent ε={result.epsilon} but the budget was checked for ε={planned.epsilon}; "
             "nothing is released"
         )
-    privacy = (
-        PrivacySpent(
+    privacy = None
+    if dp.enabled:
+        if result.delta is None or result.accountant is None or result.grad_sample_mode is None:
+            raise PrivacyError("DP-SGD training reported no δ, accountant or grad-sample mode; nothing is released")
+        privacy = PrivacySpent(
             epsilon=result.epsilon, delta=result.delta, noise_multiplier=result.noise_multiplier,
             sample_rate=result.sample_rate, steps=result.steps, accountant=result.accountant,
             grad_sample_mode=result.grad_sample_mode,
         )
-        if dp.enabled
-        else None
-    )
     return LocalRound(
         arrays=result.arrays, num_examples=result.num_examples, train_loss=result.mean_loss,
         privacy=privacy, statistics={GLOBAL_MODEL: statistics[GLOBAL_MODEL]},

@@ -9,7 +9,7 @@ request carries it: `Authorization: Bearer T`, `X-Accord-Token` or `?token=T`). 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -22,6 +22,9 @@ from federated.dashboard.partner import PartnerSources
 from federated.dashboard.security import check_bind
 from federated.dashboard.studies import Sources
 from federated.errors import ConfigError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 console = Console(stderr=True, soft_wrap=True)
 cli = App(help=__doc__)
@@ -37,7 +40,7 @@ def address_line(host: str, port: int, token: str | None) -> str:
     return f"dashboard: http://{shown}:{port}/" + (" (send the token: Authorization: Bearer …, or ?token=…)" if token else "")
 
 
-def serve(app: object, *, host: str, port: int, token: str | None) -> None:
+def serve(app: Starlette, *, host: str, port: int, token: str | None) -> None:
     """Bind first (so that `--port 0` prints the port it got), print the address line, serve until stopped."""
     import socket
 

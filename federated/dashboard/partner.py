@@ -74,7 +74,7 @@ def _budget_from_trail(view: PartnerView, entries: list[dict[str, Any]], contrac
     total = math.fsum(e for values in spent.values() for e in values)
     for study, values in sorted(spent.items()):
         used = math.fsum(values)
-        left = None if study_cap is None else max(0.0, min(study_cap - used, total_cap - total))
+        left = None if study_cap is None or total_cap is None else max(0.0, min(study_cap - used, total_cap - total))
         view.budget.append({"study": study, "spent": used, "remaining": left, "cap": study_cap, "releases": len(values)})
     view.total = {"spent": total, "remaining": None if total_cap is None else max(0.0, total_cap - total), "cap": total_cap}
     view.budget_source = "the trail's privacy_spent entries" + (" and the contract's caps" if contract else "")

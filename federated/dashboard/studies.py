@@ -126,7 +126,8 @@ class StudyView:
         """The round whose metrics are the study's: the final evaluation, else the last round."""
         if not self.results:
             return {}
-        return self.results.get("final_evaluation") or (self.results.get("rounds") or [{}])[-1]
+        final: dict[str, Any] = self.results.get("final_evaluation") or (self.results.get("rounds") or [{}])[-1]
+        return final
 
     @property
     def plots(self) -> list[str]:

@@ -99,7 +99,7 @@ def regression_metrics(arrays: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def regression_intervals(arrays: dict[str, np.ndarray], *, confidence: float = 0.95) -> dict[str, dict[str, object]]:
+def regression_intervals(arrays: dict[str, np.ndarray], *, confidence: float = 0.95) -> dict[str, dict[str, float | str]]:
     """Normal intervals for MAE and mean error; RMSE by the delta method on the MSE (uses Σe⁴)."""
     s = _sums(arrays)
     n = s["count"]

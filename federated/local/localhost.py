@@ -60,11 +60,11 @@ class LocalFederation:
 
     workdir: Path
     port: int = field(default_factory=free_port)
-    coordinator: subprocess.Popen | None = None
-    partners: dict[str, subprocess.Popen] = field(default_factory=dict)
+    coordinator: subprocess.Popen[bytes] | None = None
+    partners: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     tls: LocalTLS | None = None
 
-    def start_coordinator(self, study: Path, *extra: str, log: Path | None = None) -> subprocess.Popen:
+    def start_coordinator(self, study: Path, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         transport = self.tls.coordinator_args() if self.tls else ["--insecure"]
         command = [sys.executable, "-m", "federated.server", "--study", str(study), *transport, "--port", str(self.port), *extra]
         if self.tls is not None and log is None:
@@ -74,12 +74,12 @@ class LocalFederation:
         output = open(log, "ab") if log else None
         self.coordinator = subprocess.Popen(command, env=_quiet_env(), stdout=output, stderr=subprocess.STDOUT if output else None)
         wait_for_port("127.0.0.1", self.port, timeout_s=90, process=self.coordinator)
-        if self.tls is not None:
+        if self.tls is not None and log is not None:  # (log is set above whenever tls is)
             # With SuperNode authentication a node whose key is not registered yet is refused at once.
             _wait_for_text(log, "submitted study", process=self.coordinator, timeout_s=90)
         return self.coordinator
 
-    def start_partner(self, partner: Partner, *extra: str) -> subprocess.Popen:
+    def start_partner(self, partner: Partner, *extra: str) -> subprocess.Popen[bytes]:
         node_dir = self.workdir / partner.name
         node_dir.mkdir(parents=True, exist_ok=True)
         command = [
@@ -116,7 +116,7 @@ class LocalFederation:
                 self.coordinator.kill()
 
 
-def _wait_for_text(path: Path, text: str, *, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_for_text(path: Path, text: str, *, process: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if path.is_file() and text in path.read_text(encoding="utf-8", errors="replace"):

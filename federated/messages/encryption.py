@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import rfc8785
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
 from accord.errors import AccordError
@@ -44,6 +44,7 @@ from federated.messages.common import (
     MAX_SPEC_BYTES,
     PartnerInfo,
     SignedSpec,
+    SpecT,
     payload_sha256,
 )
 from federated.messages.encryption_spec import EncryptionSpec
@@ -73,8 +74,8 @@ class Contribution(Strict):
 
     @staticmethod
     def signed_bytes(*, study: str, round: int, fingerprint: str, partner: str, bundle_sha256: str) -> bytes:
-        statement = {"study": study, "round": round, "fingerprint": fingerprint, "partner": partner,
-                     "bundle_sha256": bundle_sha256}
+        statement: dict[str, str | int] = {"study": study, "round": round, "fingerprint": fingerprint,
+                                           "partner": partner, "bundle_sha256": bundle_sha256}
         return CONTRIBUTION_CONTEXT + rfc8785.dumps(statement)
 
     def verify(self, *, pinned: Mapping[str, bytes], study: str, round: int, fingerprint: str) -> None:
@@ -246,7 +247,7 @@ def _bundle(data: object, what: str) -> EncryptedBundle:
         raise MessageError(str(exc)) from None
 
 
-def _validate(model: type[BaseModel], text: object, what: str):  # noqa: ANN202 - returns an instance of `model`
+def _validate(model: type[SpecT], text: object, what: str) -> SpecT:
     if not isinstance(text, str):
         raise MessageError(f"{what} must be a JSON string")
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
@@ -120,7 +120,7 @@ class EvaluationReply(StrictWithArrays):
 
 
 def build_reply(info: PartnerInfo, statistics: dict[str, EvaluationStatistics]) -> RecordDict:
-    records: dict[str, ConfigRecord | ArrayRecord] = {"info": ConfigRecord({"json": info.model_dump_json()})}
+    records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"info": ConfigRecord({"json": info.model_dump_json()})}
     for name, stats in statistics.items():
         records[f"stats.{name}"] = ArrayRecord(
             {key: Array.from_numpy_ndarray(np.ascontiguousarray(value, dtype=np.float64)) for key, value in stats.arrays.items()}
@@ -131,7 +131,10 @@ def build_reply(info: PartnerInfo, statistics: dict[str, EvaluationStatistics]) 
 def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
     """Validate a partner's reply against the task it answers; raise `MessageError` if it does not fit."""
     try:
-        info = PartnerInfo.model_validate_json(content.config_records["info"]["json"])
+        raw_info = content.config_records["info"]["json"]
+        if not isinstance(raw_info, (str, bytes)):
+            raise MessageError("reply info must be a JSON string")
+        info = PartnerInfo.model_validate_json(raw_info)
     except KeyError:
         raise MessageError("reply lacks its 'info' record") from None
     except (ValidationError, TypeError) as exc:

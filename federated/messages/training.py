@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, MetricRecordValues, RecordDict
 from pydantic import Field, ValidationError
 
 from accord.config_files import describe_validation_error
@@ -149,7 +149,7 @@ def build_train_reply(
     if arrays is not None:
         content["arrays"] = _array_record(arrays)
     if arrays is not None or num_examples:  # an encrypted reply carries its weight without plaintext arrays
-        metrics = {"num-examples": int(num_examples)}
+        metrics: dict[str, MetricRecordValues] = {"num-examples": int(num_examples)}
         if train_loss is not None:
             metrics["train-loss"] = float(train_loss)
         content["metrics"] = MetricRecord(metrics)
@@ -168,12 +168,18 @@ def parse_train_reply(content: RecordDict, spec: TrainSpec) -> TrainReply:
             metrics = content.metric_records["metrics"]
         except KeyError as exc:
             raise MessageError(f"train reply from {evaluation.info.partner!r} lacks {exc.args[0]!r}") from None
+        num_examples, train_loss = metrics["num-examples"], metrics.get("train-loss")
+        if not isinstance(num_examples, (int, float)) or not isinstance(train_loss, (int, float, type(None))):
+            raise MessageError(f"train reply from {evaluation.info.partner!r}: num-examples and train-loss must be numbers")
         fields["arrays"] = {name: array.numpy() for name, array in record.items()}
-        fields["num_examples"] = int(metrics["num-examples"])
-        fields["train_loss"] = float(metrics["train-loss"]) if "train-loss" in metrics else None
+        fields["num_examples"] = int(num_examples)
+        fields["train_loss"] = float(train_loss) if train_loss is not None else None
         if "privacy" in content.config_records:
+            raw_privacy = content.config_records["privacy"]["json"]
+            if not isinstance(raw_privacy, (str, bytes)):
+                raise MessageError(f"privacy of {evaluation.info.partner!r} must be a JSON string")
             try:
-                fields["privacy"] = PrivacySpent.model_validate_json(content.config_records["privacy"]["json"])
+                fields["privacy"] = PrivacySpent.model_validate_json(raw_privacy)
             except ValidationError as exc:
                 raise MessageError(describe_validation_error(f"privacy of {evaluation.info.partner!r}", exc)) from None
     return TrainReply(**fields)

@@ -36,23 +36,27 @@ def format_count(value: Any, *, noisy: bool = False) -> str:
     return f"≈{float(value):.0f} (noisy)" if noisy else f"{float(value):.0f}"
 
 
+EDGE = 5e-4  # a DP estimate this close to its range's edge would print as an exact 0 or 1
+
+
 def clipped_text(name: str, value: float, *, interval: dict[str, Any] | None = None, se: float | None = None) -> str | None:
-    """How a DP metric that was clipped to its range's edge reads ('≥ 0.912 (clipped)'), or None when it was
-    not clipped: an exact 1 or 0 would claim a certainty the noisy sums do not have. The bound is the
+    """How a DP metric clipped to (or within EDGE of) its range's edge reads ('≥ 0.912 (clipped)'), or None
+    otherwise: an exact 1 or 0 would claim a certainty the noisy sums do not have. The bound is the
     interval's other end, else 1.96 standard errors from the edge, else the edge is named."""
-    if name not in METRIC_RANGES or not math.isfinite(value):
+    if name not in METRIC_RANGES or name in ("count", "auroc_bound") or not math.isfinite(value):
         return None
     low, high = METRIC_RANGES[name]
-    if value not in (low, high) or name == "count":
+    upper = high - value <= EDGE
+    if not (upper or value - low <= EDGE):
         return None
-    upper = value == high
     bound = None
     if interval and interval.get("low") is not None and interval.get("high") is not None:
         bound = float(interval["low"] if upper else interval["high"])
     elif se is not None and math.isfinite(se) and se > 0:
         bound = max(low, high - 1.96 * se) if upper else min(high, low + 1.96 * se)
-    if bound is None or bound == value:
-        return f"clipped at {value:g} (DP noise)"
+    edge = high if upper else low
+    if bound is None or bound == edge:
+        return f"clipped at {edge:g} (DP noise)"
     return f"{'≥' if upper else '≤'} {bound:.3f} (clipped)"
 
 

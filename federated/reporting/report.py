@@ -137,7 +137,9 @@ def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, ou
     for entry in data["calibration"]:
         keep = entry["readable"]
         omitted += int((~keep).sum())
-        axis.errorbar(entry["mean_predicted"][keep], entry["observed"][keep], yerr=entry["half_width"][keep],
+        observed, half = entry["observed"][keep], entry["half_width"][keep]
+        below, above = np.minimum(half, observed), np.minimum(half, 1 - observed)  # the bars stay inside [0, 1]
+        axis.errorbar(entry["mean_predicted"][keep], observed, yerr=np.vstack([below, above]),
                       marker="o", capsize=2, label=entry["label"])
     if omitted:
         axis.text(0.98, 0.02, f"{omitted} bin(s) not drawn: empty or too noisy\n(95 % half-width > {NOISY_BIN_HALF_WIDTH})",
@@ -211,12 +213,30 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
         refused = "; ".join(f"{r['partner']}: {r['clause']} — {r['reason']}" for r in entry["refused"]) or "—"
         missing = "; ".join(f"{m['node']}: {m['reason']}" for m in entry["missing"]) or "—"
         lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {refused} | {missing} | {entry['duration_s']} |")
+    lines += _absent_lines(results)
     if plots:
         lines += ["", "## Plots", ""]
         for name, files in plots.items():
             lines += [f"![ROC {name}]({files['roc'].name}) ![calibration {name}]({files['calibration'].name})"]
     lines += ["", f"Audit trail: `{results['trail']}`", ""]
     return "\n".join(lines)
+
+
+def _absent_lines(results: dict[str, Any]) -> list[str]:
+    """Partners the study expected that never answered, and nodes that joined after it started."""
+    lines = []
+    if results.get("expected_partners_missing"):
+        lines += ["", f"Expected but never answered: {', '.join(results['expected_partners_missing'])}."]
+    for late in results.get("late_partners", []):
+        before = late.get("before_round")
+        if before is None:
+            when = "in no round's results (it joined after the last round)"
+        elif results.get("purpose") == "training" and before > len(results["rounds"]):
+            when = "took part in the final evaluation only"
+        else:
+            when = f"took part from round {before}"
+        lines += ["", f"Node {late['node']} joined after the study started: {when}."]
+    return lines
 
 
 def _privacy_section(results: dict[str, Any]) -> list[str]:

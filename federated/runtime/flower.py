@@ -32,7 +32,7 @@ from federated.runtime.reaper import TAG_VARIABLE
 CONNECTION_NAME = "accord"
 APP_COMPONENTS = {"serverapp": "federated.server.app:app", "clientapp": "federated.client.app:app"}
 _TAG = f"{os.getpid()}-{secrets.token_hex(8)}"  # this command's tag (a fork keeps it: a child's processes are ours)
-_reaper: subprocess.Popen | None = None
+_reaper: subprocess.Popen[bytes] | None = None
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -86,7 +86,7 @@ def require_transport(host: str, *, insecure: bool, has_certificates: bool, opti
         raise ConfigError(f"{option}: give TLS certificates, or --insecure for a 127.0.0.1 demo")
 
 
-def wait_for_port(host: str, port: int, *, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(host: str, port: int, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -135,6 +135,7 @@ def _flwr(args: list[str], flwr_home: Path, *, timeout_s: float = 60) -> dict[st
         )
     except subprocess.TimeoutExpired:
         raise FlowerRuntimeError(f"`flwr {' '.join(args)}` did not answer within {timeout_s:g} s") from None
+    payload: dict[str, Any]
     try:
         payload = json.loads(done.stdout[done.stdout.index("{"):])
     except ValueError:
@@ -188,7 +189,7 @@ def run_log(run_id: int, flwr_home: Path) -> str:
     return done.stdout + done.stderr
 
 
-def start_process(command: list[str], flwr_home: Path, log_path: Path) -> subprocess.Popen:
+def start_process(command: list[str], flwr_home: Path, log_path: Path) -> subprocess.Popen[bytes]:
     """Start a Flower process in its own session, its output in `log_path`; it ends when this command does."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start_reaper()
@@ -196,7 +197,7 @@ def start_process(command: list[str], flwr_home: Path, log_path: Path) -> subpro
         return subprocess.Popen(command, env=flower_env(flwr_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_process(process: subprocess.Popen, *, grace_s: float = 10) -> None:
+def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 10) -> None:
     """Stop a process group started by `start_process` (SIGTERM, then SIGKILL)."""
     if process.poll() is not None:
         return

@@ -57,7 +57,8 @@ def _progress_line(entry: dict[str, Any], *, final_round: int | None = None) -> 
         return f"cohort ready: {nodes} of {plural(expected, 'expected partner node')} connected{short}"
     if kind == "partner_joined_late":
         before = details.get("before_round")
-        missed = f"it takes part from round {before}" if before else "it is in no round's results, only the closing seal"
+        missed = f"it takes part from {'the ' if before == final_round else ''}{_step(before, final_round)}" if before \
+            else "it is in no round's results, only the closing seal"
         return f"[yellow]node {details['node']} joined late[/] (after the study started): {missed}"
     if kind == "expected_partners_missing":
         return f"[yellow]expected but never answered[/]: {', '.join(details['names'])}"
@@ -227,7 +228,9 @@ def main(
     finally:
         if submission is not None and submission.superlink is not None:
             stop_process(submission.superlink)
-    console.print(_results_table(results))
+    final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else {})
+    if final.get("pooled"):  # nothing to tabulate when no metric was released
+        console.print(_results_table(results))
     if (warning := score_bins_warning(submission.study, results)) is not None:
         console.print(f"[yellow]warning[/]: {warning}")
     out = submission.study.output_dir  # this run's folder; OUTPUT_DIR/latest points to it

@@ -20,6 +20,7 @@ from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.keys import coordinator_key_path
 from federated.errors import CohortTooSmallError, ConfigError
+from federated.evaluation.statistics import EvaluationStatistics
 from federated.messages.evaluation import ModelRef
 from federated.messages.seal import (
     SEAL_MESSAGE_TYPE,
@@ -30,6 +31,7 @@ from federated.messages.study_tasks import evaluation_spec, seal_spec
 from federated.reporting.privacy_report import reported_privacy
 from federated.reporting.report import write_outputs
 from federated.runtime.runs import RUN_CONFIG_EXPECTED_WAIT, RUN_CONFIG_RUN_DIR
+from federated.server.cohort import note_late_joiners
 from federated.server.collect import collect_replies
 from federated.server.encryption import DecryptionFailedError, EncryptedAggregation
 from federated.server.pooling import round_metrics
@@ -87,17 +89,6 @@ def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> set[int]:
     return nodes
 
 
-def note_late_joiners(grid: Grid, study: Study, trail: AuditTrail, known: set[int], results: dict[str, Any],
-                      *, before_round: int | None) -> None:
-    """Record each node that connected after the study started (it missed the rounds before `before_round`;
-    None: it joined after the last round and gets only the closing seal)."""
-    current = set(grid.get_node_ids())
-    for node in sorted(current - known):
-        trail.append("partner_joined_late", study=study.id, node=str(node), before_round=before_round)
-        results.setdefault("late_partners", []).append({"node": str(node), "before_round": before_round})
-    known |= current
-
-
 def expected_but_missing(study: Study, results: dict[str, Any]) -> list[str]:
     """Partners the study expected by name that never contributed to any round."""
     if not isinstance(study.expected_partners, list):
@@ -110,10 +101,10 @@ def expected_but_missing(study: Study, results: dict[str, Any]) -> list[str]:
 def evaluation_rounds(
     grid: Grid, study: Study, study_sha256: str, models: list[ResolvedModel], trail: AuditTrail, results: dict[str, Any],
     encryption: EncryptedAggregation | None = None, cohort: set[int] | None = None,
-) -> dict:
+) -> dict[str, EvaluationStatistics]:
     """The rounds of an evaluation study; returns the last round's pooled statistics."""
     model_bytes = {model.name: model.path.read_bytes() for model in models}
-    pooled_statistics: dict = {}
+    pooled_statistics: dict[str, EvaluationStatistics] = {}
     for round_number in range(1, study.rounds + 1):
         if cohort is not None and round_number > 1:
             note_late_joiners(grid, study, trail, cohort, results, before_round=round_number)
@@ -158,7 +149,7 @@ def run_study(
     }
     if encryption is not None:
         results["encryption"] = encryption.describe()
-    pooled_statistics: dict = {}
+    pooled_statistics: dict[str, EvaluationStatistics] = {}
     cohort: set[int] = set()
     try:
         cohort = wait_for_cohort(grid, study, trail)
@@ -167,7 +158,7 @@ def run_study(
                 run_training,  # torch only for training studies
             )
 
-            pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption)
+            pooled_statistics = run_training(grid, study, study_sha256, trail, results, encryption, cohort=cohort)
         else:
             pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results, encryption, cohort)
         results["status"] = "completed"
@@ -223,10 +214,10 @@ def main(grid: Grid, context: Context) -> None:
         audit = CoordinatorAudit.for_study(trail, coordinator_key_path(dict(context.run_config), study.output_dir), study_id=study.id)
         # The public context only: `load_public_context` refuses a file that holds a secret key.
         encryption = EncryptedAggregation.for_study(study, Path(str(context.run_config["study-file"])))
+        he: dict[str, Any] = {"he_fingerprint": encryption.public.fingerprint} if encryption is not None else {}
         trail.append(
             "study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
-            min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models}, coordinator_key=audit.fingerprint,
-            **({"he_fingerprint": encryption.public.fingerprint} if encryption is not None else {}),
+            min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models}, coordinator_key=audit.fingerprint, **he,
         )
         run_study(grid, study, study_sha256, models, trail, run_id=context.run_id, encryption=encryption)
     except Exception as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
@@ -17,8 +17,19 @@ from flwr.serverapp import Grid
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.errors import MessageError, RefusalError
+from federated.messages.common import PartnerInfo
 
-ReplyT = TypeVar("ReplyT")
+
+class Reply(Protocol):
+    """What `collect_replies` reads from every parsed reply (evaluation, training, decryption, seal)."""
+
+    @property
+    def info(self) -> PartnerInfo: ...
+
+    def payload_sha256(self) -> str: ...
+
+
+ReplyT = TypeVar("ReplyT", bound=Reply)
 
 # Grid.send_and_receive sleeps 3 s between pulls; a round is a few seconds, so poll faster.
 REPLY_POLL_S = 0.25
@@ -47,9 +58,9 @@ class Collected(Generic[ReplyT]):
     missing: list[dict[str, str]] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)  # partner -> the node its accepted reply came from
 
-    def refuse(self, trail: AuditTrail, where: dict, *, node: int, partner: str | None, clause: str, reason: str, by: str) -> None:
+    def refuse(self, trail: AuditTrail, where: dict[str, Any], *, node: int, partner: str | None, clause: str, reason: str, by: str) -> None:
         self.refused.append({"partner": partner or f"node {node}", "clause": clause, "reason": reason})
-        details = {"partner": partner} if partner else {}
+        details: dict[str, Any] = {"partner": partner} if partner else {}
         trail.append("task_refused", node=str(node), clause=clause, reason=reason, by=by, **details, **where)
 
 
@@ -60,7 +71,7 @@ def collect_replies(
     content: Callable[[], RecordDict],
     message_type: str,
     parse: Callable[[RecordDict], ReplyT],
-    where: dict,
+    where: dict[str, Any],
     task_sha256: str,
     trail: AuditTrail,
     timeout_s: float,
@@ -109,12 +120,15 @@ def collect_replies(
             continue
         collected.accepted.append(parsed)
         collected.nodes[info.partner] = node
+        optional: dict[str, Any] = {}
+        if info.contract_sha256:
+            optional["contract_sha256"] = info.contract_sha256
+        if info.suppressed_cells:
+            optional["suppressed_cells"] = info.suppressed_cells
         trail.append(
             "result_received", node=str(node), partner=info.partner, count=info.count,
             payload_sha256=parsed.payload_sha256(),
-            data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
-            **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}),
-            **({"suppressed_cells": info.suppressed_cells} if info.suppressed_cells else {}), **where,
+            data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256, **optional, **where,
         )
     for message in messages:
         node = message.metadata.dst_node_id

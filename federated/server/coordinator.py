@@ -3,6 +3,11 @@
 Progress comes from the coordinator's own audit trail (the ServerApp appends to it as the
 study runs), so what the operator sees is what the trail records.
 
+Each run writes to a folder of its own, OUTPUT_DIR/runs/RUN_ID/ (`federated.runtime.runs`; the
+ServerApp gets it in the run config), and OUTPUT_DIR/latest points to the newest. The signing key
+stays beside the runs (default OUTPUT_DIR/coordinator.key); before any Flower process starts, a key
+other than the one that signed the earlier runs is refused, naming that key's file.
+
 Secure mode (required off 127.0.0.1): TLS on the SuperLink plus Flower's SuperNode
 authentication (`flower-superlink --enable-supernode-auth`). Flower then refuses to
 self-register nodes; only the partners' public keys registered here, through Flower's Control

@@ -36,7 +36,6 @@ from crypto.he_aggregation import EncryptedBundle, add_bundles
 from crypto.he_keys import PublicContext, load_public_context
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, FederatedError
-from federated.messages.common import PartnerInfo
 from federated.messages.encryption import (
     DecryptSpec,
     SignedBundle,
@@ -45,7 +44,7 @@ from federated.messages.encryption import (
 )
 from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE, ENCRYPTION_CLAUSE, EncryptionSpec
 from federated.messages.he_codec import BundlePlan
-from federated.server.collect import Collected, collect_replies
+from federated.server.collect import Collected, Reply, collect_replies
 from federated.study import EncryptionSettings, Study
 
 _PLACEHOLDER = "0" * 64
@@ -65,9 +64,12 @@ class CohortIncompleteError(CohortTooSmallError):
     status = "cohort_incomplete"
 
 
-class _Encrypted(Protocol):
-    info: PartnerInfo
-    encrypted: Any
+class _Encrypted(Reply, Protocol):
+    @property
+    def encrypted(self) -> Any: ...
+
+
+EncryptedT = TypeVar("EncryptedT", bound=_Encrypted)
 
 
 def load_study_context(study: Study, source: Path) -> PublicContext | None:
@@ -156,12 +158,13 @@ class EncryptedAggregation:
         return spec.model_copy(update={"encryption": final}), plan  # type: ignore[attr-defined]
 
     def aggregate(
-        self, grid: Grid, collected: Collected, plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
+        self, grid: Grid, collected: Collected[EncryptedT], plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
     ) -> EncryptedRound | None:
         """Sum the cohort's bundles and have the sum decrypted; `CohortIncompleteError` if a member's is missing."""
-        where = {"study": study, "round": round}
-        accepted: list[_Encrypted] = collected.accepted
-        signed, unsigned = [], []
+        where: dict[str, Any] = {"study": study, "round": round}
+        accepted = collected.accepted
+        signed: list[tuple[str, SignedBundle]] = []
+        unsigned: list[tuple[str, str]] = []
         for reply in accepted:
             try:
                 reply.encrypted.contribution.verify(pinned=self.public.partner_keys, study=study, round=round,
@@ -179,22 +182,22 @@ class EncryptedAggregation:
             raise CohortIncompleteError(_incomplete(study, round, self.cohort, absent, collected))
         if len(kept) < self.min_cohort:
             return None
-        signed = {r.info.partner: r.encrypted for r in collected.accepted}
+        bundles: dict[str, SignedBundle] = {r.info.partner: r.encrypted for r in collected.accepted}
         trail.append(
             "aggregate_computed", contributors=list(kept), encrypted=True, aggregate_sha256=total.digest,
-            bundles={partner: s.bundle.digest for partner, s in signed.items()}, **where,
+            bundles={partner: s.bundle.digest for partner, s in bundles.items()}, **where,
         )
         spec = DecryptSpec(
             study=study, round=round, fingerprint=self.public.fingerprint, layout_sha256=plan.sha256,
             min_cohort=self.min_cohort, aggregate_sha256=total.digest,
-            contributions=[signed[partner].contribution for partner in kept],
+            contributions=[bundles[partner].contribution for partner in kept],
         )
         arrays, decryptor, attempts = self._decrypt(grid, spec, total, plan, collected.nodes, trail, where)
         statistics, update = plan.unpack(arrays)
         summary = {
             "fingerprint": self.public.fingerprint, "aggregate_sha256": total.digest, "decrypted_by": decryptor,
-            "decryption_attempts": attempts, "bundle_sha256": {p: s.bundle.digest for p, s in signed.items()},
-            "bundle_bytes": {p: s.bundle.nbytes for p, s in signed.items()},
+            "decryption_attempts": attempts, "bundle_sha256": {p: s.bundle.digest for p, s in bundles.items()},
+            "bundle_bytes": {p: s.bundle.nbytes for p, s in bundles.items()},
             "aggregate_bytes": total.nbytes, "forwarded": False,  # no partner's bundle reaches a decryptor
         }
         return EncryptedRound(statistics, update, list(kept), summary)
@@ -241,7 +244,7 @@ class EncryptedAggregation:
         )
 
 
-def _incomplete(study: str, round: int, cohort: list[str], absent: list[str], collected: Collected) -> str:
+def _incomplete(study: str, round: int, cohort: list[str], absent: list[str], collected: Collected[EncryptedT]) -> str:
     said = {entry["partner"]: entry.get("reason", "") for entry in collected.refused + collected.missing}
     why = "; ".join(f"{partner}: {said.get(partner) or 'no bundle'}" for partner in absent)
     unnamed = [f"{who}: {reason}" for who, reason in said.items() if who not in cohort]  # e.g. an unreadable reply

@@ -26,7 +26,7 @@ from federated.evaluation.metrics import (
     subgroup_metrics,
 )
 from federated.evaluation.meta_analysis import heterogeneity
-from federated.evaluation.statistics import EvaluationStatistics
+from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
 from federated.evaluation.validation import validation_summary
 from federated.messages.evaluation import EvaluationReply
 from federated.study import ValidationSettings
@@ -78,14 +78,15 @@ def statistics_sha256(statistics: dict[str, EvaluationStatistics]) -> str:
     return sha256_bytes(digest)
 
 
-def _noise_variance(replies: list[EvaluationReply], layout) -> dict[str, float] | None:
+def _noise_variance(replies: list[EvaluationReply], layout: StatisticsLayout) -> dict[str, float] | None:
     """Variance of the summed DP noise per array, or None if no partner added noise."""
-    if all(reply.info.noise is None for reply in replies):
+    sigmas = [reply.info.noise.sigma for reply in replies if reply.info.noise is not None]
+    if not sigmas:
         return None
-    if any(reply.info.noise is None for reply in replies):
+    if len(sigmas) != len(replies):
         raise MessageError("some partners sent DP-noised statistics and some did not; they cannot be pooled")
     scales = array_scales(layout)
-    return {name: sum((reply.info.noise.sigma * scale) ** 2 for reply in replies) for name, scale in scales.items()}
+    return {name: sum((sigma * scale) ** 2 for sigma in sigmas) for name, scale in scales.items()}
 
 
 def aggregate_round(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from accord.hashing import sha256_bytes, sha256_file
+from accord.hashing import arrays_sha256, sha256_bytes, sha256_file
 from accord.wording import plural
 from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, MessageError
@@ -26,10 +26,10 @@ from federated.messages.study_tasks import final_evaluation_spec, training_spec
 from federated.messages.training import (
     TRAIN_MESSAGE_TYPE,
     TrainReply,
-    arrays_sha256,
     build_train_task,
     parse_train_reply,
 )
+from federated.server.cohort import note_late_joiners
 from federated.server.collect import collect_replies
 from federated.server.pooling import aggregate_round, round_metrics
 from federated.server.rounds import run_round
@@ -42,7 +42,14 @@ from federated.training.aggregation import (
 )
 
 if TYPE_CHECKING:
+    from federated.evaluation.statistics import EvaluationStatistics
     from federated.server.encryption import EncryptedAggregation
+
+
+def _training_settings(study: Study) -> TrainingSettings:
+    if study.training is None:
+        raise ConfigError(f"study {study.id!r} has no [training] table: it cannot run as a training study")
+    return study.training
 
 
 class GlobalModel:
@@ -54,7 +61,7 @@ class GlobalModel:
         from federated.training.models import create_model
 
         torch.set_num_threads(1)
-        settings: TrainingSettings = study.training
+        settings = _training_settings(study)
         torch.manual_seed(settings.seed)
         self.settings = settings
         self.module = create_model(
@@ -62,17 +69,16 @@ class GlobalModel:
             num_classes=study.evaluation.num_classes, **settings.architecture_options,
         )
         if settings.initial_weights is not None:
-            self.load(self._initial_arrays(settings))
+            self.load(self._initial_arrays(settings.initial_weights, settings))
         else:
             from federated.training.weights import model_arrays
 
             self.arrays = model_arrays(self.module)
 
     @staticmethod
-    def _initial_arrays(settings: TrainingSettings) -> dict[str, np.ndarray]:
+    def _initial_arrays(path: Path, settings: TrainingSettings) -> dict[str, np.ndarray]:
         from federated.training.weights import load_safetensors
 
-        path = settings.initial_weights
         digest = sha256_file(path)
         if settings.initial_weights_sha256 not in (None, digest):
             raise ConfigError(f"{path}: hashes to {digest}, not the declared initial_weights_sha256")
@@ -106,24 +112,25 @@ class GlobalModel:
 
 
 def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, round_number: int, parent: str | None,
-             contributors: list[str]) -> dict[str, str]:
+             contributors: list[str]) -> dict[str, Any]:
+    settings = _training_settings(study)
     path = study.output_dir / "models" / f"global-round-{round_number}.safetensors"
     lineage = {
         "study": study.id, "round": str(round_number), "parent_sha256": parent or "",
-        "contributors": ",".join(contributors), "aggregator": study.training.aggregator,
-        "architecture": study.training.architecture,
+        "contributors": ",".join(contributors), "aggregator": settings.aggregator,
+        "architecture": settings.architecture,
     }
     file_sha256 = global_model.save(path, lineage)
     trail.append(
         "model_aggregated", study=study.id, round=round_number, sha256=global_model.sha256, parent_sha256=parent,
-        contributors=contributors, aggregator=study.training.aggregator, file=path.name, file_sha256=file_sha256,
+        contributors=contributors, aggregator=settings.aggregator, file=path.name, file_sha256=file_sha256,
     )
     return {"round": round_number, "sha256": global_model.sha256, "parent_sha256": parent, "file": str(path),
             "file_sha256": file_sha256, "contributors": contributors}
 
 
 def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], settings: TrainingSettings,
-                   trail: AuditTrail, where: dict, flagged: list[dict[str, str]]) -> tuple[list[TrainReply], list[dict[str, str]]]:
+                   trail: AuditTrail, where: dict[str, Any], flagged: list[dict[str, str]]) -> tuple[list[TrainReply], list[dict[str, str]]]:
     """Reject updates that fail their checks; an encrypted update can only have its weight checked
     (its partner checked its norm before encrypting it)."""
     accepted, rejected = [], []
@@ -151,23 +158,26 @@ def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], 
 
 
 def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail, results: dict[str, Any],
-                 encryption: EncryptedAggregation | None = None) -> dict:
+                 encryption: EncryptedAggregation | None = None, *,
+                 cohort: set[int] | None = None) -> dict[str, EvaluationStatistics]:
     """All training rounds and the final evaluation; fills `results`, returns pooled statistics.
 
     With `encryption`, partners send weight·(w - w_global) and their statistics in one encrypted
     bundle; the coordinator sums them, a decrypting partner returns the sums, and the new global
     model is w_global + sum / total weight (FedAvg; the study validation refuses other aggregators).
     """
-    settings = study.training
+    settings = _training_settings(study)
     global_model = GlobalModel(study)
     results["lineage"] = [_release(global_model, study, trail, round_number=0, parent=None, contributors=[])]
     for round_number in range(1, study.rounds + 1):
+        if cohort is not None and round_number > 1:  # `cohort`: the nodes connected when it started
+            note_late_joiners(grid, study, trail, cohort, results, before_round=round_number)
         started = time.monotonic()
         onnx = global_model.onnx()
         timings = {"export_s": time.monotonic() - started}
         spec = training_spec(study, round_number=round_number, study_sha256=study_sha256,
                              global_sha256=global_model.sha256, onnx_sha256=sha256_bytes(onnx))
-        where = {"study": study.id, "round": round_number}
+        where: dict[str, Any] = {"study": study.id, "round": round_number}
         arrays = global_model.arrays
         nodes = list(grid.get_node_ids())
         plan = None
@@ -198,7 +208,7 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
             "train_loss": {r.info.partner: r.train_loss for r in accepted},
         }
-        if decrypted is not None:
+        if decrypted is not None and plan is not None:  # (a decrypted round always had a plan)
             summary["encryption"] = decrypted.summary | {"update_error_bound": plan.update_error_bound}
         if accepted and (encryption is None or decrypted is not None):
             # Pooled metrics of the model the partners received (the previous round's global model).
@@ -231,6 +241,8 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
         trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
                      refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
                      duration_s=summary["duration_s"], **({"pooled": round_metrics(summary["pooled"])} if summary.get("pooled") else {}))
+    if cohort is not None:
+        note_late_joiners(grid, study, trail, cohort, results, before_round=study.rounds + 1)  # the final evaluation
     return _final_evaluation(grid, study, study_sha256, global_model, trail, results, encryption)
 
 
@@ -239,7 +251,7 @@ def _as_evaluation(reply: TrainReply) -> EvaluationReply:
 
 
 def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model: GlobalModel, trail: AuditTrail,
-                      results: dict[str, Any], encryption: EncryptedAggregation | None = None) -> dict:
+                      results: dict[str, Any], encryption: EncryptedAggregation | None = None) -> dict[str, EvaluationStatistics]:
     onnx = global_model.onnx()
     spec = final_evaluation_spec(study, study_sha256=study_sha256, onnx_sha256=sha256_bytes(onnx))
     final_round = spec.round

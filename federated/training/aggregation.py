@@ -8,6 +8,8 @@ count, FedMedian, FedTrimmedAvg, Krum, MultiKrum) through their `aggregate_train
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
@@ -48,7 +50,7 @@ def check_update(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]
 
 def create_strategy(settings: TrainingSettings, cohort: int) -> Strategy:
     """Flower's strategy for the study's aggregator (used for `aggregate_train` only)."""
-    factories = {
+    factories: dict[str, Callable[[], Strategy]] = {
         "fedavg": lambda: FedAvg(),
         "fedmedian": lambda: FedMedian(),
         "trimmed_mean": lambda: FedTrimmedAvg(beta=settings.trim_fraction),

@@ -130,11 +130,11 @@ def export_onnx(model: nn.Module, *, num_features: int) -> bytes:
             # the legacy (TorchScript) exporter is deprecated but fast and exact for these models; its
             # tracer warns about shape checks (GroupNorm's), which the onnxruntime check below covers
             warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]  # not re-exported
             torch.onnx.export(
                 wrapped,
                 (probe,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file-like object is documented; the annotation says path
                 input_names=[ONNX_INPUT],
                 output_names=[ONNX_OUTPUT],
                 dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},

@@ -122,11 +122,11 @@ class BudgetLedger:
         try:
             with closing_connection(path, read_only=True) as conn:
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            caps = [float(meta[key]) for key in ("max_epsilon_total", "max_epsilon_per_study")]
+            max_total, max_study = [float(meta[key]) for key in ("max_epsilon_total", "max_epsilon_per_study")]
         except (LedgerError, KeyError, ValueError) as error:
             raise LedgerError(f"{str(path)!r} is not an Accord budget ledger: {error}") from None
         ledger = cls.__new__(cls)  # read-only: no schema or cap writes, unlike __init__
-        ledger._setup(path, *caps, None)
+        ledger._setup(path, max_total, max_study, None)
         with closing_connection(path) as conn:
             ledger._check_schema(conn)
         return ledger

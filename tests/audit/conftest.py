@@ -69,13 +69,13 @@ class SimulatedPartner:
         except AuditRefusal as exc:
             trail.append("task_refused", clause="audit", reason=str(exc), task_sha256=spec.sha256(), **where)
             info = PartnerInfo(partner=self.name, status="refused", clause="audit", reason=str(exc))
-            return audit.seal(build_reply(info, {})), info
+            return audit.attach_reply_audit(build_reply(info, {})), info
         trail.append("task_received", task_sha256=spec.sha256(), **checked, **where)
         manifest_sha256 = hashlib.sha256(self.manifest.read_bytes()).hexdigest()
         trail.append("task_accepted", manifest_sha256=manifest_sha256, count=10, **where)
         trail.append("result_sent", payload_sha256=sha256_bytes(f"{self.name}/{spec.round}".encode()), **where)
         info = PartnerInfo(partner=self.name, status="ok", manifest_sha256=manifest_sha256, count=10)
-        return audit.seal(build_reply(info, {})), info
+        return audit.attach_reply_audit(build_reply(info, {})), info
 
     def handle_seal(self, content, spec: SealSpec):
         """What the ClientApp does with the closing seal: check and cosign, no data."""
@@ -85,7 +85,7 @@ class SimulatedPartner:
         trail.append("task_received", task_sha256=spec.sha256(), step="seal", **audit.check_task(content, spec.sha256()), **where)
         info = PartnerInfo(partner=self.name, status="ok")
         trail.append("result_sent", payload_sha256=payload_sha256(info), step="seal", **where)
-        return audit.seal(build_seal_reply(info)), info
+        return audit.attach_reply_audit(build_seal_reply(info)), info
 
 
 @dataclass

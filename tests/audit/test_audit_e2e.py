@@ -46,7 +46,7 @@ def test_two_round_study_exports_a_pack_that_verifies_with_partner_cosignatures(
     assert verdict["ok"] and len([c for c in verdict["checks"] if c.startswith("hospital-")]) == 3
 
     # Both tasks carried a checkpoint every partner cosigned; each partner's first reply came back countersigned.
-    store = CheckpointStore.beside(out / "coordinator-trail.jsonl")
+    store = CheckpointStore.beside(out / "latest" / "coordinator-trail.jsonl")  # the run's folder
     coordinator = store.own.read_key()
     cosigners = [NoteVerifier(o, store.peer(o).read_key().public_key, SignatureType.COSIGNATURE_V1) for o in store.peer_origins()]
     notes = store.own.notes()

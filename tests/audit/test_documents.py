@@ -111,3 +111,50 @@ def test_a_contract_the_trail_never_declared_is_refused_by_name(study, tmp_path)
     contract.write_text('dataset_id = "x"\n')
     with pytest.raises(Exception, match="--partner-contract .*contract.toml: its SHA-256 .* is not declared"):
         export_pack(study.out, tmp_path / "pack.zip", partner_contracts=[contract])
+
+
+def test_a_real_pack_with_contracts_handed_over_fills_the_record_and_verifies(tmp_path):
+    import zipfile
+
+    from examples.hospitals.prepare import COORDINATOR_KEY
+    from tests.dashboard.study_outputs import REFUSING, run_demo_study
+
+    study = run_demo_study(tmp_path)
+    data = study["hospitals"] / "data"
+    contributors = [f"hospital-{x}" for x in "abc" if f"hospital-{x}" != REFUSING]
+    summary = export_pack(study["study"], tmp_path / "pack.zip", study_file=study["hospitals"] / "study.toml",
+                          key=study["hospitals"] / COORDINATOR_KEY,
+                          partner_trails=[study["nodes"] / name for name in contributors],
+                          partner_manifests=[data / f"{name}.toml" for name in contributors],
+                          partner_contracts=[data / f"{name}.contract.toml" for name in contributors])
+    assert summary.problem is None, summary.problem
+    with zipfile.ZipFile(summary.pack) as pack:
+        record = pack.read("processing/record-of-processing.md").decode()
+        assert {f"partners/{name}/contract.toml" for name in contributors} <= set(pack.namelist())
+    assert "**Accord demo consortium**" in record and "for 180 days" in record
+    for name in contributors:
+        days = tomllib.loads((data / f"{name}.contract.toml").read_text(encoding="utf-8"))["retention_days"]
+        assert f"- {name}'s contract allows at most {days} days" in record
+        assert f"### {name}" in record
+    assert "Features (30):" in record and "`{" not in record
+
+
+def test_a_contract_in_a_pack_that_its_partner_never_declared_fails_verification(study, tmp_path):
+    import hashlib
+    import zipfile
+
+    from federated.audit.evidence.verify import verify_evidence
+
+    study.run()
+    export_pack(study.out, tmp_path / "pack.zip", partner_trails=[p.workdir for p in study.partners])
+    with zipfile.ZipFile(tmp_path / "pack.zip") as bundle:
+        bundle.extractall(tmp_path / "pack")
+    contract = tmp_path / "pack" / "partners" / "hospital-a" / "contract.toml"
+    contract.write_text('dataset_id = "hospital-a"\nretention_days = 3650\n')
+    manifest_file = tmp_path / "pack" / "MANIFEST.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["files"]["partners/hospital-a/contract.toml"] = hashlib.sha256(contract.read_bytes()).hexdigest()
+    manifest_file.write_text(json.dumps(manifest))
+    (tmp_path / "pack" / "MANIFEST.sig").unlink()
+    problem = verify_evidence(tmp_path / "pack").problem
+    assert problem and "partners/hospital-a/contract.toml hashes to" in problem and "hospital-a never declared" in problem

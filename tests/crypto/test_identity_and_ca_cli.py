@@ -197,15 +197,14 @@ def test_a_supernode_key_file_that_is_not_an_ec_key_is_named(tmp_path):
         NodeAuthKey.load(tmp_path / "ed.key")
 
 
-def test_the_readme_key_commands_run_as_written(tmp_path):
+def test_the_documented_key_commands_run_as_written(tmp_path):
     import re
     import subprocess
     import sys
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    start = readme.index("## Secure mode")
-    section = readme[start:readme.index("\n## ", start + 1)]
-    commands = re.findall(r"^python -m crypto\.keys .*?(?=\s+#|$)", section, re.MULTILINE)
+    from tests.documentation import section
+
+    commands = re.findall(r"^python -m crypto\.keys .*?(?=\s+#|$)", section("Secure mode"), re.MULTILINE)
     assert len(commands) == 4  # ca, identity ×2, show (a key's fingerprint)
     for command in commands:
         args = command.split()[1:]

@@ -14,7 +14,7 @@ import pytest
 import tomli_w
 from flwr.supercore.task_identity import TaskIdentity
 
-from examples.hospitals.prepare import HOSPITALS, prepare
+from examples.hospitals.prepare import COORDINATOR_KEY, HOSPITALS, prepare
 from federated.audit import AuditTrail
 from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.evidence.export import export_pack
@@ -57,7 +57,7 @@ def run_demo_study(root: Path) -> dict[str, Path]:
     study_file = _study_file(hospitals, out)
     study = load_study(study_file)
     study_sha256 = hashlib.sha256(study_file.read_bytes()).hexdigest()
-    key = hospitals / "keys" / "coordinator.key"
+    key = hospitals / COORDINATOR_KEY  # where prepare() makes the key the contracts allow
     nodes = {}
     for index, (name, *_) in enumerate(HOSPITALS, start=1):
         nodes[index] = node_config(name, data / f"{name}.csv", data / f"{name}.toml", root / "nodes") | {

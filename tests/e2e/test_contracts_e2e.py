@@ -7,6 +7,7 @@ import json
 import pytest
 
 from accord.hashing import sha256_file
+from examples.hospitals.prepare import COORDINATOR_KEY
 from federated.audit import read_entries
 
 pytestmark = pytest.mark.timeout(400)
@@ -39,7 +40,7 @@ max_update_norm = 1000.0
 subgroup_levels = ["under_50", "50_plus"]
 score_bins = 10  # hospital-a and -c release without DP: their contracts allow one bin per 5 records
 {GOVERNANCE}""")
-    federation.start_coordinator(study, "--key", str(hospitals / "keys" / "coordinator.key"), log=tmp_path / "coordinator.log")
+    federation.start_coordinator(study, "--key", str(hospitals / COORDINATOR_KEY), log=tmp_path / "coordinator.log")
     for partner in partners:
         federation.start_partner(partner, "--contract", str(partner.manifest.with_suffix(".contract.toml")))
     assert federation.coordinator.wait(timeout=300) == 0, (tmp_path / "coordinator.log").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.hospitals.prepare import prepare
+from examples.hospitals.prepare import COORDINATOR_KEY, prepare
 from federated.client.check import check_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def _check(demo: Path, hospital: str, study: Path | None = None, **extra: object
 def _fingerprint(demo: Path) -> str:
     from crypto import Identity
 
-    return Identity.load(demo / "demo" / "keys" / "coordinator.key").fingerprint
+    return Identity.load(demo / "demo" / COORDINATOR_KEY).fingerprint
 
 
 @pytest.mark.parametrize("hospital", ["hospital-a", "hospital-b", "hospital-c"])
@@ -70,7 +70,7 @@ def test_cli_exit_code_and_json(demo):
     verdict = json.loads(refused.stdout)
     assert not verdict["accepted"]
     assert [c["clause"] for c in verdict["clauses"] if not c["ok"]] == ["allowed_coordinators"]
-    accepted = subprocess.run(base + ["--coordinator-key", str(demo / "demo" / "keys" / "coordinator.key.pub")],
+    accepted = subprocess.run(base + ["--coordinator-key", f"{demo / 'demo' / COORDINATOR_KEY}.pub"],
                               capture_output=True, text=True, timeout=60)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
 

@@ -12,7 +12,8 @@ from federated.audit.trail import read_entries
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.runtime.runs import RUNS
 from federated.server.__main__ import _progress_line
-from federated.server.app import expected_but_missing, note_late_joiners, wait_for_cohort
+from federated.server.app import expected_but_missing, wait_for_cohort
+from federated.server.cohort import note_late_joiners
 from federated.server.coordinator import Transport, check_coordinator_key, submit_study
 from federated.study import load_study
 
@@ -158,6 +159,20 @@ def test_a_late_joiner_is_shown():
     assert "node 7 joined late" in line and "only the closing seal" in line
 
 
+def test_a_node_joining_before_a_training_study_s_final_evaluation_is_shown_so():
+    line = _progress_line(_entry("partner_joined_late", node="7", before_round=4), final_round=4)
+    assert line.endswith("it takes part from the final evaluation")
+
+
 def test_the_cohort_line_says_how_many_expected_partners_are_missing():
     line = _progress_line(_entry("cohort_ready", nodes=2, expected=3))
     assert line == "cohort ready: 2 of 3 expected partner nodes connected; starting without 1 expected partner"
+
+
+def test_the_report_names_late_and_never_seen_partners():
+    from federated.reporting.report import _absent_lines
+
+    text = "\n".join(_absent_lines({"purpose": "evaluation", "rounds": [{}], "expected_partners_missing": ["b"],
+                                    "late_partners": [{"node": "7", "before_round": None}]}))
+    assert "Expected but never answered: b." in text
+    assert "Node 7 joined after the study started: in no round's results" in text

@@ -77,3 +77,28 @@ def test_flowers_health_endpoint_is_passed_through(tmp_path):
 def test_the_log_file_defaults_to_the_workdir(tmp_path):
     assert _launch(tmp_path).log_path == tmp_path / "node.log"
     assert _launch(tmp_path, log_file=tmp_path / "x.log").log_path == tmp_path / "x.log"
+
+
+def test_the_systemd_example_uses_only_options_the_node_has():
+    import re
+
+    import typer
+
+    from federated.client.__main__ import cli
+
+    unit = (Path(__file__).resolve().parents[2] / "examples" / "systemd" / "accord-node.service").read_text()
+    exec_start = unit[unit.index("ExecStart="):].split("\n# ")[0]
+    used = set(re.findall(r"(--[a-z-]+)", exec_start))
+    known = {opt for param in typer.main.get_command(cli).params for opt in param.opts}
+    assert used and used <= known, used - known
+
+
+def test_the_follower_stops_cleanly_and_reads_what_came_last(tmp_path):
+    trail = AuditTrail(tmp_path / "trail.jsonl", actor="hospital-a")
+    said: list[str] = []
+    follower = TrailFollower(tmp_path / "trail.jsonl", said.append, poll_s=60)
+    follower.start()
+    trail.append("result_sent", study="s1", round=None, step="seal")
+    follower.stop()
+    assert not follower.is_alive()
+    assert said and "idle" in said[0]

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from federated.reporting.formatting import format_value
+from federated.reporting.formatting import format_count, format_value
 from federated.reporting.validation_section import validation_lines
 
 _CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
@@ -43,8 +43,8 @@ def _templates() -> Any:
         value=lambda v: format_value(None if isinstance(v, jinja2.Undefined) else v),
         cell=lambda v: str(v).replace("|", "\\|").replace("\n", " "),
         code=lambda v: f"`{v}`",
-        metric_of=lambda metric, metrics: format_value(metrics.get(metric)),
-        pairs=lambda mapping, sep=": ": ", ".join(f"{k}{sep}{format_value(v)}" for k, v in dict(mapping).items()),
+        pairs=lambda mapping, sep=": ": ", ".join(f"{k}{sep}{format_value(v)}" for k, v in dict(mapping).items()
+                                                  if k not in (None, "None")),  # the closing seal has no round
     )
     return environment
 
@@ -76,6 +76,9 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
                                                 "file_sha256": released.get("file_sha256", "")},
         study=results["study"], purpose=results.get("purpose", "evaluation"), status=results.get("status", "?"),
         title=study.get("title") or "", final=final, metrics=metrics, card_metrics=_CARD_METRICS,
+        metric_cells=[] if metrics is None else [  # a DP count is noisy, and says so
+            format_count(metrics.get(k), noisy=dp_enabled(results)) if k == "count" else format_value(metrics.get(k))
+            for k in _CARD_METRICS],
         matrix={} if metrics is None else final.get("matrix", {}).get(key, {}),
         gaps=sorted(((final or {}).get("subgroups", {}).get(key, {}).get("gaps") or {}).items()) if metrics is not None else [],
         validation=validation, lineage=lineage if released is not None else [], dp_on=dp_enabled(results),
@@ -178,9 +181,9 @@ def _retention(days: int | None, contracts: dict[str, dict[str, Any]]) -> dict[s
         summary = "The study's [governance] declares no retention period; partners' contracts set the limits below."
     else:
         summary = "Not declared: neither the study's [governance] (retention_days) nor a contract handed over sets one."
-    if allowed:
-        summary += " A partner's node accepts the study's tasks only while this is within its contract's limit:"
     summary += " Partners keep their data where it was; the coordinator keeps aggregates, report and trail."
+    if allowed:
+        summary += " A partner's node accepts the study's tasks only while the study's retention is within its contract's limit:"
     return {"days": days, "contracts": allowed, "summary": summary}
 
 
@@ -248,7 +251,9 @@ def describe_entry(entry: dict[str, Any]) -> str:
         extra = f"; cosigned coordinator checkpoint size {cosigned['size']}" if cosigned else ""
         return f"task {details.get('task_sha256', '')[:12]}… received{extra}"
     if kind == "result_received":
-        return f"result from {who}: {details.get('count')} records, payload {details.get('payload_sha256', '')[:12]}…"
+        # A DP release withholds its exact record count (sent as 0): "withheld", never "0 records".
+        size = f"{details['count']} records" if details.get("count") else "record count withheld"
+        return f"result from {who}: {size}, payload {details.get('payload_sha256', '')[:12]}…"
     if kind == "task_refused":
         return f"{who or 'task'} refused ({details.get('clause')}): {details.get('reason')}"
     if kind == "cosignature_received":

@@ -119,7 +119,8 @@ def export_pack(
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return document
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; export needs the output directory of a study that ran") from None
     except (OSError, ValueError) as exc:

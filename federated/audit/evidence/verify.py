@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto import (
     Checkpoint,
@@ -149,7 +149,7 @@ class _Checker:
         self.study: str | None = None
         self.manifest_bytes: bytes | None = None
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> NoReturn:
         raise _Failed(message)
 
     def rel(self, path: Path) -> str:
@@ -490,11 +490,11 @@ class _Checker:
                     self.fail(f"models/lineage.json: the round {model.get('round')} model {model.get('sha256')} is not "
                               "one the trail records as aggregated and released")
         for partner in self.evidence.partners:
-            for field, handed in (("manifest_sha256", partner.manifest), ("contract_sha256", partner.contract)):
+            for hash_field, handed in (("manifest_sha256", partner.manifest), ("contract_sha256", partner.contract)):
                 if handed is None:
                     continue
                 digest = hashlib.sha256(handed.read_bytes()).hexdigest()
-                declared_hashes = {e["details"].get(field) for e in self.entries
+                declared_hashes = {e["details"].get(hash_field) for e in self.entries
                                    if e["kind"] == "result_received" and e["details"].get("partner") == partner.name}
                 if digest not in declared_hashes:
                     self.fail(f"{self.rel(handed)} hashes to {digest}, which {partner.name} never declared in its results")
@@ -522,7 +522,7 @@ class _Checker:
             self.fail(f"the report (trail entry {entry['seq']}, report_written) is not inside a checkpoint a partner "
                       f"cosigned ({covered}): only the coordinator vouches for results.json and report.md, so a trail "
                       "cut back and re-extended cannot be told apart (no partner sealed the study)")
-        files = entry["details"].get("files", {})
+        files: dict[str, str] = entry["details"].get("files", {})
         for path in present:
             if path.relative_to(self.evidence.report_dir).as_posix() not in files:
                 self.fail(f"{self.rel(path)} is not among the report files the trail recorded (entry {entry['seq']}): "

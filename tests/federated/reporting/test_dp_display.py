@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from federated.audit.evidence.documents import describe_entry
 from federated.evaluation.dp_release import privatize
 from federated.evaluation.statistics import StatisticsLayout, compute_statistics
 from federated.messages.common import NoiseInfo, PartnerInfo
@@ -82,6 +83,12 @@ def test_a_noisy_count_is_rounded_and_marked():
 def test_a_withheld_count_reads_withheld_not_zero():
     assert format_count(None) == "withheld"
     assert format_estimate("count", None) == "withheld"
+
+
+def test_the_auditors_timeline_says_withheld_for_a_dp_partners_record_count():
+    entry = {"kind": "result_received", "details": {"partner": "hospital-a", "count": 0, "payload_sha256": "ab" * 32}}
+    assert "record count withheld" in describe_entry(entry) and "0 records" not in describe_entry(entry)
+    assert "410 records" in describe_entry(entry | {"details": entry["details"] | {"count": 410}})
 
 
 def test_a_clipped_metric_shows_a_bound_not_an_exact_one_or_zero():
