@@ -90,11 +90,10 @@ def main(
     if created:
         console.print(f"created this node's signing key {launch.settings.key_path}; keep it. Its fingerprint:")
         console.print(identity.fingerprint, highlight=False)
-    console.print(
-        f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records, data SHA-256 {loaded.data_sha256[:16]}…, "
-        f"connecting to {coordinator}; waiting for a study", highlight=False,
-    )
+    console.print(f"partner [bold]{launch.settings.partner_id}[/]: {loaded.size} records; data SHA-256:", highlight=False)
+    console.print(loaded.data_sha256, highlight=False)  # on its own line, never folded: partners compare it by eye
     console.print(f"trail: {launch.settings.trail}\nlog: {launch.log_path}", highlight=False)
+    console.print(f"connecting to {coordinator}; waiting for a study", highlight=False)
     result = run_node(launch, lambda line: console.print(line, highlight=False))
     if not result.normal:
         raise FlowerRuntimeError(explain_exit(result, launch))

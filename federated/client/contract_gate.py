@@ -99,7 +99,7 @@ def enforce_contract(
 
 def open_ledger(
     path: Path, *, max_epsilon_total: float, max_epsilon_per_study: float,
-    on_spend: Callable[[dict[str, Any]], None] | None = None,
+    on_spend: Callable[[dict[str, Any]], object] | None = None,
 ) -> BudgetLedger:
     """The node's budget ledger under the node's caps ("no cap" is stored as the largest float,
     which no sum of ε reaches: the ledger keeps finite caps)."""

@@ -182,8 +182,9 @@ def run_node(launch: NodeLaunch, say: Callable[[str], None]) -> NodeExit:
         """A node line: on the console and, timestamped, in the log file."""
         say(line)
         with lock:
-            log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} accord: {_MARKUP.sub('', line)}\n")
-            log.flush()
+            if not log.closed:
+                log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} accord: {_MARKUP.sub('', line)}\n")
+                log.flush()
 
     connection = ConnectionWatch(launch.coordinator, note)
 
@@ -191,8 +192,9 @@ def run_node(launch: NodeLaunch, say: Callable[[str], None]) -> NodeExit:
         assert process.stdout is not None
         for line in process.stdout:
             with lock:
-                log.write(line)
-                log.flush()
+                if not log.closed:  # the SuperExec may hold the pipe a while after the SuperNode ended
+                    log.write(_ANSI.sub("", line))
+                    log.flush()
             tail.append(line)
             connection.feed(line)
 

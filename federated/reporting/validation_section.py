@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from federated.reporting.formatting import format_value
+from federated.reporting.formatting import format_estimate, format_value
 
 
 def _ci(record: dict[str, Any] | None) -> str:
@@ -16,23 +16,32 @@ def _ci(record: dict[str, Any] | None) -> str:
     return f"[{format_value(float(record['low']))}, {format_value(float(record['high']))}]"
 
 
+def _rate(name: str, value: Any, interval: dict[str, Any] | None, *, noisy: bool) -> str:
+    """A rate or AUROC; under DP one at the edge of [0, 1] reads as a bound, never as an exact 0 or 1."""
+    return format_estimate(name if name in ("accuracy", "auroc") else "precision", value, noisy=noisy, interval=interval)
+
+
 def validation_lines(final: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name, summary in (final.get("validation") or {}).items():
         pooled = final.get("pooled", {}).get(name, {})
+        noisy = bool(final.get("standard_errors", {}).get(name))
         level = int(round(100 * summary.get("confidence", 0.95)))
         lines += ["", f"## Validation — {name} ({level} % intervals)", "",
                   "| metric | estimate | interval | method |", "| --- | --- | --- | --- |"]
-        lines.append(f"| accuracy | {format_value(pooled.get('accuracy'))} | {_ci(summary.get('accuracy_ci'))} | "
+        lines.append(f"| accuracy | {_rate('accuracy', pooled.get('accuracy'), summary.get('accuracy_ci'), noisy=noisy)} | "
+                     f"{_ci(summary.get('accuracy_ci'))} | "
                      f"{summary.get('accuracy_ci', {}).get('method', '')} |")
         if "auroc_ci" in summary:
-            lines.append(f"| AUROC (binned) | {format_value(pooled.get('auroc'))} | {_ci(summary['auroc_ci'])} | "
+            lines.append(f"| AUROC (binned) | {_rate('auroc', pooled.get('auroc'), summary['auroc_ci'], noisy=noisy)} | "
+                         f"{_ci(summary['auroc_ci'])} | "
                          f"{summary['auroc_ci'].get('method', '')} |")
             lines.append(f"| AUROC (exact, within the binning bound) | — | {_ci(summary['auroc_ci_with_binning'])} | "
-                         "DeLong widened by auroc_bound |")
+                         "the interval widened by auroc_bound |")
             point = summary["at_study_threshold"]
             for metric in ("sensitivity", "specificity", "ppv", "npv"):
-                lines.append(f"| {metric} at {point['threshold']:g} | {format_value(point[metric])} | "
+                lines.append(f"| {metric} at {point['threshold']:g} | "
+                             f"{_rate(metric, point[metric], point[f'{metric}_ci'], noisy=noisy)} | "
                              f"{_ci(point[f'{metric}_ci'])} | {point[f'{metric}_ci'].get('method', '')} |")
             lines += [f"| average precision | {format_value(summary['average_precision'])} | — | binned PR curve |",
                       f"| calibration-in-the-large (observed − predicted) | {format_value(summary['calibration_in_the_large'])} | — | exact |",

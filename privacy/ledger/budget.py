@@ -85,7 +85,7 @@ class BudgetLedger:
         *,
         max_epsilon_total: float,
         max_epsilon_per_study: float,
-        on_spend: Callable[[dict[str, Any]], None] | None = None,
+        on_spend: Callable[[dict[str, Any]], object] | None = None,
     ) -> None:
         caps = {
             "max_epsilon_total": _non_negative("max_epsilon_total", max_epsilon_total),
@@ -106,7 +106,7 @@ class BudgetLedger:
         path: Path,
         max_total: float,
         max_study: float,
-        on_spend: Callable[[dict[str, Any]], None] | None,
+        on_spend: Callable[[dict[str, Any]], object] | None,
     ) -> None:
         self.path = path
         self.max_epsilon_total = max_total

@@ -60,7 +60,7 @@ def test_two_round_study_exports_a_pack_that_verifies_with_partner_cosignatures(
         countersigned = open_note(node.own.notes()[0].text, verifiers=[
             node.own.read_key(), NoteVerifier(coordinator.name, coordinator.public_key, SignatureType.COSIGNATURE_V1)])
         assert countersigned.signers == (f"accord.partner/{partner.name}", coordinator.name)
-    kinds = [e["kind"] for e in read_entries(out / "coordinator-trail.jsonl")]
+    kinds = [e["kind"] for e in read_entries(out / "latest" / "coordinator-trail.jsonl")]
     assert kinds.count("cosignature_received") == 9 and kinds[-1] == "study_completed"
     # Everything up to the report is cosigned: only the seal's own records and the closing entry are not.
     uncosigned = [n for n in verdict["notes"] if "after the last checkpoint partners cosigned" in n]

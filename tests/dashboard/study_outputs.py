@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import rfc8785
 import tomli_w
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -93,6 +94,6 @@ def tampered_copy(study: Path, into: Path) -> Path:
     index = next(i for i, line in enumerate(lines) if b'"round_completed"' in line)
     entry = json.loads(lines[index])
     entry["details"]["contributors"] = ["hospital-a"]
-    lines[index] = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
+    lines[index] = rfc8785.dumps(entry)  # canonical, so the forgery is caught by the hash chain, not by its form
     trail.write_bytes(b"\n".join(lines))
     return copy

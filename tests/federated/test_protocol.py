@@ -92,6 +92,13 @@ def test_reply_missing_statistics_is_refused():
         parse_reply(build_reply(PartnerInfo(partner="p", status="ok"), {}), _spec())
 
 
+def test_reply_info_that_is_not_json_text_is_refused():
+    content = build_reply(PartnerInfo(partner="p", status="ok"), {})
+    content["info"] = ConfigRecord({"json": 5})
+    with pytest.raises(MessageError, match="reply info must be a JSON string"):
+        parse_reply(content, _spec())
+
+
 def test_refusal_reply_carries_clause_and_reason():
     reply = parse_reply(build_reply(PartnerInfo(partner="p", status="refused", clause="data", reason="why"), {}), _spec())
     assert (reply.info.clause, reply.info.reason, reply.statistics) == ("data", "why", {})

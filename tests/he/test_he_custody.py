@@ -41,7 +41,7 @@ def test_the_coordinator_cli_refuses_a_secret_context_with_exit_code_3(tmp_path,
     assert done.returncode == 3, done.stderr
     message = " ".join(done.stderr.split())
     assert "encryption.public_context" in message and "holds a secret key: the coordinator must never load one" in message
-    assert not (tmp_path / "out" / "superlink.log").exists()  # refused before anything started
+    assert not (tmp_path / "out" / "runs").exists()  # refused before anything started (no run folder, no SuperLink log)
 
 
 def test_the_study_loader_refuses_a_secret_context(tmp_path, hospitals, keys):
