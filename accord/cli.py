@@ -1,7 +1,7 @@
 """Every Accord command line runs through here: one help style, one way to fail.
 
 `App` is a `typer.Typer` with Accord's conventions: `-h`/`--help`, `--version`, shell completion, Rich
-help (Markdown). Its commands map failures to the exit codes of `accord.errors.ExitCode` (the README's one table):
+help (Markdown). Its commands map failures to the exit codes of `accord.errors.ExitCode` (one table: docs/exit-codes.md):
 
 - an `AccordError` → `error: MESSAGE` on one line of stderr and the error's `exit_code`;
 - a command-line value click rejects (`--port 99999`, a missing file) → `INVALID_INPUT`; a missing or

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes shared by every Accord command line (documented in the README)."""
+    """Exit codes shared by every Accord command line (documented in docs/exit-codes.md)."""
 
     OK = 0
     FAILURE = 1  # an unexpected error: a bug, reported with its traceback

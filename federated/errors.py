@@ -31,6 +31,7 @@ class CohortTooSmallError(FederatedError):
     """Fewer partners than the study's minimum cohort took part."""
 
     exit_code = ExitCode.COHORT_TOO_SMALL
+    status = "cohort_too_small"  # the study status results.json records
 
 
 class FlowerRuntimeError(FederatedError):

@@ -120,7 +120,7 @@ class Budget(Strict):
 
 
 class DataContract(Strict):
-    """One dataset's contract (field by field in the README)."""
+    """One dataset's contract (field by field in docs/contracts.md)."""
 
     dataset_id: str
     data_sha256: str

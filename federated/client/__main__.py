@@ -1,7 +1,7 @@
 """`python -m federated.client`: run a partner's node next to its data; `... check`: would it accept a study?
 
 The node's options sit on the command itself (`python -m federated.client --data ... --manifest ...`), and
-`check` is a subcommand (`federated.client.check`). Exit codes: the README's table (`accord.errors.ExitCode`):
+`check` is a subcommand (`federated.client.check`). Exit codes: docs/exit-codes.md (`accord.errors.ExitCode`):
 0 node stopped normally · 2 bad usage · 3 invalid manifest, data or option · 5 `check`: a clause, connectivity or model fit fails ·
 7 the Flower SuperNode failed · 1 unexpected error.
 """

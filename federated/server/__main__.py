@@ -1,6 +1,6 @@
 """`python -m federated.server`: run a study as the coordinator.
 
-Exit codes (the README's table, `accord.errors.ExitCode`, mapped by `accord.cli`): 0 study completed ·
+Exit codes (docs/exit-codes.md, `accord.errors.ExitCode`, mapped by `accord.cli`): 0 study completed ·
 2 bad usage · 3 invalid study/config/option · 4 fewer partners than the minimum cohort · 5 every
 decryptor refused · 7 Flower runtime failure · 1 unexpected error.
 """

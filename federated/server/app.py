@@ -67,9 +67,14 @@ def load_submitted_study(run_config: dict[str, Any]) -> tuple[Study, str, list[R
     return study, digest, models
 
 
-def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail) -> set[int]:
+def wait_for_cohort(grid: Grid, study: Study, trail: AuditTrail, *, required: int | None = None) -> set[int]:
     """Wait for `min_cohort` nodes (within cohort_timeout_s), then for the expected partners (within
-    expected_wait_s, default cohort_timeout_s, from the start); the connected node ids."""
+    expected_wait_s, default cohort_timeout_s, from the start); the connected node ids.
+
+    `required`: nodes that must all be connected before the first round (an encrypted study's announced
+    cohort: a round that starts without one of them can only fail)."""
+    if required is not None and required > study.min_cohort:
+        study = study.model_copy(update={"min_cohort": required})
     started = time.monotonic()
     deadline = started + study.cohort_timeout_s
     expected_deadline = started + (study.cohort_timeout_s if study.expected_wait_s is None else study.expected_wait_s)
@@ -152,7 +157,7 @@ def run_study(
     pooled_statistics: dict[str, EvaluationStatistics] = {}
     cohort: set[int] = set()
     try:
-        cohort = wait_for_cohort(grid, study, trail)
+        cohort = wait_for_cohort(grid, study, trail, required=len(encryption.cohort) if encryption is not None else None)
         if study.purpose == "training":
             from federated.server.training import (
                 run_training,  # torch only for training studies
@@ -163,7 +168,7 @@ def run_study(
             pooled_statistics = evaluation_rounds(grid, study, study_sha256, models, trail, results, encryption, cohort)
         results["status"] = "completed"
     except (CohortTooSmallError, DecryptionFailedError) as exc:
-        status = DecryptionFailedError.status if isinstance(exc, DecryptionFailedError) else "cohort_too_small"
+        status = exc.status
         results.update(status=status, message=str(exc))
         if results["rounds"]:
             # Metrics of a round below the minimum cohort are not released.
