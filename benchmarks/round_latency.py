@@ -80,7 +80,9 @@ def _phases(work: Path, study: str, rounds: int) -> list[dict[str, float]]:
     sent), the partners' own work (task received → result sent, the slowest partner), the wait that is
     neither (Flower's delivery, polling and the ClientApp's process start and imports), and pooling (last
     result received → round completed)."""
-    coordinator = [e for e in read_entries(work / f"accord-{study.rsplit('-', 1)[1]}" / "latest" / "coordinator-trail.jsonl")
+    # One output folder (one coordinator key, which the partners pin), one run folder per study; read right
+    # after the run, `latest` is this study's.
+    coordinator = [e for e in read_entries(work / "accord" / "latest" / "coordinator-trail.jsonl")
                    if e.get("study") == study]
     partners = [e for name, *_ in HOSPITALS for e in read_entries(work / "nodes" / name / "trail.jsonl")
                 if e.get("study") == study]
@@ -116,7 +118,7 @@ def _median_phases(phases: list[dict[str, float]]) -> dict[str, float]:
 def _accord_run(work: Path, port: int, rounds: int, index: int) -> list[float]:
     study = work / f"study-{index}.toml"
     lines = [f'id = "latency-{index}"', 'purpose = "evaluation"', f"rounds = {rounds}", "min_cohort = 3",
-             f'output_dir = "{work / f"accord-{index}"}"', "[evaluation]", 'subgroup_levels = ["under_50", "50_plus"]']
+             f'output_dir = "{work / "accord"}"', "[evaluation]", 'subgroup_levels = ["under_50", "50_plus"]']
     for name in ("logreg", "mlp"):
         lines[-2:-2] = ["[[models]]", f'name = "{name}"', f'path = "{work / "models" / f"{name}.onnx"}"']
     study.write_text("\n".join(lines) + "\n", encoding="utf-8")

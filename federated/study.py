@@ -24,7 +24,7 @@ from accord.models import Strict
 from federated.errors import ConfigError
 from privacy.dp_sgd_plan import DPSGDSettings  # the `[training.privacy]` table: the trainer's own settings
 
-METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss")
+METRICS: tuple[Metric, ...] = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss")
 Metric = Literal["accuracy", "precision", "recall", "f1", "auroc", "brier", "ece", "log_loss"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

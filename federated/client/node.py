@@ -239,7 +239,7 @@ def flower_exit_message(lines: Iterable[str]) -> str:
     starts = [i for i, line in enumerate(text) if "Exit Code:" in line]
     if not starts:
         return ""
-    block = []
+    block: list[str] = []
     for line in text[starts[-1]:]:
         if line.startswith("For more information") or (block and not line):
             break

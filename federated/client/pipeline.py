@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context, Message
 
@@ -52,8 +52,6 @@ from privacy import BudgetLedger, PrivacyError
 
 if TYPE_CHECKING:
     from crypto.he_keys import SecretContext
-
-TaskT = TypeVar("TaskT")
 
 
 def _ledger(settings: NodeSettings, trail: AuditTrail, where: dict[str, Any]) -> BudgetLedger:
@@ -91,7 +89,7 @@ def _admit(state: StudyState, message_type: str, task: Any, where: dict[str, Any
     return state.admit(study=where["study"], kind=message_type, round=where["round"], task_sha256=task_sha256)
 
 
-def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
+def serve(kind: TaskKind[Any], message: Message, context: Context) -> Message:
     """Run one task through the steps above; always returns a reply (result or refusal)."""
     settings = NodeSettings.from_context(dict(context.node_config), dict(context.run_config))
     trail = AuditTrail(settings.trail, actor=settings.partner_id)
@@ -123,8 +121,8 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
     except RefusalError as exc:  # a replay, or the coordinator's signatures and checkpoint do not check out
         return refuse(exc.clause, str(exc), task_sha256=task_sha256)
     fingerprint = kind.encryption(task)
-    trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where,
-                 **({"he_fingerprint": fingerprint} if fingerprint else {}))
+    he: dict[str, Any] = {"he_fingerprint": fingerprint} if fingerprint else {}
+    trail.append("task_received", task_sha256=task_sha256, **kind.received(task), **checked, **where, **he)
     try:
         keys = NodeKeys(audit.identity, _study_key(settings, fingerprint))
         admission = _admit(state, message_type, task, where, task_sha256)
@@ -179,8 +177,9 @@ def serve(kind: TaskKind[TaskT], message: Message, context: Context) -> Message:
         return failed("internal", f"{type(exc).__name__}: {exc}", ran=False)
     # The record count is logged only where the reply releases it (a DP release withholds it).
     count = info.count if cost is None or cost.private is None else None
+    bound: dict[str, Any] = {"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}
     trail.append("task_accepted", data_sha256=info.data_sha256, manifest_sha256=info.manifest_sha256,
-                 count=count, **({"contract_sha256": info.contract_sha256} if info.contract_sha256 else {}), **where)
+                 count=count, **bound, **where)
     try:
         content, details = kind.run(task, data, info, keys)
     except Exception as exc:  # a refusal, an error of ours, or a bug: answered all the same

@@ -263,7 +263,7 @@ def _training_section(results: dict[str, Any]) -> list[str]:
              "| round | contributors | accuracy | log loss | rejected updates | ε per partner (this round) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for entry in results["rounds"]:
-        pooled = next(iter(entry.get("pooled", {}).values()), {})
+        pooled: dict[str, Any] = next(iter(entry.get("pooled", {}).values()), {})
         rejected = "; ".join(f"{r['partner']}: {r['reason']}" for r in entry.get("rejected", [])) or "—"
         spent = ", ".join(f"{p} {format_value(v['epsilon'])}" for p, v in entry.get("privacy", {}).items()) or "DP off"
         lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {format_value(pooled.get('accuracy'))} | "

@@ -125,7 +125,7 @@ class Submission:
     study_file: Path
     run_id: int
     flwr_home: Path
-    superlink: subprocess.Popen | None
+    superlink: subprocess.Popen[bytes] | None
     coordinator_key: Path | None = None
     key_created: bool = False  # the CLI says so: partners pin this key on first contact
     authorized: list[dict[str, Any]] | None = None  # node keys registered with the SuperLink (name, node, fingerprint)
@@ -177,7 +177,7 @@ def register_authorized_nodes(nodes: list[AuthorizedNode], flwr_home: Path) -> l
 
 def start_superlink(
     host: str, port: int, transport: Transport, flwr_home: Path, log_path: Path, *, simulation: bool = False
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     command = [
         "flower-superlink", *transport.superlink_args(), "--disable-runtime-dependency-installation",
         "--host", host, "--port", str(port), *(["--simulation"] if simulation else []),
@@ -249,11 +249,11 @@ def submit_study(
     trail = AuditTrail(trail_path(study), actor="coordinator")
     if authorized is not None:
         trail.append("nodes_authorized", study=study.id, superlink=address, nodes=authorized)
+    he: dict[str, Any] = {"he_fingerprint": he_context.fingerprint} if he_context is not None else {}
     trail.append(
         "study_submitted", study=study.id, study_sha256=study_sha256, flower_run=str(run_id),
         superlink=address, models={m.name: m.sha256 for m in models}, coordinator_key=identity.fingerprint,
-        coordinator_key_file=str(key), run_dir=str(run_dir),
-        **({"he_fingerprint": he_context.fingerprint} if he_context is not None else {}),
+        coordinator_key_file=str(key), run_dir=str(run_dir), **he,
     )
     mark_latest(output_dir, run_dir)
     return Submission(study, study_file, run_id, flwr_home, process, key, key_created, authorized, output_dir)

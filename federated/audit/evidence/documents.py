@@ -65,7 +65,7 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
         final, key = results["final_evaluation"], "global"  # a training study's released model
     metrics = None if final is None else final.get("pooled", {}).get(key)
     validation: list[str] = []
-    if metrics is not None and key in final.get("validation", {}):
+    if final is not None and metrics is not None and key in final.get("validation", {}):
         card_round = {**final, "validation": {key: final["validation"][key]}, "pooled": {key: metrics}}
         validation = [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
                       for line in validation_lines(card_round)]
@@ -79,7 +79,7 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
         metric_cells=[] if metrics is None else [  # a DP count is noisy, and says so
             format_count(metrics.get(k), noisy=dp_enabled(results)) if k == "count" else format_value(metrics.get(k))
             for k in _CARD_METRICS],
-        matrix={} if metrics is None else final.get("matrix", {}).get(key, {}),
+        matrix={} if metrics is None or final is None else final.get("matrix", {}).get(key, {}),
         gaps=sorted(((final or {}).get("subgroups", {}).get(key, {}).get("gaps") or {}).items()) if metrics is not None else [],
         validation=validation, lineage=lineage if released is not None else [], dp_on=dp_enabled(results),
         has_intervals=final is not None and bool(final.get("validation")),
@@ -102,7 +102,7 @@ def record_of_processing(
     """
     governance = study.get("governance") or {}
     contracts = contracts or {}
-    categories = {
+    categories: dict[str, Any] = {
         partner: {
             "dataset": manifest.get("dataset_id"),
             "description": manifest.get("description", ""),
