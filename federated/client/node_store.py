@@ -9,7 +9,8 @@ never in memory; several processes may share a file, hence the busy timeout and 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -21,11 +22,25 @@ def connected(path: Path, schema: Sequence[str]) -> Iterator[sqlite3.Connection]
     """A connection to the store at `path` (created with `schema` on first use), closed on exit."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
+        _retry_while_locked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
         connection.execute("PRAGMA synchronous=FULL")  # a promise that a crash forgets is no promise
         for statement in schema:
-            connection.execute(statement)
+            _retry_while_locked(lambda: connection.execute(statement))
         yield connection
+
+
+def _retry_while_locked(step: Callable[[], object]) -> None:
+    """Run `step`, waiting out "database is locked": switching a new file to WAL and creating its tables
+    take locks that SQLite's busy handler does not always wait for when many processes open it at once."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
