@@ -86,26 +86,33 @@ def threshold_metrics(pos: np.ndarray, neg: np.ndarray, thresholds: Sequence[flo
     return rows
 
 
+def _counts_at_every_edge(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(TP, FP, TN, FN) at every bin edge 0..B at once (suffix sums), instead of one sum per edge."""
+    tp = np.concatenate([np.cumsum(pos[::-1])[::-1], [0.0]])
+    fp = np.concatenate([np.cumsum(neg[::-1])[::-1], [0.0]])
+    return tp, fp, float(neg.sum()) - fp, float(pos.sum()) - tp
+
+
 def sensitivity_at_specificity(pos: np.ndarray, neg: np.ndarray, target: float) -> dict[str, float]:
     """The highest sensitivity among bin edges whose specificity is at least `target`."""
-    best = {"target_specificity": target, "sensitivity": float("nan"), "specificity": float("nan"), "threshold_used": float("nan")}
+    tp, fp, tn, fn = _counts_at_every_edge(pos, neg)
     for edge in range(pos.size + 1):  # lower edge: more positives called, higher sensitivity
-        tp, fp, tn, fn = _counts_at_edge(pos, neg, edge)
-        specificity = _ratio(tn, tn + fp)
+        specificity = _ratio(tn[edge], tn[edge] + fp[edge])
         if specificity >= target:
-            return {"target_specificity": target, "sensitivity": _ratio(tp, tp + fn), "specificity": specificity,
-                    "threshold_used": edge / pos.size}
-    return best
+            return {"target_specificity": target, "sensitivity": _ratio(tp[edge], tp[edge] + fn[edge]),
+                    "specificity": specificity, "threshold_used": edge / pos.size}
+    return {"target_specificity": target, "sensitivity": float("nan"), "specificity": float("nan"),
+            "threshold_used": float("nan")}
 
 
 def specificity_at_sensitivity(pos: np.ndarray, neg: np.ndarray, target: float) -> dict[str, float]:
     """The highest specificity among bin edges whose sensitivity is at least `target`."""
+    tp, fp, tn, fn = _counts_at_every_edge(pos, neg)
     for edge in range(pos.size, -1, -1):  # higher edge: fewer positives called, higher specificity
-        tp, fp, tn, fn = _counts_at_edge(pos, neg, edge)
-        sensitivity = _ratio(tp, tp + fn)
+        sensitivity = _ratio(tp[edge], tp[edge] + fn[edge])
         if sensitivity >= target:
-            return {"target_sensitivity": target, "specificity": _ratio(tn, tn + fp), "sensitivity": sensitivity,
-                    "threshold_used": edge / pos.size}
+            return {"target_sensitivity": target, "specificity": _ratio(tn[edge], tn[edge] + fp[edge]),
+                    "sensitivity": sensitivity, "threshold_used": edge / pos.size}
     return {"target_sensitivity": target, "specificity": float("nan"), "sensitivity": float("nan"),
             "threshold_used": float("nan")}
 
