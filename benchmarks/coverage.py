@@ -6,7 +6,8 @@ draws N partners of `records` records each from it, computes each partner's stat
 code, privatizes them when ε is given (`federated.evaluation.dp_release.privatize`, δ = 1e-6), pools them
 with the coordinator's `aggregate_round`, and checks whether each interval in the round's `validation`
 section covers the population value (accuracy, sensitivity and specificity at the study threshold, and
-the binned AUROC; the exact AUROC for the interval widened by the binning bound). Target: 0.93–0.97.
+the binned AUROC; the exact AUROC for the interval widened by the binning bound; the mean Brier score and
+log loss, the log loss clipped at the DP loss bound when DP is on, as partners clip it). Target: 0.93–0.97.
 
     python -m benchmarks.coverage [--repeats 200] [--partners 3 10] [--epsilons none 1 3 10] [--out DIR]
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from federated.evaluation.dp_release import privatize
-from federated.evaluation.statistics import StatisticsLayout, compute_statistics, score_bin
+from federated.evaluation.statistics import LOG_LOSS_EPSILON, StatisticsLayout, compute_statistics, score_bin
 from federated.messages.common import NoiseInfo, PartnerInfo
 from federated.messages.evaluation import EvaluationReply
 from federated.server.pooling import aggregate_round
@@ -32,7 +33,7 @@ from federated.study import EvaluationPrivacy, ValidationSettings
 
 SCORE_BINS = 20
 POPULATION = 400_000
-METRICS = ("accuracy", "sensitivity", "specificity", "auroc")
+METRICS = ("accuracy", "sensitivity", "specificity", "auroc", "brier", "log_loss")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Population:
     scores: np.ndarray
     labels: np.ndarray
 
-    def truth(self, threshold: float = 0.5) -> dict[str, float]:
+    def truth(self, threshold: float = 0.5, loss_bound: float | None = None) -> dict[str, float]:
         called = self.scores >= threshold
         positive = self.labels == 1
         bins = score_bin(self.scores, SCORE_BINS)
@@ -53,6 +54,9 @@ class Population:
             "sensitivity": float(called[positive].mean()),
             "specificity": float((~called[~positive]).mean()),
             "auroc": float((pos * (neg_below + 0.5 * neg)).sum() / (pos.sum() * neg.sum())),
+            "brier": float(((self.scores - self.labels) ** 2).mean()),
+            "log_loss": float(np.minimum(-np.log(np.clip(np.where(positive, self.scores, 1 - self.scores), LOG_LOSS_EPSILON,
+                                                             1 - LOG_LOSS_EPSILON)), loss_bound or np.inf).mean()),
         }
 
 
@@ -66,8 +70,8 @@ def population(name: str, separation: float, seed: int) -> Population:
 def _interval(summary: dict, metric: str) -> dict:
     if metric == "accuracy":
         return summary["accuracy_ci"]
-    if metric == "auroc":
-        return summary["auroc_ci"]
+    if metric in ("auroc", "brier", "log_loss"):
+        return summary[f"{metric}_ci"]
     return summary["at_study_threshold"][f"{metric}_ci"]
 
 
@@ -76,7 +80,7 @@ def run_cell(pop: Population, *, partners: int, records: int, epsilon: float | N
     layout = StatisticsLayout(num_classes=2, score_bins=SCORE_BINS, subgroup_levels=(),
                               loss_bound=10.0 if epsilon is not None else None)
     privacy = EvaluationPrivacy(enabled=True, epsilon=epsilon, delta=1e-6, loss_bound=10.0) if epsilon is not None else None
-    truth = pop.truth()
+    truth = pop.truth(loss_bound=layout.loss_bound)
     covered = {metric: 0 for metric in METRICS}
     widths = {metric: [] for metric in METRICS}
     for _ in range(repeats):

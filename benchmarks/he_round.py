@@ -42,6 +42,7 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.keys import load_or_create_identity
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import ModelRef, TaskSpec
+from federated.server.context import RoundContext
 from federated.server.encryption import EncryptedAggregation
 from federated.study import Study
 
@@ -71,10 +72,11 @@ def _install_node_keys(key_dir: Path, nodes: Path, names: list[str]) -> None:
             shutil.copy(key_dir / "node-keys" / f"{name}.{suffix}", nodes / name / f"node.{suffix}")
 
 
-def _trail(workdir: Path) -> AuditTrail:
+def _context(grid: InProcessGrid, workdir: Path, study: Study, encryption: EncryptedAggregation | None) -> RoundContext:
+    """The coordinator's round context: its trail, signed with its key, over `grid`."""
     trail = AuditTrail(workdir / "coordinator-trail.jsonl", actor="coordinator")
-    CoordinatorAudit.for_study(trail, workdir / "coordinator.key", study_id=STUDY)
-    return trail
+    audit = CoordinatorAudit.for_study(trail, workdir / "coordinator.key", study_id=STUDY)
+    return RoundContext(grid, trail, audit, study=study, study_sha256="0" * 64, encryption=encryption)
 
 
 def _evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def _evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool
 
     models = ("logreg", "mlp")
     study = Study.model_validate({
-        "id": STUDY, "purpose": "evaluation", "output_dir": str(workdir / "out"),
+        "id": STUDY, "purpose": "evaluation", "output_dir": str(workdir / "out"), "round_timeout_s": 60,
         "models": [{"name": m, "path": str(root / "models" / f"{m}.onnx")} for m in models],
         "evaluation": {"subgroup_levels": ["under_50", "50_plus"]},
         "encryption": {"enabled": True, "public_context": str(keys.public)} if encrypted else {},
@@ -96,8 +98,8 @@ def _evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool
     )
     encryption = EncryptedAggregation.for_study(study, workdir / "study.toml")
     started = time.perf_counter()
-    outcome = run_round(grid, spec, {m: (root / "models" / f"{m}.onnx").read_bytes() for m in models}, _trail(workdir),
-                        timeout_s=60, calibration_bins=10, encryption=encryption)
+    outcome = run_round(_context(grid, workdir, study, encryption), spec,
+                        {m: (root / "models" / f"{m}.onnx").read_bytes() for m in models})
     seconds = time.perf_counter() - started
     if len(outcome.contributors) != len(partners):
         raise RuntimeError(f"evaluation round: {outcome.refused} {outcome.missing}")
@@ -107,6 +109,7 @@ def _evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool
 
 def _training_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) -> dict[str, Any]:
     from examples.digits.prepare import partner_name
+    from federated.server.runner import StudyRunner
     from federated.server.training import run_training
 
     study = Study.model_validate({
@@ -119,17 +122,19 @@ def _training_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) 
     })
     partners = [(partner_name(i), root / f"{partner_name(i)}.csv", root / f"{partner_name(i)}.toml") for i in range(3)]
     grid = _grid(partners, workdir, keys.secret if encrypted else None)
-    results: dict[str, Any] = {"rounds": []}
+    runner = StudyRunner(_context(grid, workdir, study, EncryptedAggregation.for_study(study, workdir / "s.toml")), [],
+                         run_id=1)
     started = time.perf_counter()
-    run_training(grid, study, "0" * 64, _trail(workdir), results, EncryptedAggregation.for_study(study, workdir / "s.toml"))
+    run_training(runner)
     seconds = time.perf_counter() - started
-    (round_one,) = results["rounds"]
-    if len(round_one["contributors"]) != len(partners):
-        raise RuntimeError(f"training round: {round_one['refused']} {round_one['rejected']}")
+    (round_one,) = runner.rounds
+    if len(round_one.contributors) != len(partners):
+        raise RuntimeError(f"training round: {round_one.refused} {round_one.rejected}")
+    assert runner.final_evaluation is not None
     parameters = sum(int(array.size) for array in load_file(str(root / "initial-mlp.safetensors")).values())
-    return {"round_s": round_one["duration_s"], "study_s": seconds, "final_evaluation_s": results["final_evaluation"]["duration_s"],
-            "timings_s": round_one["timings_s"], "bytes_out": dict(grid.bytes_out), "bytes_in": dict(grid.bytes_in),
-            "parameters": parameters, "update_error_bound": round_one.get("encryption", {}).get("update_error_bound")}
+    return {"round_s": round_one.duration_s, "study_s": seconds, "final_evaluation_s": runner.final_evaluation.duration_s,
+            "timings_s": round_one.timings_s, "bytes_out": dict(grid.bytes_out), "bytes_in": dict(grid.bytes_in),
+            "parameters": parameters, "update_error_bound": (round_one.encryption or {}).get("update_error_bound")}
 
 
 def _flower_evaluation_round(root: Path, keys: KeyFiles, workdir: Path, encrypted: bool) -> dict[str, Any]:

@@ -8,8 +8,9 @@ SHA-256, and a logistic-regression ONNX model (skl2onnx, no ZipMap). Each phase 
 fresh child process, so its peak resident memory (`ru_maxrss`) is its own:
 
 - `hash`: SHA-256 of the file alone (what the streaming pass hashes on the way);
-- `pass`: one streaming pass as an evaluation task runs it (`scan_partner_data`: read, check and
-  hash; `OnnxModel.predict`; `compute_statistics`, summed per batch), timed per step;
+- `pass`: what a node's evaluation task does with its file: the record count's pre-pass
+  (`open_partner_file`, step `count`), then one streaming pass (`PartnerFile.batches`: read, check
+  and hash, step `read`; `OnnxModel.predict`; `compute_statistics`, summed per batch), timed per step;
 - `load`: the whole file into arrays (`load_partner_data`, what DP-SGD training uses).
 
 Time is wall-clock seconds and the child's CPU seconds (steadier on a machine shared with other
@@ -104,7 +105,7 @@ def run_phase(phase: str, data: Path, manifest_path: Path, model_path: Path) -> 
     from federated.client.data import (
         load_manifest,
         load_partner_data,
-        scan_partner_data,
+        open_partner_file,
     )
     from federated.evaluation.onnx_model import OnnxModel
     from federated.evaluation.statistics import StatisticsLayout, compute_statistics
@@ -119,7 +120,7 @@ def run_phase(phase: str, data: Path, manifest_path: Path, model_path: Path) -> 
     layout = StatisticsLayout(num_classes=2, score_bins=100, subgroup_levels=("a", "b", "c"))
     model = OnnxModel("bench", model_path.read_bytes(), "probabilities", len(manifest.features))
     baseline = _current_rss_mb()
-    steps = {"read": 0.0, "predict": 0.0, "statistics": 0.0}
+    steps = {"count": 0.0, "read": 0.0, "predict": 0.0, "statistics": 0.0}
     started, cpu = time.perf_counter(), _cpu_s()
     records = 0
     if phase == "hash":
@@ -127,7 +128,10 @@ def run_phase(phase: str, data: Path, manifest_path: Path, model_path: Path) -> 
     elif phase == "load":
         records = load_partner_data(data, manifest).size
     else:
-        batches, total = scan_partner_data(data, manifest), None
+        t0 = time.perf_counter()
+        opened = open_partner_file(data, manifest)
+        steps["count"] = time.perf_counter() - t0
+        batches, total = opened.batches(), None
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
@@ -142,7 +146,7 @@ def run_phase(phase: str, data: Path, manifest_path: Path, model_path: Path) -> 
             steps["statistics"] += time.perf_counter() - t2
             steps["predict"] += t2 - t1
             records += batch.size
-        assert total is not None and total.count == records
+        assert total is not None and total.count == records == opened.size
     seconds = time.perf_counter() - started
     result = {"phase": phase, "seconds": round(seconds, 3), "imports_s": round(imports_s, 3), "cpu_s": round(_cpu_s() - cpu, 3), "records": records,
               "peak_rss_mb": round(_peak_rss_mb(), 1), "baseline_rss_mb": round(baseline, 1)}
@@ -204,8 +208,8 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[0].plot(sizes, [r["seconds"] for r in sel], marker=marker, label=phase)
         axes[1].plot(sizes, [r["peak_rss_mb"] for r in sel], marker=marker, label=f"{phase} peak RSS")
     passes = sorted((r for r in rows if r["phase"] == "pass"), key=lambda r: r["size"])
-    for step, style in (("read", ":"), ("predict", "--"), ("statistics", "-.")):
-        axes[0].plot([r["size"] for r in passes], [r["steps_s"][step] for r in passes], style, label=f"pass: {step}")
+    for step, style in (("count", (0, (1, 4))), ("read", ":"), ("predict", "--"), ("statistics", "-.")):
+        axes[0].plot([r["size"] for r in passes], [r["steps_s"][step] for r in passes], linestyle=style, label=f"pass: {step}")
     axes[0].plot([r["size"] for r in passes], [r["cpu_s"] for r in passes], "k-", lw=2, label="pass: CPU seconds")
     axes[1].plot([r["size"] for r in passes], [r["file_mb"] for r in passes], "k--", label="file size")
     axes[0].set(xscale="log", yscale="log", xlabel="records (30 features)", ylabel="seconds",
@@ -232,12 +236,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(run_phase(phase, *map(Path, paths))))
         return {}
     sizes = args.sizes or [size for size in SIZES if size <= args.max]
+    load_before = os.getloadavg()  # how busy the machine was: the times are wall-clock
     rows = [row for size in sizes for row in measure(size, args.features, args.workdir)]
     report = {
         "benchmark": "partner_scale",
         "command": "python -m benchmarks.partner_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "note": "shared with other work while measured; times are one run each"},
+                    "note": "shared with other work while measured; times are one run each",
+                    "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "features": args.features,
         "results": rows,
         "targets": verdict(rows),

@@ -12,7 +12,10 @@ module must be found here first): `python -m benchmarks.privacy_budget [--quick]
    mean absolute error, bias, RMSE, the spread of the DP metric, the mean reported standard error
    and how often ±1.96·SE covers the truth; as a diagnostic, the error of the same noisy sums
    without the coordinator's clamping. The records are fixed, so N partners add √N times one
-   partner's noise. A second sweep varies the score histogram's bins (AUROC's resolution).
+   partner's noise. A second sweep varies the score histogram's bins (AUROC's resolution). A third
+   is issue 13's setting: 10 partners of 500 records (synthetic scores, exact AUROC ≈ 0.92, no
+   subgroups), ε ∈ {1, 3} per release, 10–100 bins: the median |AUROC error| against the exact
+   (unbinned) AUROC, coverage of ±1.96·SE, and how often the ECE is not estimable at that ε.
 2. **DP-SGD training** (Flower's simulation engine, `examples.digits.run_simulation.run`): the
    digits study (CNN, 10 non-IID partners) at a few noise multipliers. Per run: ε per partner of the
    DP-SGD releases composed over the rounds (PRV and RDP, at the study's δ), the totals the study's
@@ -23,6 +26,10 @@ module must be found here first): `python -m benchmarks.privacy_budget [--quick]
 3. **Accountants**: ε from RDP and from PRV for the same (q, σ, steps) over realistic configurations,
    the σ with which PRV reports the ε that RDP reports at the configuration's σ, and the per-partner
    ε of part 2's runs under both.
+4. **Local vs distributed noise under encryption** (`benchmarks.distributed_noise`, also runnable alone):
+   issue 13's 10 partners of 500 records at ε ∈ {1, 3}, each partner adding the full local noise or a share
+   σ²/t (t = 5, the default ⌈n/2⌉, and t = 10), the encrypted sum simulated as the plain sum of the same
+   noisy statistics: median |AUROC error|, coverage, and the ε each partner's own share gives alone.
 
 Writes `benchmarks/results/privacy_budget.json`, `.md` (tables) and three PNG plots
 (`benchmarks.privacy_budget_report`). Default: 200 repeats, σ ∈ {0.5, 0.7, 1, 2} × 3 rounds.
@@ -48,6 +55,7 @@ import numpy as np
 import typer
 
 from accord.cli import App
+from benchmarks.distributed_noise import distributed_benchmark, distributed_markdown
 from benchmarks.privacy_budget_report import markdown, plot
 from federated.evaluation.dp_release import calibrate, privatize
 from federated.evaluation.metrics import compute_metrics
@@ -73,6 +81,11 @@ SPLIT_SEED = 4
 METRICS = ("accuracy", "auroc", "ece")
 MODEL = "logreg"
 SUBGROUPS = ("under_50", "50_plus")
+ISSUE_PARTNERS, ISSUE_RECORDS = 10, 500  # issue 13: "at ε = 1 per release with 10 partners of 500 records"
+ISSUE_EPSILONS = (1.0, 3.0)
+ISSUE_BINS = (10, 20, 50, 100)
+ISSUE_SEED = 11
+EXACT_BINS = 10_000  # AUROC on this many bins stands for the exact (per-record) AUROC
 TRAINING_PARTNERS = 10
 TRAINING_DELTA = 1e-5  # configs/digits-training.toml
 # (name, sample rate q, noise multiplier σ, steps): typical DP-SGD runs at δ = 1e-5
@@ -158,6 +171,10 @@ def error_summary(values: list[float], truth: float, errors: list[float] | None 
     se = np.asarray(errors) if errors is not None else np.zeros_like(value)
     ok = np.isfinite(value) & np.isfinite(se)
     diff = value[ok] - truth
+    if not ok.any():  # e.g. the ECE, not estimable at this ε in every repeat
+        nan = float("nan")
+        summary = {"truth": truth, "mae": nan, "bias": nan, "rmse": nan, "undefined": int(value.size)}
+        return summary | ({"spread": nan, "mean_se": nan, "se_to_spread": nan, "coverage_95": nan} if errors is not None else {})
     summary = {
         "truth": truth,
         "mae": float(np.mean(np.abs(diff))),
@@ -205,6 +222,55 @@ def evaluation_cell(
         **{name: error_summary(draws[name][0], truth[name], draws[name][1]) for name in METRICS},
         "unclamped": {name: error_summary(draws[name][2], truth[name]) for name in METRICS},
     }
+
+
+def synthetic_scores(records: int, seed: int) -> Scores:
+    """Balanced labels, positive-class score N(0.3 + 0.4·label, 0.2) clipped to [0, 1] (exact AUROC ≈ 0.92)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, records)
+    score = np.clip(rng.normal(0.3 + 0.4 * labels, 0.2), 0.0, 1.0)
+    return Scores(np.column_stack([1 - score, score]), labels, np.full(records, SUBGROUPS[0]))
+
+
+def issue_cell(scores: Scores, *, eps: float, score_bins: int, repeats: int, seed: int) -> dict[str, Any]:
+    """Issue 13's setting for one (ε, bins): consecutive partners of ISSUE_RECORDS records, each privatizing."""
+    privacy = EvaluationPrivacy(enabled=True, epsilon=eps)
+    rows = np.array_split(np.arange(scores.labels.size), ISSUE_PARTNERS)
+
+    def summed(bins: int) -> list[EvaluationStatistics]:
+        layout = StatisticsLayout(num_classes=2, score_bins=bins, subgroup_levels=(), loss_bound=privacy.loss_bound)
+        return [compute_statistics(scores.probabilities[r], scores.labels[r], None, layout) for r in rows]
+
+    parts = summed(score_bins)
+    exact = compute_metrics(EvaluationStatistics.total(summed(EXACT_BINS)), CALIBRATION_BINS)
+    binned = compute_metrics(EvaluationStatistics.total(parts), CALIBRATION_BINS)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in METRICS}
+    for _ in range(repeats):
+        metrics, errors, _ = private_round(parts, privacy, rng)
+        for name in METRICS:
+            draws[name][0].append(metrics[name])
+            draws[name][1].append(errors[name])
+    auroc, auroc_se = np.asarray(draws["auroc"][0]), np.asarray(draws["auroc"][1])
+    return {
+        "partners": ISSUE_PARTNERS, "records_per_partner": ISSUE_RECORDS, "epsilon": eps, "delta": privacy.delta,
+        "score_bins": score_bins, "repeats": repeats,
+        "noise_std_per_count": calibrate(parts[0].layout, privacy, 1).sigma,
+        "exact_auroc": exact["auroc"], "binned_auroc": binned["auroc"],
+        "auroc_median_abs_error": float(np.nanmedian(np.abs(auroc - exact["auroc"]))),
+        "auroc_p90_abs_error": float(np.nanquantile(np.abs(auroc - exact["auroc"]), 0.9)),
+        "auroc_coverage_binned": float(np.mean(np.abs(auroc - binned["auroc"]) <= 1.96 * auroc_se)),
+        **{name: error_summary(draws[name][0], exact[name], draws[name][1]) for name in METRICS},
+    }
+
+
+def issue_benchmark(repeats: int) -> dict[str, Any]:
+    scores = synthetic_scores(ISSUE_PARTNERS * ISSUE_RECORDS, ISSUE_SEED)
+    cells = []
+    for index, (eps, score_bins) in enumerate((e, b) for e in ISSUE_EPSILONS for b in ISSUE_BINS):
+        cells.append(issue_cell(scores, eps=eps, score_bins=score_bins, repeats=repeats, seed=2000 + index))
+        _progress("issue setting", cells[-1])
+    return {"partners": ISSUE_PARTNERS, "records_per_partner": ISSUE_RECORDS, "cells": cells}
 
 
 def evaluation_benchmark(repeats: int) -> dict[str, Any]:
@@ -400,6 +466,8 @@ def main(
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), CPU only",
         "settings": {"repeats": repeats, "noise_multipliers": None if skip_training else list(sigmas), "rounds": rounds},
         "evaluation": evaluation_benchmark(repeats),
+        "issue_setting": issue_benchmark(repeats),
+        "distributed_noise": distributed_benchmark(repeats),  # part 4: local vs distributed noise under encryption
         "training": None if skip_training else training_benchmark(sigmas, rounds),
     }
     result["accountants"] = accountant_benchmark()
@@ -407,7 +475,8 @@ def main(
     result["total_s"] = round(time.monotonic() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "privacy_budget.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "privacy_budget.md").write_text(markdown(result), encoding="utf-8")
+    (out_dir / "privacy_budget.md").write_text(markdown(result) + "\n" + distributed_markdown(result["distributed_noise"]),
+                                               encoding="utf-8")
     paths = plot(result, out_dir)
     typer.echo(f"wrote {out_dir / 'privacy_budget.json'}, {out_dir / 'privacy_budget.md'}, " + ", ".join(map(str, paths)))
 

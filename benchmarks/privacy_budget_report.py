@@ -16,9 +16,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Privacy budget benchmark", "", f"`{result['command']}` — {result['machine']}, {result['total_s']} s.", ""]
     evaluation = result["evaluation"]
-    header = ("| partners | bins | ε | noise SD per count | acc MAE | acc bias | acc spread | acc mean SE | acc cover | "
-              "AUROC MAE | AUROC bias | AUROC spread | AUROC mean SE | AUROC cover | MAE unclamped (acc / AUROC) | "
-              "ECE MAE | ECE MAE not debiased |")
+    header = ("| partners | score bins | ε per release | noise SD per count, one partner | "
+              "accuracy: mean abs error | accuracy: bias (mean error) | accuracy: SD over repeats | "
+              "accuracy: mean reported SE | accuracy: share of ±1.96 SE covering the truth | "
+              "AUROC: mean abs error | AUROC: bias (mean error) | AUROC: SD over repeats | AUROC: mean reported SE | "
+              "AUROC: share of ±1.96 SE covering the truth | mean abs error of the raw noisy sums, not made "
+              "consistent (accuracy / AUROC) | ECE: mean abs error where estimable | ECE: repeats not estimable at "
+              "this ε | ECE of the raw noisy sums (not debiased): mean abs error |")
     for title, cells in ((f"DP evaluation: error vs ε ({evaluation['score_bins']} bins)", evaluation["grid"]),
                          (f"DP evaluation: score bins ({evaluation['bins_sweep_partners']} partners)", evaluation["bins_sweep"])):
         lines += [f"## {title}", "",
@@ -27,15 +31,37 @@ def markdown(result: dict[str, Any]) -> str:
                   "spread = SD of the DP metric over repeats; cover = share of repeats whose ±1.96·SE interval "
                   "holds the non-private value; the last column (a diagnostic, not what Accord reports) is the "
                   "error of the same noisy sums without the coordinator's clamping.", "",
-                  header, "|" + "---|" * 17]
+                  header, "|" + "---|" * 18]
         for c in cells:
             a, u = c["accuracy"], c["auroc"]
             lines.append(
                 f"| {c['partners']} | {c['score_bins']} | {c['epsilon']:g} | {_fmt(c['noise_std_per_count'])} | "
                 + " | ".join(_fmt(m[k]) for m in (a, u) for k in ("mae", "bias", "spread", "mean_se", "coverage_95"))
                 + f" | {_fmt(c['unclamped']['accuracy']['mae'])} / {_fmt(c['unclamped']['auroc']['mae'])}"
-                + (f" | {_fmt(c['ece']['mae'])} | {_fmt(c['unclamped']['ece']['mae'])} |" if "ece" in c else " | | |")
+                + (f" | {_fmt(c['ece']['mae'])} | {c['ece']['undefined']} of {c['repeats']} | "
+                   f"{_fmt(c['unclamped']['ece']['mae'])} |" if "ece" in c else " | | | |")
             )
+        lines.append("")
+    issue = result.get("issue_setting")
+    if issue:
+        lines += ["## Issue 13's setting: 10 partners of 500 records", "",
+                  f"{issue['partners']} partners × {issue['records_per_partner']} records (synthetic scores, balanced "
+                  "labels, no subgroups), one binary model, each partner privatizing its own statistics (local noise); "
+                  f"{issue['cells'][0]['repeats']} repeats per row. Errors are against the exact AUROC "
+                  "(10,000 bins, i.e. per record); target: median AUROC abs error ≤ 0.05 at ε = 1.", "",
+                  "| ε per release | score bins | noise SD per count, one partner | exact AUROC | AUROC of the binned sums "
+                  "without noise | AUROC: median abs error vs exact | AUROC: 90th percentile abs error vs exact | "
+                  "AUROC: share of ±1.96 SE covering the binned AUROC | AUROC: share of ±1.96 SE covering the exact "
+                  "AUROC | AUROC: mean reported SE | accuracy: mean abs error | accuracy: share of ±1.96 SE covering "
+                  "the truth | ECE: repeats not estimable at this ε |",
+                  "|" + "---|" * 13]
+        for c in issue["cells"]:
+            lines.append(
+                f"| {c['epsilon']:g} | {c['score_bins']} | {_fmt(c['noise_std_per_count'])} | {_fmt(c['exact_auroc'])} | "
+                f"{_fmt(c['binned_auroc'])} | {_fmt(c['auroc_median_abs_error'])} | {_fmt(c['auroc_p90_abs_error'])} | "
+                f"{_fmt(c['auroc_coverage_binned'])} | {_fmt(c['auroc']['coverage_95'])} | {_fmt(c['auroc']['mean_se'])} | "
+                f"{_fmt(c['accuracy']['mae'])} | {_fmt(c['accuracy']['coverage_95'])} | "
+                f"{c['ece']['undefined']} of {c['repeats']} |")
         lines.append("")
     training = result.get("training")
     if training:
@@ -43,7 +69,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{training['partners']} partners; ε of the DP-SGD releases per partner composed over the rounds "
                   f"at δ = {training['delta']:g} (min / median / max over partners); the report's total also "
                   "counts the study's DP evaluation releases.", "",
-                  "| σ | rounds | ε PRV | ε RDP | report total (PRV) median | exact accuracy | reported accuracy ± SE | wall s |",
+                  "| noise multiplier σ | rounds | ε per partner, DP-SGD, PRV (min / median / max) | ε per partner, DP-SGD, "
+                  "RDP (min / median / max) | ε the privacy report states, PRV, median partner | exact accuracy of the "
+                  "final model | accuracy the study reports ± SE | wall-clock s |",
                   "|---|---|---|---|---|---|---|---|"]
         for run in training["runs"]:
             if "partners" not in run:
@@ -58,7 +86,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines.append("")
     lines += ["## RDP vs PRV for the same training", "",
-              "| configuration | q | σ | steps | ε PRV | ε RDP | RDP/PRV | budget saved | PRV σ for RDP's ε |",
+              "| configuration | sample rate q | noise multiplier σ | steps | ε by PRV | ε by RDP | ε RDP / ε PRV | "
+              "budget saved by PRV | σ with which PRV gives RDP's ε (ratio to σ) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in result["accountants"]["configurations"]:
         lines.append(

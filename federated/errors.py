@@ -21,6 +21,13 @@ class DataError(FederatedError):
     exit_code = ExitCode.INVALID_INPUT
 
 
+class DataFileError(DataError):
+    """A partner's data file does not match its manifest (format, columns, values, SHA-256, record count).
+
+    Apart from `DataError` because a node refuses it as its own state ("data"), never as the failure
+    of a model the task sent: a streaming evaluation meets both kinds in the same pass."""
+
+
 class MessageError(FederatedError):
     """A task or reply message is malformed, truncated or inconsistent."""
 
@@ -67,3 +74,9 @@ class EncryptionMessageError(MessageError, NamedClauseRefusal):
     """An encrypted reply or decryption message does not check out; refusals name the clause "encryption"."""
 
     clause = "encryption"
+
+
+class ResultsError(FederatedError):
+    """A results.json does not fit the results document (`federated.reporting.results`): names the file and field."""
+
+    exit_code = ExitCode.INVALID_INPUT

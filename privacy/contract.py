@@ -32,7 +32,7 @@ from accord.errors import ExitCode
 from accord.models import Strict
 from privacy.errors import PrivacyError
 
-Purpose = Literal["evaluation", "training"]
+Purpose = Literal["evaluation", "training", "monitoring"]
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -64,6 +64,12 @@ class Protections(Strict):
     allow_exact_statistics: bool = False
     max_epsilon_per_release: Annotated[float, Field(gt=0)] | None = None
     require_encryption: bool = False
+    # Distributed noise (opt-in): under encryption the node adds only a share N(0, σ²/t) of a release's noise
+    # when the study's t (honest contributors its guarantee needs, this partner counted) is at most
+    # `max_honest_required`; otherwise it adds the full local noise. The ledger charges the release's ε
+    # (which holds while at least t contributors are honest) and records the share's own ε beside it.
+    allow_distributed_noise: bool = False
+    max_honest_required: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -79,6 +85,11 @@ class Protections(Strict):
                              "allow_exact_statistics = true")
         if self.require_dp and self.allow_exact_statistics:
             raise ValueError("allow_exact_statistics = true contradicts require_dp = true")
+        if self.allow_distributed_noise and self.max_honest_required is None:
+            raise ValueError("allow_distributed_noise = true needs max_honest_required: the most honest contributors "
+                             "(this partner counted) the node accepts that a study's guarantee relies on")
+        if self.max_honest_required is not None and not self.allow_distributed_noise:
+            raise ValueError("max_honest_required is only used with allow_distributed_noise = true")
         return self
 
 
@@ -112,6 +123,21 @@ class Disclosure(Strict):
         return self
 
 
+class MonitoringTerms(Strict):
+    """What a monitoring study (purpose "monitoring": one evaluation per period) may ask of this dataset.
+
+    Every period is a release charged to the ledger under the budget's caps; these terms cap it further:
+    ε per period, and how many periods one study may run here (the node counts its own monitoring tasks
+    of the study, whatever period number the coordinator claims). `allow_snapshots`: a period may read
+    a data snapshot the partner declared in its data manifest (with its own SHA-256) instead of the
+    data file this contract names.
+    """
+
+    max_epsilon_per_period: Annotated[float, Field(gt=0)] | None = None
+    max_periods: Annotated[int, Field(ge=1)] | None = None
+    allow_snapshots: bool = False
+
+
 class Budget(Strict):
     """ε caps fed to the partner's ledger (the node CLI may only lower them)."""
 
@@ -135,6 +161,7 @@ class DataContract(Strict):
     release_per_partner: bool = False
     protections: Protections = Protections()
     disclosure: Disclosure = Disclosure()
+    monitoring: MonitoringTerms = MonitoringTerms()
     budget: Budget
     min_cohort: Annotated[int, Field(ge=1)] = 2
     retention_days: Annotated[int, Field(ge=0)]
@@ -172,6 +199,19 @@ class DataContract(Strict):
             if not result.ok:
                 raise ContractViolation(result.clause, result.detail)
 
+    def noise_shares(self, request: TaskRequest) -> int:
+        """t when the node adds only a share N(0, σ²/t) of the noise (distributed noise); 1: the full local noise.
+
+        A share only when the study asks for distributed noise, the contract allows it for the study's t, and
+        the task is encrypted over a cohort of at least t; a task the clause `protections.allow_distributed_noise`
+        refuses gets 1 here (it is refused before any noise is drawn)."""
+        if not _distributed_noise(self, request).ok:
+            return 1
+        terms, wanted = self.protections, request.honest_required
+        if request.noise != "distributed" or wanted is None or request.cohort is None or not terms.allow_distributed_noise:
+            return 1
+        return wanted if terms.max_honest_required is not None and wanted <= terms.max_honest_required else 1
+
 
 @dataclass(frozen=True)
 class TaskRequest:
@@ -190,6 +230,11 @@ class TaskRequest:
     today: date = field(default_factory=date.today)
     records: int | None = None  # the partner's record count (None: unknown, as in a dry run without data)
     release: ReleaseShape | None = None  # what the task's statistics hold (None: undeclared)
+    monitoring_periods: int | None = None  # a monitoring task: periods of the study including this one (None: not one)
+    snapshot: bool = False  # the task reads a data snapshot declared in the manifest
+    noise: str = "local"  # "distributed": the study asks partners to add only a share of the noise
+    honest_required: int | None = None  # the study's t, resolved for the announced cohort
+    cohort: int | None = None  # the announced cohort's size (None: the task is not encrypted)
 
 
 @dataclass(frozen=True)
@@ -280,6 +325,46 @@ def _encryption(c: DataContract, r: TaskRequest) -> ClauseResult:
                    "encryption on" if r.encrypted else "encryption not required")
 
 
+def _distributed_noise(c: DataContract, r: TaskRequest) -> ClauseResult:
+    """Which noise the node adds (`DataContract.noise_shares`); a task that asks this opted-in node for a share
+    whose sum could not carry the central noise (not encrypted, or a cohort of fewer than t) fails."""
+    clause, terms, wanted = "protections.allow_distributed_noise", c.protections, r.honest_required
+    if r.noise != "distributed" or wanted is None:
+        return ClauseResult(clause, True, "local noise (the study does not ask for distributed noise)")
+    if not terms.allow_distributed_noise or terms.max_honest_required is None:
+        return ClauseResult(clause, True, "the node adds the full local noise: the contract does not allow distributed noise")
+    if r.cohort is None:
+        return ClauseResult(clause, False, "the study asks for distributed noise on a task that is not encrypted: "
+                            "a share of the noise would leave in plaintext")
+    if wanted > terms.max_honest_required:
+        return ClauseResult(clause, True, f"the node adds the full local noise: the study's guarantee needs {wanted} honest "
+                            f"contributors, more than the contract's max_honest_required {terms.max_honest_required}")
+    if r.cohort < wanted:
+        return ClauseResult(clause, False, f"the task's cohort has {r.cohort} contributors, fewer than the {wanted} honest "
+                            "ones the distributed guarantee needs: its sum could not carry one central release's noise")
+    return ClauseResult(clause, True, f"distributed noise: a share σ²/{wanted}; the release's ε holds while at least "
+                        f"{wanted} of the {r.cohort} contributors are honest")
+
+
+def _monitoring(c: DataContract, r: TaskRequest) -> ClauseResult:
+    """The `[monitoring]` terms on a monitoring task (purpose "monitoring" itself is `allowed_purposes`)."""
+    if r.purpose != "monitoring":
+        return ClauseResult("monitoring", True, "not a monitoring task")
+    terms = c.monitoring
+    periods = r.monitoring_periods
+    if terms.max_periods is not None and (periods is None or periods > terms.max_periods):
+        return ClauseResult("monitoring.max_periods", False,
+                            f"this would be monitoring period {periods} of the study here, the contract allows {terms.max_periods}")
+    cap = terms.max_epsilon_per_period
+    if cap is not None and (r.epsilon_per_release is None or r.epsilon_per_release > cap):
+        return ClauseResult("monitoring.max_epsilon_per_period", False,
+                            f"ε per period {r.epsilon_per_release} exceeds the contract's {cap}")
+    if r.snapshot and not terms.allow_snapshots:
+        return ClauseResult("monitoring.allow_snapshots", False,
+                            "the period reads a declared data snapshot and the contract does not allow snapshots")
+    return ClauseResult("monitoring", True, f"monitoring period {periods} within the contract's terms")
+
+
 def _disclosure(c: DataContract, r: TaskRequest) -> ClauseResult:
     """The `[disclosure]` caps on a release without DP (the first that fails, or one verdict for all)."""
     terms = c.disclosure
@@ -316,7 +401,8 @@ def _disclosure(c: DataContract, r: TaskRequest) -> ClauseResult:
 
 
 _CLAUSES = (
-    _expiry, _purpose, _coordinator, _jurisdiction, _legal_basis, _licence, _retention, _cohort, _dp, _encryption, _disclosure,
+    _expiry, _purpose, _coordinator, _jurisdiction, _legal_basis, _licence, _retention, _cohort, _dp, _encryption,
+    _distributed_noise, _disclosure, _monitoring,
 )
 
 

@@ -5,7 +5,7 @@ the tight privacy profile (Balle & Wang 2018, Theorem 8; with μ = Δ/σ)
 
     δ(ε) = Φ(μ/2 − ε/μ) − e^ε · Φ(−μ/2 − ε/μ).
 
-`gaussian_sigma` solves δ(ε) = δ for the smallest σ numerically (scipy), which is valid for every
+`gaussian_sigma` solves δ(ε) = δ for the smallest σ numerically (bisection), which is valid for every
 ε > 0 and tighter than the classic σ = Δ·sqrt(2 ln(1.25/δ))/ε (Dwork & Roth 2014, Theorem A.1),
 a bound that is only proven for ε < 1 and is loose even there. `gaussian_epsilon` inverts the
 profile the other way. Composing k Gaussian releases with μ₁…μ_k is exactly one Gaussian with
@@ -18,6 +18,7 @@ rounded in the conservative direction and then re-checked against the profile.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from privacy.validation import require_delta, require_number
 
@@ -37,6 +38,25 @@ def log_gaussian_delta(*, epsilon: float, mu: float) -> float:
     if b >= a:  # only through rounding: the true δ is ≥ 0 and here indistinguishable from 0
         return -math.inf
     return float(a + math.log1p(-math.exp(b - a)))
+
+
+def _boundary(excess: Callable[[float], float], *, holds: float, fails: float) -> float:
+    """Where the monotone `excess` crosses 0 between `holds` (excess ≤ 0) and `fails` (> 0), returned
+    from the side where it holds, to 1e-15 absolute + 1e-15 relative (the tolerance brentq had).
+
+    Bisection in plain Python rather than scipy.optimize: a partner's node imports afresh for every
+    task (one ClientApp process per message) and scipy.optimize cost each DP task ~0.3 s of CPU.
+    The callers still round the root conservatively and re-check the profile there.
+    """
+    while abs(fails - holds) > 1e-15 + 1e-15 * abs(holds):
+        middle = (holds + fails) / 2
+        if middle in (holds, fails):  # no float left between them
+            break
+        if excess(middle) <= 0:
+            holds = middle
+        else:
+            fails = middle
+    return holds
 
 
 def gaussian_delta(*, epsilon: float, mu: float) -> float:
@@ -60,9 +80,7 @@ def gaussian_epsilon(*, mu: float, delta: float) -> float:
         if excess(high) <= 0:
             break
         high *= 2
-    from scipy.optimize import brentq
-
-    root: float = brentq(excess, 0.0, high, xtol=1e-15, rtol=1e-15)
+    root = _boundary(excess, holds=high, fails=0.0)
     eps = root * (1 + SAFETY_MARGIN) + 1e-15
     while excess(eps) > 0:  # the profile must hold at the reported ε, not only near it
         eps *= 1 + SAFETY_MARGIN
@@ -88,9 +106,7 @@ def gaussian_sigma(*, epsilon: float, delta: float, l2_sensitivity: float) -> fl
         low *= 2
     while excess(high) <= 0:
         high *= 2
-    from scipy.optimize import brentq
-
-    log_mu = brentq(excess, low, high, xtol=1e-15, rtol=1e-15)
+    log_mu = _boundary(excess, holds=low, fails=high)
     multiplier = math.exp(-log_mu) * (1 + SAFETY_MARGIN)
     while excess(-math.log(multiplier)) > 0:
         multiplier *= 1 + SAFETY_MARGIN

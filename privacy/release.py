@@ -6,7 +6,9 @@ of coordinates one record touches in all. Dividing each array by its scale bound
 touched coordinate's change by 1, so the L2 sensitivity (add/remove one record) is
 sqrt(coordinates_per_record); noise N(0, σ²) calibrated to it is added in those units,
 i.e. N(0, (σ·s)²) in the array's own units. The noise is drawn at the partner before
-anything leaves it; the guarantee rests on this partner's noise alone.
+anything leaves it; the guarantee rests on this partner's noise alone. Under encrypted aggregation a
+partner may add only a share of it (`noise_share`: distributed noise), and then the release's (ε, δ)
+holds under the assumption that enough contributors are honest; the share's own (ε, δ) is reported beside it.
 
 Noise comes from numpy's PCG64 seeded from the operating system's entropy; it is not
 hardened against floating-point side channels (a known limit of textbook Gaussian sampling).
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.gaussian import gaussian_sigma
+from privacy.gaussian import gaussian_epsilon, gaussian_sigma
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,25 @@ def calibrate_release(*, epsilon: float, delta: float, coordinates_per_record: i
     sensitivity = math.sqrt(coordinates_per_record)
     sigma = gaussian_sigma(epsilon=epsilon, delta=delta, l2_sensitivity=sensitivity)
     return GaussianRelease(epsilon=epsilon, delta=delta, l2_sensitivity=sensitivity, sigma=sigma)
+
+
+def noise_share(central: GaussianRelease, *, honest_required: int) -> GaussianRelease:
+    """One partner's share of a distributed release: N(0, σ²/t) instead of N(0, σ²), t = `honest_required`.
+
+    When every contributor to an encrypted sum adds such a share, the decrypted sum carries variance
+    h·σ²/t from its h honest contributors, at least the σ² of `central` whenever h ≥ t (the stated
+    assumption). The share is returned with the (ε, δ) it achieves on its own (Δ/(σ/√t), at the same δ,
+    rounded up by `gaussian_epsilon`): what holds for this partner whatever the others do. t = 1 is
+    the central release itself.
+    """
+    if isinstance(honest_required, bool) or not isinstance(honest_required, int) or honest_required < 1:
+        raise ValueError(f"honest_required must be an integer of at least 1, got {honest_required!r}")
+    if honest_required == 1:
+        return central
+    sigma = central.sigma / math.sqrt(honest_required)
+    epsilon = gaussian_epsilon(mu=central.l2_sensitivity / sigma, delta=central.delta)
+    return GaussianRelease(epsilon=max(epsilon, central.epsilon), delta=central.delta,
+                           l2_sensitivity=central.l2_sensitivity, sigma=sigma)
 
 
 def add_gaussian_noise(

@@ -4,7 +4,8 @@ Prepares the data, models, contracts and the coordinator's key (demo/output/coor
 coordinator CLI looks by default), starts `python -m federated.server` (which starts the SuperLink), then
 three `python -m federated.client` nodes, each under its hospital's data contract, waits for the
 study to finish and stops the nodes; then exports the evidence pack of that run (demo/evidence.zip) and
-verifies it offline. Exits with the first non-zero exit code.
+verifies it offline, and prints the address of the dashboard over the runs (`make dashboard` serves it).
+Exits with the first non-zero exit code.
 
 Each run writes to its own folder, demo/output/runs/RUN_ID/; demo/output/latest points to the newest.
 """
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from examples.hospitals.prepare import COORDINATOR_KEY, HOSPITALS, prepare
+from federated.dashboard.__main__ import DEFAULT_PORT, address_line
 from federated.local.localhost import LocalFederation, Partner
 from federated.runtime.runs import RUNS
 
@@ -44,7 +46,18 @@ def main() -> int:
     print(f"\nPartner trails and logs: {demo / 'nodes'}/<hospital>/", file=sys.stderr)
     if code != 0:
         return code
-    return export_and_verify(demo)
+    code = export_and_verify(demo)
+    if code == 0:
+        print_dashboard_line(demo)
+    return code
+
+
+def print_dashboard_line(demo: Path) -> None:
+    """Where the dashboard over this demo will be, and the command that serves it (`make dashboard`); the demo
+    does not start it, so that `make demo` ends."""
+    command = (f"python -m federated.dashboard --output {demo.relative_to(ROOT) / 'output' / RUNS} "
+               f"--pack {demo.relative_to(ROOT) / 'evidence.zip'} --coordinator-key {demo.relative_to(ROOT) / COORDINATOR_KEY}.pub")
+    print(f"\n{address_line('127.0.0.1', DEFAULT_PORT, None)} — serve it with `make dashboard` ({command})")
 
 
 def export_and_verify(demo: Path) -> int:

@@ -16,7 +16,6 @@ This module must never accept a reply whose cosignature or checkpoint fails.
 from __future__ import annotations
 
 import secrets
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,6 @@ from federated.messages.audit_exchange import (
     sign_task,
 )
 
-_BOUND: weakref.WeakKeyDictionary[AuditTrail, CoordinatorAudit] = weakref.WeakKeyDictionary()
-
 
 class CoordinatorAudit:
     """Checkpoints of the coordinator's trail and the cosignatures exchanged with partners."""
@@ -72,18 +69,11 @@ class CoordinatorAudit:
 
     @classmethod
     def for_study(cls, trail: AuditTrail, key: Path, *, study_id: str) -> CoordinatorAudit:
-        """The ServerApp's audit: the coordinator key (created if absent), bound to its trail."""
+        """The ServerApp's audit of `trail`, signed with the coordinator key (created if absent).
+
+        The ServerApp passes it explicitly, in its `RoundContext`, to every round it runs."""
         identity, _ = load_or_create_identity(key)
-        return cls(trail, identity, study_id=study_id).bind()
-
-    def bind(self) -> CoordinatorAudit:
-        """Make every round sent with this trail (`rounds.collect_replies`) carry checkpoints."""
-        _BOUND[self.trail] = self
-        return self
-
-    @staticmethod
-    def bound_to(trail: AuditTrail) -> CoordinatorAudit | None:
-        return _BOUND.get(trail)
+        return cls(trail, identity, study_id=study_id)
 
     @property
     def origin(self) -> str:

@@ -55,6 +55,13 @@ EVENT_KINDS: dict[str, str] = {
     # The closing seal (`federated.messages.seal`): its task_sent / task_received / task_accepted /
     # result_sent / result_received / cosignature_received / partner_missing entries carry round
     # null; the partner's task_received and result_sent carry `step: "seal"`. No new kind.
+    # Added with monitoring studies (issue 16, `federated.server.monitoring`); `round` is the period's round.
+    "monitoring_period_started": "coordinator: a monitoring period began (period; its round)",
+    "monitoring_period_completed": "coordinator: a monitoring period was compared with its baseline (period, contributors, alerts)",
+    "monitoring_alert": "coordinator: a period's metric degraded beyond the study's threshold (period, model, partner or null, metric, baseline, value, difference, p_value, threshold, message)",
+    "monitoring_alert_sink_failed": "coordinator: an alert could not be written to its file or posted to its webhook (period, sink, target, error)",
+    "monitoring_stopped": "coordinator: a partner refused a period for its budget, monitoring terms or a missing snapshot (period, partner, clause, resumable)",
+    "monitoring_resumed": "coordinator: a restarted monitoring study resumes (periods_done, next_period, next_round)",
 }
 
 

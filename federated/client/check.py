@@ -48,6 +48,7 @@ from federated.client.costs import TaskCost
 from federated.client.data import DataManifest, load_manifest, load_partner_data
 from federated.client.exact_releases import StudyHistory
 from federated.client.tasks import TASK_KINDS
+from federated.client.task_kind import task_purpose
 from federated.errors import RefusalError
 from federated.messages.study_tasks import study_tasks
 from federated.runtime.flower import parse_address
@@ -102,7 +103,7 @@ def check_tasks(
                 verdicts.append(TaskVerdict(planned.label, planned.message_type, []))
                 continue
             cost = kind.cost(planned.spec, records)
-            clauses = contract_verdicts(contract, purpose=kind.purpose, spec=planned.spec, cost=cost,
+            clauses = contract_verdicts(contract, purpose=task_purpose(kind, planned.spec), spec=planned.spec, cost=cost,
                                         coordinator_key=coordinator_key, today=today, records=records, history=exact)
             clauses.append(_budget_verdict(cost, contract, ledger, study.id))
             verdict = TaskVerdict(planned.label, planned.message_type, clauses)
@@ -178,6 +179,9 @@ def model_fit(study: Study, manifest: DataManifest) -> list[ClauseResult]:
         return [ClauseResult("model_fit", wanted == width,
                              f"training model ({study.training.architecture}) takes {wanted} features, the manifest lists {width}")]
     results = []
+    if study.evaluation.task != "regression" and manifest.label_type == "number":
+        results.append(ClauseResult("model_fit", False, 'the study evaluates classifiers; the manifest declares its label '
+                                    'as numbers (label_type = "number"), so every task would be refused'))
     for model in study.models:
         expected = onnx_input_width(model.path.read_bytes())
         if expected is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from accord.errors import AccordError
 from federated.client.contract_request import released_models, task_request
-from federated.client.costs import TaskCost
+from federated.client.costs import DistributedShare, TaskCost
 from federated.client.exact_releases import ExactReleases, StudyHistory
 from federated.client.settings import NodeSettings
 from federated.errors import RefusalError
@@ -62,7 +62,7 @@ def suppression(contract: DataContract | None) -> CellSuppression | None:
 
 def enforce_contract(
     settings: NodeSettings, *, purpose: str, spec: Any, cost: TaskCost, data_sha256: str, coordinator_key: str | None,
-    records: int | None = None,
+    records: int | None = None, periods: int | None = None,
 ) -> tuple[NodeSettings, DataContract | None]:
     """Check the task against the node's contract; return settings with the contract's caps applied.
 
@@ -78,7 +78,7 @@ def enforce_contract(
 
     def check(history: StudyHistory | None = None) -> None:
         contract.check(task_request(purpose=purpose, spec=spec, cost=cost, coordinator_key=coordinator_key,
-                                    records=records, history=history))
+                                    records=records, history=history, periods=periods))
 
     try:
         if cost.unprotected and contract.disclosure.enabled:
@@ -139,5 +139,32 @@ def charge(ledger: BudgetLedger, cost: TaskCost, *, study: str) -> None:
     spent = cost.private
     if spent is None:
         return
+    share = spent.distributed
     ledger.spend(study_id=study, release=spent.release, epsilon=spent.epsilon, delta=spent.delta,
-                 noise_multiplier=spent.noise_multiplier, sample_rate=spent.sample_rate, steps=spent.steps)
+                 noise_multiplier=spent.noise_multiplier, sample_rate=spent.sample_rate, steps=spent.steps,
+                 share_epsilon=share.share_epsilon if share else None,
+                 honest_required=share.honest_required if share else None, cohort=share.cohort if share else None)
+
+
+def noise_shares(contract: DataContract | None, *, purpose: str, spec: Any, cost: TaskCost,
+                 coordinator_key: str | None) -> int:
+    """t when the node adds only a share N(0, σ²/t) of its evaluation noise (distributed noise, opted into by
+    its contract: `DataContract.noise_shares`); 1, the full local noise, otherwise and without a contract."""
+    if contract is None or cost.private is None:
+        return 1
+    return contract.noise_shares(task_request(purpose=purpose, spec=spec, cost=cost, coordinator_key=coordinator_key))
+
+
+def distributed_cost(cost: TaskCost, spec: Any, *, shares: int) -> TaskCost:
+    """The cost with its distributed share recorded (what the ledger stores beside the charged ε)."""
+    if shares == 1 or cost.private is None or spec.encryption is None:
+        return cost
+    # lazy: scipy only for DP tasks
+    from federated.evaluation.dp_release import calibrate
+    from privacy.release import noise_share
+
+    evaluation = spec if hasattr(spec, "layout") else spec.evaluation_spec()  # training: its incoming model's statistics
+    privacy = evaluation.evaluation.privacy
+    share = noise_share(calibrate(evaluation.layout(), privacy, len(evaluation.models)), honest_required=shares)
+    return cost.with_share(DistributedShare(share.epsilon, shares, len(spec.encryption.cohort)),
+                           evaluation_epsilon=privacy.epsilon)

@@ -18,7 +18,7 @@ def released_models(spec: Any) -> tuple[str, ...]:
 
 def task_request(
     *, purpose: str, spec: Any, cost: TaskCost, coordinator_key: str | None, today: date | None = None,
-    records: int | None = None, history: StudyHistory | None = None,
+    records: int | None = None, history: StudyHistory | None = None, periods: int | None = None,
 ) -> TaskRequest:
     """What a task asks of a dataset: who asks, why, under which law, with which protections.
 
@@ -26,13 +26,21 @@ def task_request(
     encryption block are what the coordinator committed to for this task; its evaluation settings
     and models are the shape of what it releases. `records` (this partner's record count) and
     `history` (what the node released without DP in the study before) feed the `[disclosure]` caps.
+    `periods`: the node's own count of the study's monitoring tasks, this one included (a monitoring task
+    counts as the larger of it and the period the coordinator names).
     """
+    monitoring = getattr(spec, "monitoring", None)
     governance = spec.governance
     history = history or StudyHistory()
-    release = ReleaseShape(
-        score_bins=spec.evaluation.score_bins, models=released_models(spec),
+    regression = spec.evaluation.regression if spec.evaluation.task == "regression" else None
+    release = ReleaseShape(  # a regression study's histogram bins are its residual bins (no score bins are sent)
+        score_bins=len(regression.residual_edges) - 1 if regression is not None else spec.evaluation.score_bins,
+        models=released_models(spec),
         subgroup_levels=len(spec.evaluation.subgroup_levels), study_tasks=history.tasks, study_models=history.models,
     )
+    privacy = spec.evaluation.privacy
+    encryption = getattr(spec, "encryption", None)
+    cohort = len(encryption.cohort) if encryption is not None else None
     return TaskRequest(
         purpose=purpose,
         coordinator_key=coordinator_key,
@@ -47,4 +55,11 @@ def task_request(
         today=today or date.today(),
         records=records,
         release=release,
+        monitoring_periods=max(monitoring.period, periods or 0) if monitoring is not None else None,
+        snapshot=monitoring is not None and monitoring.snapshot is not None,
+        # a share only for classification statistics (a regression release is always local noise)
+        noise=privacy.noise if privacy.enabled and getattr(spec.evaluation, "task", "classification") == "classification"
+        else "local",
+        honest_required=privacy.honest_required_of(cohort or 0) if privacy.noise == "distributed" else None,
+        cohort=cohort,
     )

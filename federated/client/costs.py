@@ -9,7 +9,7 @@ node with a finite ε cap or a contract requiring DP can refuse it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from federated.study import EvaluationSettings, TrainingSettings
 from privacy.dp_sgd_plan import plan_dp_sgd
@@ -25,6 +25,17 @@ class PrivacyCost:
     noise_multiplier: float | None = None
     sample_rate: float | None = None
     steps: int | None = None
+    distributed: DistributedShare | None = None  # the evaluation noise is a share (`with_share`)
+
+
+@dataclass(frozen=True)
+class DistributedShare:
+    """Distributed noise: the release's ε holds while `honest_required` of the `cohort` contributors are honest;
+    `share_epsilon` is what this partner's own share gives alone (the ledger records both)."""
+
+    share_epsilon: float
+    honest_required: int
+    cohort: int
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,15 @@ class TaskCost:
     def epsilon_per_release(self) -> float | None:
         """ε of this round's release; None when part of it is not DP (unbounded)."""
         return None if self.unprotected or self.private is None else self.private.epsilon
+
+    def with_share(self, share: DistributedShare, *, evaluation_epsilon: float) -> TaskCost:
+        """The cost when the evaluation noise is a share: the charged ε stays the release's; what the share gives
+        alone is the evaluation share's ε plus the rest of the round's release (DP-SGD), by the same basic composition."""
+        if self.private is None:
+            return self
+        alone = share.share_epsilon + (self.private.epsilon - evaluation_epsilon)
+        recorded = DistributedShare(max(alone, self.private.epsilon), share.honest_required, share.cohort)
+        return TaskCost(private=replace(self.private, distributed=recorded), unprotected=self.unprotected)
 
 
 def dp_sgd_cost(settings: TrainingSettings, *, round_number: int, num_examples: int) -> PrivacyCost | None:

@@ -6,9 +6,11 @@ so a caller that only needs sums (evaluation) holds one batch at a time, never t
 every batch is checked (columns, numbers, labels) before it is yielded, and the SHA-256 of
 the file's bytes is checked in the same pass, after the last batch. A consumer must finish
 the pass before it uses what it computed: a file that does not match its manifest raises
-`DataError` at the end. `load_partner_data` gathers the batches into arrays for callers that
-need the whole dataset (DP-SGD training, the node's start-up check). Nothing here ever sends
-data anywhere.
+`DataError` at the end. An evaluation task uses a `PartnerFile` (`open_partner_file`: the record
+count from a cheap pre-pass, needed by the contract and the privacy plan before the task runs; the
+pass checks it again). `load_partner_data` gathers the batches into arrays for callers that need
+the whole dataset (training); `check_partner_file` checks a file in one bounded pass (the node's
+start-up check). Nothing here ever sends data anywhere.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from accord.config_files import load_toml_model
 from accord.models import Strict
-from federated.errors import ConfigError, DataError
+from federated.errors import ConfigError, DataFileError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,16 +42,29 @@ CSV_BLOCK_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 
+class DataSnapshot(Strict):
+    """A later snapshot of the same dataset (same columns), declared for monitoring studies: its number
+    (1, 2, ... in the order declared), its file (relative to the manifest) and that file's own SHA-256."""
+
+    number: int = Field(ge=1)
+    path: Path
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    declared: str = ""  # when it was taken, for people (e.g. "2026-11-01")
+
+
 class DataManifest(Strict):
     """What a partner declares about one data file (TOML)."""
 
     dataset_id: str
     features: list[str] = Field(min_length=1)
     label: str
+    # "class": non-negative integer class labels; "number": any finite number (a regression study's outcome).
+    label_type: Literal["class", "number"] = "class"
     subgroup: str | None = None
     sha256: str
     release_per_partner: bool = False
     description: str = ""
+    snapshots: list[DataSnapshot] = Field(default_factory=list)
 
     @field_validator("sha256")
     @classmethod
@@ -72,7 +87,8 @@ class DataManifest(Strict):
 
 @dataclass(frozen=True)
 class DataBatch:
-    """Consecutive checked records: features float32 [n, f], integer labels, optional subgroups."""
+    """Consecutive checked records: features float32 [n, f], labels (integer classes, or float64 numbers
+    when the manifest's label_type is "number"), optional subgroups."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -137,9 +153,9 @@ def _where(path: Path, record: int) -> str:
     return f"line {record + 2}" if path.suffix.lower() == ".csv" else f"record {record}"
 
 
-def _not_finite(path: Path, name: str, values: np.ndarray, first_record: int) -> DataError:
+def _not_finite(path: Path, name: str, values: np.ndarray, first_record: int) -> DataFileError:
     row = first_record + int(np.flatnonzero(~np.isfinite(values))[0])
-    return DataError(f"{path}: column {name!r} holds NaN or infinite values ({_where(path, row)})")
+    return DataFileError(f"{path}: column {name!r} holds NaN or infinite values ({_where(path, row)})")
 
 
 def _float_column(path: Path, name: str, column: pa.ChunkedArray, first_record: int) -> np.ndarray:
@@ -148,13 +164,35 @@ def _float_column(path: Path, name: str, column: pa.ChunkedArray, first_record: 
 
     if column.null_count:
         row = first_record + int(np.flatnonzero(np.asarray(column.is_null()))[0])
-        raise DataError(f"{path}: column {name!r} holds NaN or missing values ({_where(path, row)})")
+        raise DataFileError(f"{path}: column {name!r} holds NaN or missing values ({_where(path, row)})")
     try:
         if column.type != pa.float64():  # CSV columns are read as float64 already; Parquet may hold others
             column = column.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(f"{path}: column {name!r} holds non-numeric values") from None
-    return column.to_numpy()
+        raise DataFileError(f"{path}: column {name!r} holds non-numeric values") from None
+    return _float64_values(column)
+
+
+# pyarrow's own `to_numpy` imports pandas (~0.7 s of CPU), and a node pays its imports in every
+# ClientApp process, once per task: these two read the columns' buffers instead.
+def _float64_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A float64 column without nulls as one (writable) numpy array, copied from its chunks' data buffers."""
+    parts = [np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=len(chunk), offset=chunk.offset * 8)
+             for chunk in column.chunks if len(chunk)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _string_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy object array of Python strings (None where null)."""
+    import pyarrow.compute as pc
+
+    if column.null_count or not len(column):
+        return np.asarray(column.to_pylist(), dtype=object)
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    indices = encoded.indices
+    codes = np.frombuffer(indices.buffers()[1], dtype=indices.type.to_pandas_dtype(), count=len(indices),
+                          offset=indices.offset * indices.type.bit_width // 8)
+    return np.asarray(encoded.dictionary.to_pylist(), dtype=object)[codes]
 
 
 def _batch(path: Path, manifest: DataManifest, batch: pa.Table, first_record: int) -> DataBatch:
@@ -169,18 +207,18 @@ def _batch(path: Path, manifest: DataManifest, batch: pa.Table, first_record: in
     labels_float = _float_column(path, manifest.label, batch.column(manifest.label), first_record)
     if not np.isfinite(labels_float).all():
         raise _not_finite(path, manifest.label, labels_float, first_record)
-    labels = labels_float.astype(np.int64)
-    bad = (labels != labels_float) | (labels < 0)
+    labels = labels_float if manifest.label_type == "number" else labels_float.astype(np.int64)
+    bad = (labels != labels_float) | (labels < 0) if manifest.label_type == "class" else np.zeros(0, bool)
     if bad.any():
         row = first_record + int(np.flatnonzero(bad)[0])
-        raise DataError(
+        raise DataFileError(
             f"{path}: label column {manifest.label!r} must hold non-negative integers ({_where(path, row)})"
         )
     subgroups = None
     if manifest.subgroup:
         column = batch.column(manifest.subgroup)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            subgroups = column.to_numpy(zero_copy_only=False).astype(object)
+            subgroups = _string_values(column)
         else:  # e.g. integer codes in Parquet: named as Python writes them, as before
             subgroups = np.asarray([str(value) for value in column.to_pylist()], dtype=object)
     return DataBatch(features, labels, subgroups, first_record)
@@ -227,7 +265,7 @@ def _csv_batches(path: Path, manifest: DataManifest, stream: _HashingReader) -> 
     except pa.ArrowKeyError:  # pyarrow names one column missing from include_columns; name them all
         header = _csv_header(path)
         missing = [name for name in wanted if name not in header]
-        raise DataError(f"{path}: columns named in the manifest are missing: {missing}") from None
+        raise DataFileError(f"{path}: columns named in the manifest are missing: {missing}") from None
     except pa.ArrowInvalid as exc:
         raise _csv_error(path, manifest, exc) from None
     while True:
@@ -240,11 +278,11 @@ def _csv_batches(path: Path, manifest: DataManifest, stream: _HashingReader) -> 
         yield batch
 
 
-def _csv_error(path: Path, manifest: DataManifest, exc: Exception) -> DataError:
+def _csv_error(path: Path, manifest: DataManifest, exc: Exception) -> DataFileError:
     if "Empty CSV file" in str(exc):
-        return DataError(f"{path}: not a CSV file with a header row")
+        return DataFileError(f"{path}: not a CSV file with a header row")
     located = _csv_problem(path, [*manifest.features, manifest.label])
-    return DataError(f"{path}: {located or exc}")
+    return DataFileError(f"{path}: {located or exc}")
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -262,19 +300,19 @@ def _parquet_batches(path: Path, manifest: DataManifest, handle: BinaryIO, batch
     try:
         parquet = pq.ParquetFile(handle)
     except pa.ArrowException as exc:
-        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+        raise DataFileError(f"{path}: not a readable Parquet file: {exc}") from None
     missing = [name for name in manifest.columns() if name not in parquet.schema_arrow.names]
     if missing:
-        raise DataError(f"{path}: columns named in the manifest are missing: {missing}")
+        raise DataFileError(f"{path}: columns named in the manifest are missing: {missing}")
     try:
         yield from parquet.iter_batches(batch_size=batch_records, columns=manifest.columns())
     except pa.ArrowException as exc:  # a damaged row group: the hash matched, so the file was written so
-        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+        raise DataFileError(f"{path}: not a readable Parquet file: {exc}") from None
 
 
 def _check_hash(path: Path, digest: str, manifest: DataManifest) -> None:
     if digest != manifest.sha256:
-        raise DataError(f"{path}: SHA-256 {digest} does not match the manifest's sha256 {manifest.sha256}")
+        raise DataFileError(f"{path}: SHA-256 {digest} does not match the manifest's sha256 {manifest.sha256}")
 
 
 def _tables(batches: Iterator[pa.RecordBatch], records: int) -> Iterator[pa.Table]:
@@ -295,8 +333,11 @@ def _tables(batches: Iterator[pa.RecordBatch], records: int) -> Iterator[pa.Tabl
         yield pa.Table.from_batches(pending)
 
 
-def scan_partner_data(data_path: Path, manifest: DataManifest, *, batch_records: int = BATCH_RECORDS) -> Iterator[DataBatch]:
+def scan_partner_data(
+    data_path: Path, manifest: DataManifest, *, batch_records: int = BATCH_RECORDS
+) -> Generator[DataBatch, None, int]:
     """Checked batches of `data_path`; `DataError` saying what is wrong, the hash checked by the end.
+    The generator returns the number of records it read (`yield from` hands it over).
 
     A wrong hash takes precedence over every other error: after a bad value the rest of the
     file is still hashed, so a file that was changed is reported as changed. CSV bytes are
@@ -306,13 +347,13 @@ def scan_partner_data(data_path: Path, manifest: DataManifest, *, batch_records:
     data_path = Path(data_path)
     suffix = data_path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        raise DataError(f"{data_path}: unsupported data format {data_path.suffix!r} (use .csv or .parquet)")
+        raise DataFileError(f"{data_path}: unsupported data format {data_path.suffix!r} (use .csv or .parquet)")
     try:
         handle = open(data_path, "rb", buffering=0)  # noqa: SIM115 (the generator owns it: closed below)
     except FileNotFoundError:
-        raise DataError(f"{data_path}: data file not found") from None
+        raise DataFileError(f"{data_path}: data file not found") from None
     except OSError as exc:
-        raise DataError(f"{data_path}: cannot read: {exc.strerror}") from None
+        raise DataFileError(f"{data_path}: cannot read: {exc.strerror}") from None
     with handle:
         stream = _HashingReader(handle)
         if suffix == ".parquet":
@@ -335,7 +376,8 @@ def scan_partner_data(data_path: Path, manifest: DataManifest, *, batch_records:
         if suffix == ".csv":
             _check_hash(data_path, stream.finish(), manifest)
         if records == 0:
-            raise DataError(f"{data_path}: no rows")
+            raise DataFileError(f"{data_path}: no rows")
+        return records
 
 
 def load_partner_data(data_path: Path, manifest: DataManifest) -> PartnerData:
@@ -349,3 +391,104 @@ def load_partner_data(data_path: Path, manifest: DataManifest) -> PartnerData:
         manifest=manifest,
         data_sha256=manifest.sha256,  # scan_partner_data checked the file's bytes against it
     )
+
+
+@dataclass(frozen=True)
+class PartnerFile:
+    """A partner's data file that is read as it is used: one streaming pass, never whole in memory.
+
+    `records` comes from a cheap pre-pass (`open_partner_file`) because the contract and the
+    privacy plan need the count before the task runs; `batches` is the checked, hashed pass, and
+    it checks that count again at its end, after the hash.
+    """
+
+    path: Path
+    manifest: DataManifest
+    records: int
+
+    @property
+    def size(self) -> int:
+        return self.records
+
+    @property
+    def data_sha256(self) -> str:
+        return self.manifest.sha256  # what `batches` checks the file's bytes against by its end
+
+    def batches(self, *, batch_records: int = BATCH_RECORDS) -> Generator[DataBatch, None, int]:
+        """`scan_partner_data` of the file, and then `DataError` if it read another count than the pre-pass.
+
+        `yield from` passes a consumer's `throw` on to the scan, so a failure caused by a changed
+        file is still reported as the change (see `federated.client.evaluation.evaluate_batches`).
+        """
+        read = yield from scan_partner_data(self.path, self.manifest, batch_records=batch_records)
+        if read != self.records:
+            raise DataFileError(
+                f"{self.path}: {read} records read, but {self.records} were counted before the pass "
+                "(the file was replaced in between)"
+            )
+        return read
+
+
+def _count_csv(path: Path, manifest: DataManifest) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    # The pass's parser settings, one column, no conversion: the same rows, counted at a fraction of the cost.
+    convert = pcsv.ConvertOptions(column_types={manifest.label: pa.string()}, include_columns=[manifest.label])
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True), convert_options=convert,
+        )
+        return sum(batch.num_rows for batch in reader)
+    except pa.ArrowKeyError:
+        header = _csv_header(path)
+        raise DataFileError(f"{path}: columns named in the manifest are missing: {[n for n in manifest.columns() if n not in header]}") from None
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, manifest, exc) from None
+
+
+def _count_parquet(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)  # the footer's count, no data read
+    except pa.ArrowException as exc:
+        raise DataFileError(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+def open_partner_file(data_path: Path, manifest: DataManifest) -> PartnerFile:
+    """The file with its record count from a pre-pass; `DataError` if it cannot even be counted.
+
+    The pre-pass neither hashes nor checks values: the pass (`PartnerFile.batches`) does both, and
+    nothing computed from the data may leave before that pass has ended. If counting fails, the
+    hash is checked first, so that a changed file is named as changed, as the pass would.
+    """
+    from accord.hashing import sha256_file
+
+    data_path = Path(data_path)
+    suffix = data_path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise DataFileError(f"{data_path}: unsupported data format {data_path.suffix!r} (use .csv or .parquet)")
+    if not data_path.is_file():
+        raise DataFileError(f"{data_path}: data file not found")
+    try:
+        records = _count_csv(data_path, manifest) if suffix == ".csv" else _count_parquet(data_path)
+        if records == 0:
+            raise DataFileError(f"{data_path}: no rows")
+    except DataFileError:
+        try:
+            _check_hash(data_path, sha256_file(data_path), manifest)
+        except OSError as exc:
+            raise DataFileError(f"{data_path}: cannot read: {exc.strerror}") from None
+        raise
+    except OSError as exc:
+        raise DataFileError(f"{data_path}: cannot read: {exc.strerror}") from None
+    return PartnerFile(data_path, manifest, records)
+
+
+def check_partner_file(data_path: Path, manifest: DataManifest) -> PartnerFile:
+    """Read `data_path` once, checking every value and the hash as a task would; memory bounded by a batch."""
+    records = sum(batch.size for batch in scan_partner_data(data_path, manifest))
+    return PartnerFile(Path(data_path), manifest, records)

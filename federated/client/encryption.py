@@ -57,7 +57,7 @@ from federated.messages.encryption import (
     sign_contribution,
 )
 from federated.messages.encryption_spec import ENCRYPTION_CLAUSE, EncryptionSpec
-from federated.messages.evaluation import EvaluationReply, TaskSpec, build_reply
+from federated.messages.evaluation import EvaluationReply, ModelStatistics, TaskSpec, build_reply
 from federated.messages.he_codec import (
     CANARY,
     CANARY_BITS,
@@ -168,7 +168,7 @@ def encrypted_reply(
     plan: BundlePlan,
     keys: NodeKeys,
     *,
-    statistics: Mapping[str, EvaluationStatistics],
+    statistics: Mapping[str, ModelStatistics],
     update: Mapping[str, np.ndarray] | None = None,
     info: PartnerInfo,
     study: str,
@@ -203,7 +203,7 @@ def encrypted_reply(
 
 
 def encrypt_evaluation(
-    spec: TaskSpec, statistics: Mapping[str, EvaluationStatistics], info: PartnerInfo, keys: NodeKeys, *, records: int
+    spec: TaskSpec, statistics: Mapping[str, ModelStatistics], info: PartnerInfo, keys: NodeKeys, *, records: int
 ) -> tuple[RecordDict, dict[str, Any]]:
     """An evaluation reply whose statistics (DP-noised already, if the study asks) travel encrypted."""
     plan = _plan(lambda public: evaluation_plan(spec, public), keys)
@@ -213,7 +213,7 @@ def encrypt_evaluation(
 
 
 def encrypt_training(
-    task: TrainTask, weights: Mapping[str, np.ndarray], *, weight: int, statistics: Mapping[str, EvaluationStatistics],
+    task: TrainTask, weights: Mapping[str, np.ndarray], *, weight: int, statistics: Mapping[str, ModelStatistics],
     info: PartnerInfo, keys: NodeKeys, records: int, content: RecordDict,
 ) -> tuple[RecordDict, dict[str, Any]]:
     """A training reply carrying weight·(w - w_global) and the incoming model's statistics, encrypted.

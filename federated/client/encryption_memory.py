@@ -23,9 +23,8 @@ import datetime
 import json
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-from federated.client.node_store import connected, transaction
+from federated.client.node_store import NodeStore
 from federated.errors import RefusalError
 from federated.messages.encryption_spec import ENCRYPTION_CLAUSE
 
@@ -47,25 +46,21 @@ class SentBundle:
     bundle_sha256: str
 
 
-class EncryptionMemory:
+class EncryptionMemory(NodeStore):
     """One node's encrypted-aggregation state (`PATH`, SQLite; created on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def beside(cls, trail: Path) -> EncryptionMemory:
-        return cls(trail.with_name(f"{trail.stem}-he.sqlite"))
+    SUFFIX = "he"
+    SCHEMA = _SCHEMA
 
     def check_bundle(self, *, fingerprint: str, study: str, round: int, cohort: list[str]) -> None:
         """Refuse (before any work) a round already answered, or a cohort other than the key's (a read only)."""
-        with connected(self.path, _SCHEMA) as connection:
+        with self.connected() as connection:
             _check(connection, fingerprint, study, round, cohort)
 
     def record_bundle(self, *, fingerprint: str, study: str, round: int, cohort: list[str], bundle_sha256: str) -> None:
         """Keep the round's bundle (and, on first use of the key, its cohort); refuse as `check_bundle` does."""
         now = _now()
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             _check(connection, fingerprint, study, round, cohort)
             connection.execute("INSERT OR IGNORE INTO cohorts VALUES (?, ?, ?, ?, ?)",
                                (fingerprint, json.dumps(cohort), study, round, now))
@@ -73,7 +68,7 @@ class EncryptionMemory:
 
     def sent_bundle(self, *, fingerprint: str, study: str, round: int) -> SentBundle | None:
         """The bundle this node sent for the round, with its cohort; None if it sent none."""
-        with connected(self.path, _SCHEMA) as connection:
+        with self.connected() as connection:
             row = connection.execute(
                 "SELECT c.cohort, b.bundle_sha256 FROM bundles b JOIN cohorts c ON c.fingerprint = b.fingerprint "
                 "WHERE b.fingerprint = ? AND b.study = ? AND b.round = ?", (fingerprint, study, round)).fetchone()
@@ -81,7 +76,7 @@ class EncryptionMemory:
 
     def claim_decryption(self, *, fingerprint: str, study: str, round: int, aggregate_sha256: str) -> None:
         """Take the round's one decryption; refuse if it was taken (even by an attempt that failed)."""
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             row = connection.execute("SELECT aggregate_sha256, attempted FROM decryptions WHERE fingerprint = ? AND "
                                      "study = ? AND round = ?", (fingerprint, study, round)).fetchone()
             if row is not None:

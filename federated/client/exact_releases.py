@@ -19,9 +19,8 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-from federated.client.node_store import connected, transaction
+from federated.client.node_store import NodeStore
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS exact (seq INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, "
            "task_sha256 TEXT NOT NULL, models TEXT NOT NULL, admitted_at TEXT NOT NULL)")
@@ -35,21 +34,16 @@ class StudyHistory:
     models: frozenset[str] = frozenset()
 
 
-class ExactReleases:
+class ExactReleases(NodeStore):
     """The exact releases one node made (`PATH`, SQLite; created on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def beside(cls, trail: Path) -> ExactReleases:
-        """The register of the node whose trail is `trail`: TRAIL_STEM-exact.sqlite next to it."""
-        return cls(trail.with_name(f"{trail.stem}-exact.sqlite"))
+    SUFFIX = "exact"
+    SCHEMA = (_SCHEMA,)
 
     @contextmanager
     def admitting(self, *, study: str, task_sha256: str, models: tuple[str, ...]) -> Iterator[StudyHistory]:
         """Yield the study's history; record the task if the block exits normally, nothing if it raises."""
-        with transaction(self.path, (_SCHEMA,)) as connection:
+        with self.transaction() as connection:
             yield self._history(connection, study)
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             connection.execute("INSERT INTO exact (study, task_sha256, models, admitted_at) VALUES (?, ?, ?, ?)",
@@ -59,7 +53,7 @@ class ExactReleases:
         """The study's history so far (empty if the node never released anything exactly)."""
         if not self.path.exists():
             return StudyHistory()
-        with connected(self.path, (_SCHEMA,)) as connection:
+        with self.connected() as connection:
             return self._history(connection, study)
 
     @staticmethod

@@ -56,14 +56,19 @@ def _numeric(arrow_type: str) -> bool:
     return arrow_type.startswith(("int", "uint", "float", "double", "halffloat", "bool", "decimal"))
 
 
-def manifest_for(data: Path, columns: dict[str, str], *, label: str, subgroup: str | None, dataset_id: str) -> dict[str, Any]:
+def manifest_for(data: Path, columns: dict[str, str], *, label: str, subgroup: str | None, dataset_id: str,
+                 label_type: str = "class") -> dict[str, Any]:
     for option, column in (("--label", label), ("--subgroup", subgroup)):
         if column is not None and column not in columns:
             raise ConfigError(f"{option} {column!r}: {data} has no such column (its columns: {', '.join(columns)})")
     features = [name for name, kind in columns.items() if name not in (label, subgroup) and _numeric(kind)]
     if not features:
         raise ConfigError(f"{data}: no numeric column besides the label and subgroup to use as a feature")
-    manifest = {"dataset_id": dataset_id, "features": features, "label": label}
+    if label_type not in ("class", "number"):
+        raise ConfigError(f"--label-type {label_type!r}: use \"class\" (integer class labels) or \"number\" (a regression outcome)")
+    manifest: dict[str, Any] = {"dataset_id": dataset_id, "features": features, "label": label}
+    if label_type == "number":  # written only then: a class-label manifest reads exactly as before
+        manifest["label_type"] = label_type
     if subgroup is not None:
         manifest["subgroup"] = subgroup
     return manifest | {"sha256": sha256_file(data), "release_per_partner": False,
@@ -118,6 +123,7 @@ def init(
     data: Annotated[Path, typer.Option(help="The partner's data file (.csv or .parquet).")],
     out: Annotated[Path, typer.Option(help="Directory for DATASET_ID.toml (manifest) and DATASET_ID.contract.toml.")],
     label: Annotated[str, typer.Option(help="The label column.")] = "label",
+    label_type: Annotated[str, typer.Option(help='"class" (integer class labels) or "number" (a regression study\'s outcome).')] = "class",
     subgroup: Annotated[str | None, typer.Option(help="A subgroup column, for per-subgroup metrics.")] = None,
     dataset_id: Annotated[str | None, typer.Option(help="The dataset's name (default: the data file's name).")] = None,
     coordinator_key: Annotated[str | None, typer.Option(help="The coordinator's public key (PEM file) or fingerprint, to allow in the contract.")] = None,
@@ -127,7 +133,7 @@ def init(
     if not data.is_file():
         raise ConfigError(f"--data {data}: no such file")
     name = dataset_id or _SAFE_ID.sub("-", data.stem).strip("-") or "dataset"
-    manifest = manifest_for(data, read_columns(data), label=label, subgroup=subgroup, dataset_id=name)
+    manifest = manifest_for(data, read_columns(data), label=label, subgroup=subgroup, dataset_id=name, label_type=label_type)
     coordinator = pinned_fingerprint(coordinator_key) if coordinator_key else None
     contract = contract_template(dataset_id=name, data_sha256=manifest["sha256"], coordinator=coordinator, today=date.today())
     out.mkdir(parents=True, exist_ok=True)

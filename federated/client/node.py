@@ -19,7 +19,7 @@ from pathlib import Path
 from crypto.node_auth import NodeAuthKey
 from federated.audit import AuditTrail
 from federated.audit.keys import pinned_fingerprint
-from federated.client.data import PartnerData, load_manifest, load_partner_data
+from federated.client.data import PartnerFile, check_partner_file, load_manifest
 from federated.client.progress import TrailFollower
 from federated.client.settings import NodeSettings
 from federated.errors import ConfigError
@@ -66,9 +66,9 @@ class NodeLaunch:
         return self.log_file or self.flwr_home.parent / "node.log"
 
 
-def check_local_data(data: Path, manifest: Path) -> PartnerData:
-    """Load and check the partner's data exactly as a task would (raises on any mismatch)."""
-    return load_partner_data(data, load_manifest(manifest))
+def check_local_data(data: Path, manifest: Path) -> PartnerFile:
+    """Check the partner's data exactly as a task would, in one pass bounded by a batch (raises on any mismatch)."""
+    return check_partner_file(data, load_manifest(manifest))
 
 
 def prepare_node(
@@ -94,7 +94,7 @@ def prepare_node(
     log_file: Path | None = None,
     log_level: str = "INFO",
     health_server_address: str | None = None,
-) -> tuple[NodeLaunch, PartnerData]:
+) -> tuple[NodeLaunch, PartnerFile]:
     host, _ = parse_address(coordinator, option="--coordinator")
     if health_server_address is not None:
         parse_address(health_server_address, option="--health-server-address")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
+from typing import ClassVar, Self
 
 BUSY_TIMEOUT_S = 60
 
@@ -54,3 +55,25 @@ def transaction(path: Path, schema: Sequence[str]) -> Iterator[sqlite3.Connectio
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+
+class NodeStore:
+    """One of a node's SQLite stores, a file beside its trail (TRAIL_STEM-`SUFFIX`.sqlite, created on first
+    use with `SCHEMA`): each store declares those two and reads and writes through `connected`/`transaction`."""
+
+    SUFFIX: ClassVar[str]
+    SCHEMA: ClassVar[tuple[str, ...]]
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def beside(cls, trail: Path) -> Self:
+        """The store of the node whose trail is `trail`: TRAIL_STEM-SUFFIX.sqlite next to it."""
+        return cls(trail.with_name(f"{trail.stem}-{cls.SUFFIX}.sqlite"))
+
+    def connected(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connected(self.path, self.SCHEMA)
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, self.SCHEMA)

@@ -6,8 +6,11 @@ refuse a replayed task (its nonce seen before: `federated.client.replay`);
 without it, or under another key: `federated.client.encryption`); 4. admit the task in the
 node's study state (`federated.client.study_state`): one task per (study, kind, round), rounds
 only forward, never a sealed study; a seal task seals the study there; 5. load and check the
-data; 6. check the contract and the privacy budget (refuse before running anything on the data);
-7. run the task; 8. spend the budget under the release id the node assigned and log what
+data (an evaluation only counts its records here); 6. check the contract and the privacy budget
+(refuse before running anything on the data); 7. run the task (an evaluation reads the file in
+one streaming pass that checks every value and, at its end, the hash and the count step 6 used:
+a mismatch is a "data" refusal and nothing computed in the pass leaves; training loads the file
+whole in 5); 8. spend the budget under the release id the node assigned and log what
 leaves; 9. reply. A decryption or seal task touches no data: it skips 5, 6 and 8.
 
 Every failure is a structured refusal, logged, returned to the coordinator, and the node keeps
@@ -33,17 +36,27 @@ from federated.audit.partner_audit import PartnerAudit
 from federated.client.contract_gate import (
     charge,
     check_budget,
+    distributed_cost,
     enforce_contract,
+    noise_shares,
     open_ledger,
     suppression,
 )
 from federated.client.costs import TaskCost
-from federated.client.data import DataManifest, load_manifest, load_partner_data
+from federated.client.data import (
+    DataManifest,
+    PartnerData,
+    PartnerFile,
+    load_manifest,
+    load_partner_data,
+    open_partner_file,
+)
 from federated.client.refusals import NodeLog, data_dependent, public_reason
 from federated.client.replay import ReplayCache, task_nonce
 from federated.client.settings import NodeSettings
 from federated.client.study_state import Admission, StudyState
-from federated.client.task_kind import NodeKeys, TaskKind
+from federated.client.snapshots import monitoring_periods, snapshot_source
+from federated.client.task_kind import NodeKeys, TaskKind, task_purpose
 from federated.errors import FederatedError, MessageError, RefusalError
 from federated.messages.common import PartnerInfo
 from federated.messages.evaluation import build_reply
@@ -130,7 +143,8 @@ def serve(kind: TaskKind[Any], message: Message, context: Context) -> Message:
         return refuse(exc.clause, str(exc))
     except MessageError as exc:
         return refuse("message", str(exc))
-    data, ledger, cost = None, None, None
+    data: PartnerData | PartnerFile | None = None
+    ledger, cost = None, None
 
     def failed(clause: str, detail: str, *, ran: bool) -> Message:
         """A refusal once the data is in use: counted against the study, and charged when the task ran on it."""
@@ -147,17 +161,28 @@ def serve(kind: TaskKind[Any], message: Message, context: Context) -> Message:
     try:
         if kind.uses_data:
             manifest: DataManifest = load_manifest(settings.manifest)
-            data = load_partner_data(settings.data, manifest)
+            # A monitoring period may read a snapshot the manifest declares (its own file and SHA-256).
+            data_path, data_manifest = snapshot_source(task.spec, settings.data, settings.manifest, manifest)
+            # A streaming kind gets the file and its pre-pass count; the task's own pass checks values, hash and count.
+            data = (open_partner_file if kind.streams else load_partner_data)(data_path, data_manifest)
+    except RefusalError as exc:  # no such snapshot declared
+        return refuse(exc.clause, str(exc), data_in_use=True)
     except FederatedError as exc:
         return refuse("data", str(exc), data_in_use=True)
     try:
         if data is not None:
             cost = _numbered(kind.cost(task.spec, data.size), admission)
             settings, contract = enforce_contract(
-                settings, purpose=kind.purpose, spec=task.spec, cost=cost, data_sha256=data.data_sha256,
+                settings, purpose=task_purpose(kind, task.spec), spec=task.spec, cost=cost,
+                data_sha256=manifest.sha256,  # the data file the contract governs (a snapshot's own hash is checked as it is read)
                 coordinator_key=checked.get("coordinator_key"), records=data.size,
+                periods=monitoring_periods(state, where["study"], task.spec),
             )
             keys = dataclasses.replace(keys, suppression=suppression(contract))  # exact releases: small cells zeroed
+            shares = noise_shares(contract, purpose=task_purpose(kind, task.spec), spec=task.spec, cost=cost,
+                                  coordinator_key=checked.get("coordinator_key"))
+            if shares > 1:  # distributed noise (the contract opted in): a share, recorded beside the charged ε
+                keys, cost = dataclasses.replace(keys, noise_shares=shares), distributed_cost(cost, task.spec, shares=shares)
             ledger = check_budget(
                 cost, study=where["study"], max_epsilon_total=settings.max_epsilon_total,
                 max_epsilon_per_study=settings.max_epsilon_per_study,

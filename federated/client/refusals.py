@@ -52,7 +52,8 @@ DATA_FREE_CLAUSES = frozenset({
     "expires", "allowed_purposes", "allowed_coordinators", "jurisdictions", "legal_bases", "licence",
     "retention_days", "min_cohort", "protections.require_dp", "protections.require_encryption",
     "disclosure.max_models_per_task", "disclosure.max_models_per_study", "disclosure.max_tasks_per_study",
-    "disclosure.max_subgroup_levels",
+    "disclosure.max_subgroup_levels", "monitoring.max_periods", "monitoring.max_epsilon_per_period",
+    "monitoring.allow_snapshots", "monitoring.snapshot",
 })
 _NODE_STATE_CLAUSES = frozenset({"data", "contract"})
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from pathlib import Path
 
 from flwr.app import RecordDict
 
 from federated.client.errors import ReplayRefusal
-from federated.client.node_store import connected
+from federated.client.node_store import NodeStore
 from federated.errors import MessageError
 from federated.messages.audit_exchange import read_task_audit
 
@@ -42,23 +41,17 @@ _SCHEMA = ("CREATE TABLE IF NOT EXISTS seen (nonce TEXT PRIMARY KEY, task_sha256
            "study TEXT, round INTEGER, first_seen TEXT NOT NULL)",)
 
 
-class ReplayCache:
+class ReplayCache(NodeStore):
     """The nonces one node has accepted (`PATH`, SQLite; created on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def beside(cls, trail: Path) -> ReplayCache:
-        """The cache of the node whose trail is `trail`: TRAIL_STEM-replay.sqlite next to it."""
-        return cls(trail.with_name(f"{trail.stem}-replay.sqlite"))
-
+    SUFFIX = "replay"
+    SCHEMA = _SCHEMA
 
     def check(self, nonce: str) -> None:
         """Raise `ReplayRefusal` if `nonce` was accepted before (an empty nonce is `admit`'s to refuse)."""
         if not nonce:
             return
-        with connected(self.path, _SCHEMA) as connection:
+        with self.connected() as connection:
             row = connection.execute("SELECT task_sha256, study, round, first_seen FROM seen WHERE nonce = ?", (nonce,)).fetchone()
         if row is not None:
             raise ReplayRefusal(_replayed(nonce, *row))
@@ -68,7 +61,7 @@ class ReplayCache:
         if not nonce:
             raise ReplayRefusal("the task carries no nonce, so this node could not tell a replay from a new task")
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        with connected(self.path, _SCHEMA) as connection:
+        with self.connected() as connection:
             try:
                 connection.execute(
                     "INSERT INTO seen (nonce, task_sha256, study, round, first_seen) VALUES (?, ?, ?, ?, ?)",
@@ -81,7 +74,7 @@ class ReplayCache:
     def __len__(self) -> int:
         if not self.path.exists():
             return 0
-        with connected(self.path, _SCHEMA) as connection:
+        with self.connected() as connection:
             return int(connection.execute("SELECT COUNT(*) FROM seen").fetchone()[0])
 
 

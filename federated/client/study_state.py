@@ -28,10 +28,9 @@ from __future__ import annotations
 import datetime
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
 from federated.client.errors import StudyRefusal
-from federated.client.node_store import transaction
+from federated.client.node_store import NodeStore
 
 MAX_FAILED_TASKS_PER_STUDY = 1
 _SCHEMA = (
@@ -60,17 +59,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-class StudyState:
+class StudyState(NodeStore):
     """The studies one node has served (`PATH`, SQLite; created on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def beside(cls, trail: Path) -> StudyState:
-        """The state of the node whose trail is `trail`: TRAIL_STEM-studies.sqlite next to it."""
-        return cls(trail.with_name(f"{trail.stem}-studies.sqlite"))
-
+    SUFFIX = "studies"
+    SCHEMA = _SCHEMA
 
     @staticmethod
     def _study(connection: sqlite3.Connection, study: str) -> tuple[int, int, str | None]:
@@ -83,7 +76,7 @@ class StudyState:
 
     def admit(self, *, study: str, kind: str, round: int, task_sha256: str) -> Admission:
         """Take the slot (study, kind, round) for a verified task, or raise `StudyRefusal` and change nothing."""
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             tasks, failures, sealed = self._study(connection, study)
             if sealed is not None:
                 raise StudyRefusal(f"study {study!r} was sealed ({sealed}); a sealed study is never served again, "
@@ -103,7 +96,7 @@ class StudyState:
 
     def seal(self, *, study: str, status: str) -> None:
         """Mark `study` sealed for good; `StudyRefusal` if it already was."""
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             _, _, sealed = self._study(connection, study)
             if sealed is not None:
                 raise StudyRefusal(f"study {study!r} was already sealed ({sealed})")
@@ -111,7 +104,7 @@ class StudyState:
 
     def record_failure(self, *, study: str) -> int:
         """Count a data-dependent failure of a task of `study`; the study's count so far."""
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             _, failures, _ = self._study(connection, study)
             connection.execute("UPDATE studies SET failures = ? WHERE study = ?", (failures + 1, study))
         return failures + 1
@@ -120,7 +113,7 @@ class StudyState:
         """The tasks of `study` admitted so far, in order."""
         if not self.path.exists():
             return []
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             rows = connection.execute("SELECT study, kind, round, sequence FROM admitted WHERE study = ? ORDER BY sequence",
                                       (study,)).fetchall()
         return [Admission(*row) for row in rows]
@@ -129,6 +122,6 @@ class StudyState:
         """How `study` was sealed ("completed" / "failed"), or None while it is open."""
         if not self.path.exists():
             return None
-        with transaction(self.path, _SCHEMA) as connection:
+        with self.transaction() as connection:
             row = connection.execute("SELECT sealed FROM studies WHERE study = ?", (study,)).fetchone()
         return None if row is None else row[0]

@@ -7,65 +7,99 @@ looks up the kind of every task a study sends."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import RecordDict
 
 from accord.errors import AccordError
 from federated.client.costs import TaskCost, round_cost
-from federated.client.data import PartnerData
-from federated.client.evaluation import evaluate_task
+from federated.client.data import PartnerData, PartnerFile
+from federated.client.evaluation import evaluate_partner_file
 from federated.client.task_kind import NodeKeys, TaskKind
-from federated.errors import FederatedError, RefusalError
+from federated.errors import DataFileError, FederatedError, RefusalError
 from federated.evaluation.disclosure import CellSuppression
 from federated.evaluation.dp_release import privatize
+from federated.evaluation.regression import RegressionStatistics, privatize_regression
 from federated.evaluation.statistics import EvaluationStatistics
-from federated.messages.common import NoiseInfo, PartnerInfo
+from federated.messages.common import DistributedNoise, NoiseInfo, PartnerInfo
 from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE
 from federated.messages.evaluation import (
     MESSAGE_TYPE,
     EvaluationReply,
     EvaluationTask,
+    ModelStatistics,
     build_reply,
     parse_task,
 )
 from federated.messages.seal import SEAL_MESSAGE_TYPE, parse_seal_task
 from federated.messages.training import TRAIN_MESSAGE_TYPE, parse_train_task
+from privacy.release import GaussianRelease
 
 
 def _release(
-    statistics: dict[str, EvaluationStatistics], task: EvaluationTask, info: PartnerInfo, suppression: CellSuppression | None
-) -> tuple[dict[str, EvaluationStatistics], PartnerInfo]:
+    statistics: Mapping[str, ModelStatistics], task: EvaluationTask, info: PartnerInfo, suppression: CellSuppression | None,
+    noise_shares: int = 1,
+) -> tuple[dict[str, ModelStatistics], PartnerInfo]:
     """Statistics as they may leave the node: with the study's DP noise, if it asks for DP; without DP,
     with the cells under the contract's minimum count zeroed (`federated.evaluation.disclosure`).
-    With DP the noise protects every cell, small ones included, so nothing is suppressed."""
+    With DP the noise protects every cell, small ones included, so nothing is suppressed. `noise_shares`
+    = t > 1 (distributed noise, the contract opted in and the task is encrypted): a share σ²/t of the noise."""
     privacy = task.spec.evaluation.privacy
     if not privacy.enabled:
         if suppression is None:
-            return statistics, info
-        statistics, suppressed = suppression.apply_all(statistics)
-        return statistics, info.model_copy(update={"suppressed_cells": suppressed})
-    statistics, release = privatize(statistics, privacy)
+            return dict(statistics), info
+        kept, suppressed = suppression.apply_all(statistics)
+        return kept, info.model_copy(update={"suppressed_cells": suppressed})
+    regression = {name: stats for name, stats in statistics.items() if isinstance(stats, RegressionStatistics)}
+    if regression:  # a regression study: every model's sums, scaled to the study's value range
+        noisy, release = privatize_regression(regression, epsilon=privacy.epsilon, delta=privacy.delta)
+        released: dict[str, ModelStatistics] = dict(noisy)
+    else:
+        classified = {name: stats for name, stats in statistics.items() if isinstance(stats, EvaluationStatistics)}
+        if noise_shares > 1 and task.spec.encryption is None:  # the contract gate refuses this first: never in plaintext
+            raise RefusalError("privacy", "a share of the noise is only ever added inside an encrypted sum")
+        noisy_classes, release = (privatize(classified, privacy, honest_required=noise_shares) if noise_shares > 1
+                                  else privatize(classified, privacy))
+        released = dict(noisy_classes)
+        if noise_shares > 1:
+            return released, info.model_copy(update={"noise": _distributed_noise(release, task, noise_shares), "count": 0})
     # The exact record count is not covered by ε (add/remove neighbours): withhold it.
-    return statistics, info.model_copy(update={"noise": NoiseInfo(**release.as_record()), "count": 0})
+    return released, info.model_copy(update={"noise": NoiseInfo.model_validate(release.as_record()), "count": 0})
 
 
-def _loaded(data: PartnerData | None) -> PartnerData:
+def _distributed_noise(share: GaussianRelease, task: EvaluationTask, shares: int) -> NoiseInfo:
+    """What a partner reports of its share: the σ it added, the release's ε (under the assumption) and the share's own."""
+    privacy, encryption = task.spec.evaluation.privacy, task.spec.encryption
+    assert encryption is not None  # checked by the caller
+    central = math.sqrt(shares) * share.sigma
+    return NoiseInfo(epsilon=privacy.epsilon, delta=share.delta, l2_sensitivity=share.l2_sensitivity, sigma=share.sigma,
+                     distributed=DistributedNoise(honest_required=shares, cohort=len(encryption.cohort),
+                                                  central_sigma=central, share_epsilon=share.epsilon))
+
+
+def _loaded(data: PartnerData | PartnerFile | None) -> PartnerData:
     """The pipeline loads the data for every kind that `uses_data`; a kind that runs on data without it is a bug."""
-    if data is None:
-        raise RefusalError("internal", "the task needs the partner's data, which was not loaded")
+    if not isinstance(data, PartnerData):
+        raise RefusalError("internal", "the task needs the partner's loaded data, which the pipeline did not load")
     return data
 
 
 def _evaluate(
-    task: EvaluationTask, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys
+    task: EvaluationTask, data: PartnerData | PartnerFile | None, info: PartnerInfo, keys: NodeKeys
 ) -> tuple[RecordDict, dict[str, Any]]:
-    data = _loaded(data)
+    if not isinstance(data, PartnerFile):
+        raise RefusalError("internal", "an evaluation task reads the partner's file, which the pipeline did not open")
     try:
-        statistics = evaluate_task(task, data)
+        # One pass: read, check, hash, predict and sum per batch. The pass ends with the hash check (and
+        # the pre-pass count's), so statistics of a file that does not match its manifest never get here.
+        statistics = evaluate_partner_file(task, data)
+    except DataFileError as exc:  # the file, not the models: a node-state refusal, as when loading it failed
+        raise RefusalError("data", str(exc)) from None
     except FederatedError as exc:
         raise RefusalError("model", str(exc)) from None
-    statistics, info = _release(statistics, task, info, keys.suppression)
+    statistics, info = _release(statistics, task, info, keys.suppression, keys.noise_shares)
     if task.spec.encryption is not None:
         from federated.client.encryption import encrypt_evaluation
 
@@ -91,10 +125,11 @@ EVALUATE = TaskKind(
     ),
     run=_evaluate,
     encryption=lambda task: task.spec.encryption.fingerprint if task.spec.encryption else None,
+    streams=True,
 )
 
 
-def _train(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _train(task: Any, data: PartnerData | PartnerFile | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from accord.hashing import arrays_sha256
     from federated.client.training import train_round
     from federated.messages.training import build_train_reply
@@ -104,7 +139,7 @@ def _train(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKey
         local = train_round(task, data)
     except AccordError as exc:
         raise RefusalError("training", str(exc)) from None
-    statistics, info = _release(local.statistics, task.evaluation_task(), info, keys.suppression)
+    statistics, info = _release(local.statistics, task.evaluation_task(), info, keys.suppression, keys.noise_shares)
     if local.privacy is None:
         weight, loss = local.num_examples, local.train_loss
     else:
@@ -148,7 +183,7 @@ def _parse_decrypt(content: RecordDict) -> Any:
     return parse_decrypt_task(content)
 
 
-def _decrypt(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _decrypt(task: Any, data: PartnerData | PartnerFile | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.client.encryption import run_decryption
 
     return run_decryption(task, info, keys)
@@ -168,7 +203,7 @@ DECRYPT = TaskKind(
 )
 
 
-def _seal(task: Any, data: PartnerData | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
+def _seal(task: Any, data: PartnerData | PartnerFile | None, info: PartnerInfo, keys: NodeKeys) -> tuple[RecordDict, dict[str, Any]]:
     from federated.messages.common import payload_sha256
     from federated.messages.seal import build_seal_reply
 

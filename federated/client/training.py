@@ -17,7 +17,7 @@ import numpy as np
 from federated.client.costs import dp_sgd_cost
 from federated.client.data import PartnerData
 from federated.client.evaluation import evaluate_task
-from federated.evaluation.statistics import EvaluationStatistics
+from federated.messages.evaluation import ModelStatistics
 from federated.messages.training import GLOBAL_MODEL, PrivacySpent, TrainTask
 from privacy import PrivacyError
 
@@ -28,7 +28,7 @@ class LocalRound:
     num_examples: int
     train_loss: float
     privacy: PrivacySpent | None
-    statistics: dict[str, EvaluationStatistics]
+    statistics: dict[str, ModelStatistics]
 
 
 def train_round(task: TrainTask, data: PartnerData) -> LocalRound:

@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from federated.dashboard.monitoring import ALERT_COLUMNS, load_monitoring, timeline_chart
 from federated.dashboard.partner import PartnerSources, load_partner
 from federated.dashboard.security import Guard, allowed_hosts
 from federated.dashboard.studies import (
@@ -34,9 +35,11 @@ from federated.dashboard.studies import (
     verify,
 )
 from federated.reporting.formatting import format_value
+from federated.reporting.regression_section import CARD_METRICS
 
 HERE = Path(__file__).resolve().parent
 POOLED_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
+REGRESSION_METRICS = CARD_METRICS
 
 
 def _templates() -> Jinja2Templates:
@@ -76,13 +79,23 @@ def _study(request: Request) -> tuple[Sources, Any]:
 def studies_page(request: Request) -> Response:
     sources: Sources = request.app.state.sources
     views = [load_study(name, path, sources) for name, path in discover(sources.output).items()]
-    return _page(request, "studies.html", studies=views)
+    return _page(request, "studies.html", studies=[(view, load_monitoring(view)) for view in views])
 
 
 def study_page(request: Request) -> Response:
     sources, view = _study(request)
-    return _page(request, "study.html", study=view, final=view.final, metrics=POOLED_METRICS,
-                 spent=privacy_spent(view, sources), output_target=OUTPUT_TARGET)
+    regression = (view.results or {}).get("task") == "regression"  # its own metric names (MAE, RMSE, R², ...)
+    return _page(request, "study.html", study=view, final=view.final, metrics=REGRESSION_METRICS if regression else POOLED_METRICS,
+                 spent=privacy_spent(view, sources), output_target=OUTPUT_TARGET,
+                 monitoring=load_monitoring(view), alert_columns=ALERT_COLUMNS)
+
+
+def monitoring_chart(request: Request) -> Response:
+    _, view = _study(request)
+    chart = timeline_chart(view, request.path_params["index"])
+    if chart is None:
+        raise HTTPException(404, "no such monitoring chart")
+    return Response(chart, media_type="image/png")
 
 
 def study_file(request: Request) -> Response:
@@ -124,11 +137,13 @@ def _app(routes: list[Any], *, host: str, token: str | None) -> Starlette:
 
 
 def coordinator_app(sources: Sources, *, host: str = "127.0.0.1", token: str | None = None) -> Starlette:
-    """Studies under `sources.output`: `/`, `/study/NAME`, `/study/NAME/file/FILE`, POST `/study/NAME/verify/TARGET`."""
+    """Studies under `sources.output`: `/`, `/study/NAME`, `/study/NAME/file/FILE`, `/study/NAME/monitoring/I.png`,
+    POST `/study/NAME/verify/TARGET`."""
     app = _app([
         Route("/", studies_page),
         Route("/study/{study}", study_page),
         Route("/study/{study}/file/{name}", study_file),
+        Route("/study/{study}/monitoring/{index:int}.png", monitoring_chart),
         Route("/study/{study}/verify/{target}", verify_page, methods=["POST"]),
     ], host=host, token=token)
     app.state.sources = sources

@@ -96,6 +96,10 @@ def contract_in_words(contract: DataContract) -> list[str]:
         (f"Jurisdictions: {', '.join(contract.jurisdictions)}; legal bases: {', '.join(contract.legal_bases)}"
          + (f"; consent scope: {contract.consent_scope}." if contract.consent_scope else ".")),
         f"Privacy: {dp}; encryption {'required' if p.require_encryption else 'not required'}.",
+        (f"Distributed noise allowed: under encryption the node adds only a share of the noise when a study's "
+         f"guarantee needs at most {p.max_honest_required} honest contributors (the ledger records the share's own ε "
+         "beside the release's)." if p.allow_distributed_noise else
+         "Distributed noise not allowed: the node always adds the full noise of a release itself."),
         (f"Budget: ε ≤ {contract.budget.max_epsilon_per_study:g} per study and ≤ {contract.budget.max_epsilon_total:g} "
          "in total (basic composition)."),
         (f"Per-partner results {'may' if contract.release_per_partner else 'may not'} be released; a study needs at "

@@ -32,8 +32,10 @@ from federated.audit.evidence.layout import (
 )
 from federated.audit.evidence.verify import Verdict, verify_evidence
 from federated.audit.trail import TrailError, read_entries
-from federated.errors import ConfigError
+from federated.errors import ConfigError, ResultsError
+from federated.reporting.monitoring_section import PLOT_PREFIX
 from federated.reporting.privacy_report import spent_report
+from federated.reporting.results import StudyResults
 
 RESULT_FILES = ("results.json", "report.md")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -131,9 +133,11 @@ class StudyView:
 
     @property
     def plots(self) -> list[str]:
-        """PNG plots the report drew: the files its `report_written` entry lists, when the trail reads."""
+        """PNG plots the report drew: the files its `report_written` entry lists, when the trail reads. The
+        monitoring timelines are left out: the monitoring section draws them from results.json as it is now."""
         listed = {name for e in self.entries if e.get("kind") == "report_written" for name in e["details"].get("files", {})}
-        return [name for name in self.files if name.endswith(".png") and (not self.entries or name in listed)]
+        return [name for name in self.files if name.endswith(".png") and not name.startswith(PLOT_PREFIX)
+                and (not self.entries or name in listed)]
 
     @property
     def trail_refusals(self) -> list[dict[str, Any]]:
@@ -145,11 +149,11 @@ class StudyView:
 def load_study(name: str, path: Path, sources: Sources) -> StudyView:
     view = StudyView(name, path, files=served_files(path))
     try:
-        view.results = json.loads((path / "results.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        view.results_problem = "no results.json yet"
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        view.results_problem = f"results.json cannot be read: {exc}"
+        view.results = StudyResults.read(path / "results.json").document() if (path / "results.json").exists() else None
+        if view.results is None:
+            view.results_problem = "no results.json yet"
+    except ResultsError as exc:
+        view.results_problem = f"results.json cannot be read: {str(exc).replace(f'{path}/', '')}"
     if _regular(path / OUTPUT_TRAIL):
         try:
             view.entries = read_entries(path / OUTPUT_TRAIL)

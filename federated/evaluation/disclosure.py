@@ -5,7 +5,8 @@ that record: a score bin that holds one patient, with its score sum, gives the m
 that patient exactly, and a model crafted to output one feature gives that feature. So before an
 exact release, every cell that stands for fewer than `min_cell_count` records is zeroed:
 
-- `confusion`, `hist_pos`, `hist_neg`, `subgroup_confusion`: counts 1 .. min_cell_count - 1;
+- `label_counts`, `confusion`, `hist_pos`, `hist_neg`, `subgroup_confusion`, `feature_hist` (shift studies): counts
+  1 .. min_cell_count - 1;
 - `score_sum[k, b]`: where bin b of class k holds fewer records (positives and negatives together);
 - a whole subgroup level (its confusion block) with fewer than `min_subgroup_size` records;
 - everything, if the partner holds fewer than `min_cell_count` records (the node refuses that earlier).
@@ -24,13 +25,15 @@ This module never changes a cell over `min_cell_count` records or more.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from federated.evaluation.regression import RegressionStatistics
 from federated.evaluation.statistics import EvaluationStatistics
 
-_COUNT_ARRAYS = ("confusion", "hist_pos", "hist_neg", "subgroup_confusion")
+_COUNT_ARRAYS = ("label_counts", "confusion", "hist_pos", "hist_neg", "subgroup_confusion", "feature_hist")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,15 +63,38 @@ class CellSuppression:
             small = subgroups.sum(axis=(1, 2)) < self.min_subgroup_size
             subgroups[small] = 0.0
             for name in _COUNT_ARRAYS:
+                if name not in arrays:  # feature_hist: only in shift studies
+                    continue
                 value = arrays[name]
                 value[(value > 0) & (value < self.min_cell_count)] = 0.0
         suppressed = sum(before[name] - int(np.count_nonzero(value)) for name, value in arrays.items())
         return EvaluationStatistics(statistics.layout, arrays), suppressed
 
-    def apply_all(self, statistics: dict[str, EvaluationStatistics]) -> tuple[dict[str, EvaluationStatistics], int]:
+    def apply_regression(self, statistics: RegressionStatistics) -> tuple[RegressionStatistics, int]:
+        """A regression model's sums with small cells zeroed: residual-histogram bins under `min_cell_count`,
+        subgroup rows (count and error sums) under `min_subgroup_size`, everything under `min_cell_count`
+        records. The whole-data sums (Σy, Σe², ...) stand for every record and are kept."""
+        arrays = {name: np.array(value, dtype=np.float64, copy=True) for name, value in statistics.arrays.items()}
+        before = {name: int(np.count_nonzero(value)) for name, value in arrays.items()}
+        if 0 < statistics.count < self.min_cell_count:
+            for value in arrays.values():
+                value[...] = 0.0
+        else:
+            histogram = arrays["residual_hist"]
+            histogram[(histogram > 0) & (histogram < self.min_cell_count)] = 0.0
+            subgroups = arrays["subgroup_sums"]
+            subgroups[subgroups[:, 0] < self.min_subgroup_size] = 0.0
+        suppressed = sum(before[name] - int(np.count_nonzero(value)) for name, value in arrays.items())
+        return RegressionStatistics(statistics.layout, arrays), suppressed
+
+    def apply_all(
+        self, statistics: Mapping[str, EvaluationStatistics | RegressionStatistics]
+    ) -> tuple[dict[str, EvaluationStatistics | RegressionStatistics], int]:
         """Every model's statistics suppressed, and the number of cells zeroed over all of them."""
-        released, total = {}, 0
+        released: dict[str, EvaluationStatistics | RegressionStatistics] = {}
+        total = 0
         for name, stats in statistics.items():
-            released[name], suppressed = self.apply(stats)
+            released[name], suppressed = (self.apply_regression(stats) if isinstance(stats, RegressionStatistics)
+                                          else self.apply(stats))
             total += suppressed
         return released, total

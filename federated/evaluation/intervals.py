@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _stats
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
@@ -44,7 +43,12 @@ class Interval:
 
 
 def z_quantile(confidence: float) -> float:
-    return Z_95 if confidence == 0.95 else float(_stats.norm.ppf(0.5 + confidence / 2))
+    if confidence == 0.95:
+        return Z_95
+    # Imported when needed: scipy.stats costs a partner's ClientApp process ~1 s per message.
+    from scipy import stats
+
+    return float(stats.norm.ppf(0.5 + confidence / 2))
 
 
 def _nan_interval(method: str, confidence: float) -> Interval:
@@ -71,9 +75,11 @@ def clopper_pearson(successes: float, n: float, *, confidence: float = 0.95) -> 
     """The exact (conservative) binomial interval; counts must be whole numbers (no DP noise)."""
     if not n > 0:
         return _nan_interval("clopper-pearson", confidence)
+    from scipy import stats  # when needed, as in `z_quantile`
+
     k, alpha = round(successes), 1 - confidence
-    low = 0.0 if k == 0 else float(_stats.beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k >= n else float(_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k >= n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return Interval(low, high, "clopper-pearson", confidence)
 
 
@@ -134,3 +140,32 @@ def mean_interval(total: float, sum_of_squares: float, n: float, *, confidence: 
     variance = max(sum_of_squares / n - mean * mean, 0.0) * n / (n - 1)
     half = z_quantile(confidence) * math.sqrt(variance / n + noise_variance)
     return Interval(mean - half, mean + half, "normal" if noise_variance == 0 else "normal+dp", confidence)
+
+
+def bounded_mean_interval(
+    total: float, sum_of_squares: float, n: float, *, upper: float, confidence: float = 0.95,
+    total_noise: float = 0.0, squares_noise: float = 0.0, count_noise: float = 0.0,
+) -> Interval:
+    """Normal (CLT) interval for the mean of per-record values in [0, `upper`] (Brier score, clipped log loss)
+    from their sum, sum of squares and count: mean ± z·√(s²/n + noise), s² the sample variance (n − 1).
+
+    With DP, `total_noise`, `squares_noise` and `count_noise` are the noise variances of the three released
+    sums (0 without DP). The mean's noise variance is (v_S + m²·v_N)/n² by the delta method. The variance
+    estimate from a noisy sum of squares is unreliable when its noise is large (a log loss clipped at 10
+    carries noise of scale 100 per record), so it is taken at its upper z-quantile, (Q + z√v_Q)/n − m²,
+    and capped by the Bhatia–Davis bound m·(upper − m), which no distribution on [0, upper] exceeds: the
+    interval stays valid, and wide when the release says little. The interval is clipped to [0, upper].
+    """
+    noisy = total_noise > 0 or squares_noise > 0 or count_noise > 0
+    method = "normal+dp" if noisy else "normal"
+    if not n > 1 or not math.isfinite(total) or not math.isfinite(sum_of_squares):
+        return _nan_interval(method, confidence)
+    z = z_quantile(confidence)
+    mean = total / n
+    centre = min(max(mean, 0.0), upper)
+    squares = sum_of_squares + (z * math.sqrt(squares_noise) if squares_noise > 0 else 0.0)
+    variance = max(squares / n - mean * mean, 0.0) * n / (n - 1)
+    variance = min(variance, centre * (upper - centre)) if math.isfinite(upper) else variance
+    noise = (total_noise + mean * mean * count_noise) / (n * n)
+    half = z * math.sqrt(variance / n + noise)
+    return Interval(max(mean - half, 0.0), min(mean + half, upper), method, confidence)

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from scipy import stats as _stats
 
+from federated.evaluation.dp_release import consistent
 from federated.evaluation.intervals import Z_95, auroc_interval, auroc_variance, wilson
 from federated.evaluation.metrics import class_curve
 from federated.evaluation.statistics import EvaluationStatistics
-from federated.evaluation.validation import auroc_noise_variance, ratio_noise_variance
+from federated.evaluation.validation import accuracy_noise_variance, auroc_noise_variance
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,16 @@ def heterogeneity(per_partner: Mapping[str, tuple[EvaluationStatistics, Mapping[
     rows: dict[str, dict[str, Any]] = {}
     for partner, (stats, noise) in sorted(per_partner.items()):
         cls = stats.layout.positive_class if stats.layout.num_classes == 2 else None
-        n, correct = float(stats["count"][0]), float(np.trace(stats["confusion"]))
-        k = stats.layout.num_classes
-        v_cell = (noise or {}).get("confusion", 0.0)
-        accuracy_noise = ratio_noise_variance(correct, n - correct, k * v_cell, (k * k - k) * v_cell)
+        if noise:  # the partner's own noisy sums made consistent with its label counts, as the pooled ones are
+            stats = consistent(stats)
+        n, correct = stats.records, float(np.trace(stats["confusion"]))
+        accuracy_noise = accuracy_noise_variance(correct, n, noise or {}, stats.layout.num_classes)
         accuracy = min(max(correct / n, 0.0), 1.0) if n > 0 else float("nan")  # noisy counts may leave [0, 1]
         row: dict[str, Any] = {"count": n, "accuracy": accuracy,
                                "accuracy_ci": wilson(correct, n, noise_variance=accuracy_noise).as_record(),
                                "accuracy_variance": accuracy * (1 - accuracy) / n + accuracy_noise if n > 0 else float("nan")}
         if cls is not None:
-            pos, neg = stats["hist_pos"][cls], stats["hist_neg"][cls]
+            pos, neg, _ = stats.histograms(cls)
             noise_auroc = auroc_noise_variance(pos, neg, (noise or {}).get("hist_pos", 0.0))
             auroc = class_curve(stats, cls, stats.layout.score_bins).auroc
             interval, _ = auroc_interval(auroc, pos, neg, noise_variance=noise_auroc)

@@ -40,14 +40,14 @@ class ClassCurve:
 
 def calibration_sums(stats: EvaluationStatistics, cls: int, calibration_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per calibration bin for class `cls`: records, positives and the sum of scores (score bins merged)."""
-    pos, neg, score = stats["hist_pos"][cls], stats["hist_neg"][cls], stats["score_sum"][cls]
+    pos, neg, score = stats.histograms(cls)
     merge = pos.size // calibration_bins
     return tuple(array.reshape(calibration_bins, merge).sum(axis=1) for array in (pos + neg, pos, score))
 
 
 def class_curve(stats: EvaluationStatistics, cls: int, calibration_bins: int) -> ClassCurve:
     """ROC curve, AUROC (with its binning bound) and reliability for class `cls` vs the rest."""
-    pos, neg = stats["hist_pos"][cls], stats["hist_neg"][cls]
+    pos, neg, _ = stats.histograms(cls)
     total_pos, total_neg = pos.sum(), neg.sum()
     # Walk thresholds from the highest bin down: each bin adds its positives and negatives.
     tpr = np.concatenate([[0.0], np.cumsum(pos[::-1])]) / total_pos if total_pos else np.full(pos.size + 1, np.nan)
@@ -109,7 +109,7 @@ def subgroup_gaps(groups: dict[str, dict[str, float]]) -> dict[str, float]:
 def compute_metrics(stats: EvaluationStatistics, calibration_bins: int) -> dict[str, float]:
     """Pooled metrics from (summed) statistics. Binary: positive-class scores; else macro."""
     layout = stats.layout
-    n = stats["count"][0]
+    n = stats.records
     confusion = stats["confusion"]
     precision, recall, f1 = _per_class_scores(confusion)
     metrics = {

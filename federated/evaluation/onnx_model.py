@@ -2,7 +2,8 @@
 
 Models arrive as bytes and are loaded by onnxruntime only (no pickles, no Python code from
 the coordinator). A model must take float32 [n, features] and give probabilities
-[n, classes] under the output name the study declares.
+[n, classes] (classification) or one number per record, [n] or [n, 1] (regression), under the
+output name the study declares.
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ class OnnxModel:
         if np.abs(probabilities.sum(axis=1) - 1).max() > _PROBABILITY_TOLERANCE:
             raise DataError(f"model {name!r} output {output!r} rows do not sum to 1")
         return np.clip(probabilities, 0.0, 1.0)
+
+
+    def predict_values(self, features: np.ndarray) -> np.ndarray:
+        """A regression model's numbers [n] in float64 (output [n] or [n, 1]); `DataError` otherwise."""
+        try:
+            (values,) = self._session.run([self.output], {self._input: features.astype(np.float32, copy=False)})
+        except Exception as exc:  # shape and type errors surface here
+            raise DataError(f"model {self.name!r} failed on this partner's data: {exc}") from None
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1 or values.shape[0] != features.shape[0]:
+            raise DataError(f"model {self.name!r} output {self.output!r} has shape {values.shape}, expected [n] or [n, 1]")
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"model {self.name!r} produced NaN or infinite values")
+        return values
 
 
 def predict_probabilities(model_name: str, model_bytes: bytes, output: str, features: np.ndarray) -> np.ndarray:

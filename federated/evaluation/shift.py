@@ -12,6 +12,7 @@ Statistics: population stability index PSI = Σ (p − q)·ln(p / q), and the Je
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,3 +75,108 @@ def shift_table(
             rows[feature] = {"psi": psi, "js": js, "flagged": bool(psi > psi_threshold or js > js_threshold)}
         table["partners"][partner] = rows
     return table
+
+
+NULL_DRAWS = 200  # parametric draws for a partner's "no shift" PSI (sampling and DP noise)
+
+
+def _proportions(counts: np.ndarray) -> list[float]:
+    clipped = np.clip(np.asarray(counts, dtype=np.float64), 0, None)
+    total = clipped.sum()
+    return (clipped / total).tolist() if total > 0 else [float("nan")] * clipped.size
+
+
+def null_psi(reference: np.ndarray, records: float, *, partner_noise: float = 0.0, reference_noise: float = 0.0,
+             quantile: float = 0.95) -> float:
+    """The `quantile` of the PSI a partner of `records` records would show against `reference` if its records
+    were drawn from the reference's distribution: multinomial sampling, plus DP noise of variance
+    `partner_noise` per cell on its counts and `reference_noise` per cell on the reference (0 without DP).
+    A PSI below it is what sampling and noise alone produce. Seeded by the inputs: the same release always
+    reports the same value. Post-processing of released sums: no privacy cost."""
+    ref = np.clip(np.asarray(reference, dtype=np.float64), 0, None)
+    n = int(round(records))
+    if ref.sum() <= 0 or n < 1:
+        return float("nan")
+    key = np.asarray([*ref, n, partner_noise, reference_noise], dtype=np.float64).tobytes()
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+    draws = rng.multinomial(n, ref / ref.sum(), size=NULL_DRAWS).astype(np.float64)
+    if partner_noise > 0:
+        draws += rng.normal(0.0, np.sqrt(partner_noise), draws.shape)
+    values = []
+    for draw in draws:
+        noisy_ref = ref + rng.normal(0.0, np.sqrt(reference_noise), ref.shape) if reference_noise > 0 else ref
+        values.append(population_stability_index(draw, noisy_ref))
+    return float(np.quantile(values, quantile))
+
+
+def shift_summary(
+    pooled_features: np.ndarray, pooled_labels: np.ndarray, *, features: Sequence[str], edges: Sequence[Sequence[float]],
+    partners: Mapping[str, tuple[np.ndarray, np.ndarray, Mapping[str, float] | None]], withheld: Sequence[str],
+    reference: str = "pooled", psi_threshold: float = 0.25, js_threshold: float = 0.2,
+    pooled_noise: Mapping[str, float] | None = None, encrypted: bool = False,
+) -> dict[str, Any]:
+    """The `shift` entry of a round (JSON-ready), from released sums only.
+
+    `pooled_features` [features, bins] and `pooled_labels` [classes]: the round's pooled feature histograms
+    and label counts. `partners`: partner -> (its own feature histograms, label counts, noise variance per
+    array or None), only partners whose contracts release per-partner statistics; `withheld`: the other
+    contributors. `reference`: "pooled" (all contributors), "others" (pooled minus the partner) or a
+    partner's name. Each released partner gets, per feature and for the label, PSI and JS distance against
+    the reference, flagged above a threshold, and `null_psi_95`: the PSI sampling and DP noise alone
+    would reach in 95 % of draws (a PSI below it is not evidence of shift), and `beyond_noise` (the PSI is
+    above it; a flag without it may be sampling or DP noise alone): `partners[partner][feature]`,
+    the label's row named "(label)"; its records, label prevalence and per-feature proportions sit beside the
+    pooled ones (`records`, `label_prevalence.partners`, `features[f].partners`). Under encryption, or when no
+    partner releases its own statistics, only the pooled distributions are reported, with a note.
+    """
+    widths = [len(e) - 1 for e in edges]
+    noise = dict(pooled_noise or {})
+    summary: dict[str, Any] = {
+        "reference": reference, "psi_threshold": psi_threshold, "js_threshold": js_threshold,
+        "dp": pooled_noise is not None,
+        "features": {name: {"edges": list(map(float, edges[i])), "pooled_counts": pooled_features[i, :widths[i]].tolist(),
+                            "pooled_proportions": _proportions(pooled_features[i, :widths[i]]), "partners": {}}
+                     for i, name in enumerate(features)},
+        "label_prevalence": {"pooled_counts": np.asarray(pooled_labels, dtype=np.float64).tolist(),
+                             "pooled": _proportions(pooled_labels), "partners": {}},
+        "partners": {}, "records": {}, "withheld": sorted(withheld), "flagged": [],
+    }
+    if encrypted or not partners:
+        why = "the sums were aggregated under encryption" if encrypted else "no partner's contract releases its own statistics"
+        summary["note"] = (f"no partner's own feature histograms are known ({why}): shift between partners cannot be "
+                           "computed. The pooled feature distributions and label prevalence describe the federation as a "
+                           "whole; they can be compared with an external reference or another study's pooled release.")
+        return summary
+    if reference not in ("pooled", "others") and reference not in partners:
+        summary["note"] = (f"the study's reference partner {reference!r} did not release its own statistics (contract, or "
+                           "it did not take part): no shift against it can be computed")
+        return summary
+    for partner, (hist, labels, partner_noise) in sorted(partners.items()):
+        own = dict(partner_noise or {})
+        if reference == "pooled":
+            ref_hist, ref_labels = pooled_features, np.asarray(pooled_labels, dtype=np.float64)
+            ref_noise = noise
+        elif reference == "others":
+            ref_hist, ref_labels = pooled_features - hist, np.asarray(pooled_labels, dtype=np.float64) - labels
+            ref_noise = {k: max(noise.get(k, 0.0) - own.get(k, 0.0), 0.0) for k in noise}
+        else:
+            ref_hist, ref_labels, _ = partners[reference]
+            ref_noise = dict(partners[reference][2] or {})
+        records = float(np.clip(labels, 0, None).sum())
+        rows: dict[str, Any] = {}
+        named = [(name, hist[i, :widths[i]], ref_hist[i, :widths[i]], "feature_hist") for i, name in enumerate(features)]
+        for name, counts, base, array in [*named, ("(label)", labels, ref_labels, "label_counts")]:
+            psi, js = population_stability_index(counts, base), jensen_shannon(counts, base)
+            null = null_psi(base, records, partner_noise=own.get(array, 0.0), reference_noise=ref_noise.get(array, 0.0))
+            rows[name] = {"psi": psi, "js": js, "flagged": bool(psi > psi_threshold or js > js_threshold),
+                          "null_psi_95": null, "beyond_noise": bool(psi > null)}
+        summary["partners"][partner] = rows  # partner -> feature (and "(label)") -> PSI, JS, flag, null PSI
+        summary["records"][partner] = records
+        summary["label_prevalence"]["partners"][partner] = _proportions(labels)
+        for i, name in enumerate(features):
+            summary["features"][name]["partners"][partner] = _proportions(hist[i, :widths[i]])
+        summary["flagged"] += [{"partner": partner, "feature": name} for name, row in rows.items() if row["flagged"]]
+    if withheld:
+        summary["note"] = (f"{len(withheld)} contributor(s) did not release their own statistics: they are in the pooled "
+                           "reference but have no row")
+    return summary

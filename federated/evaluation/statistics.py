@@ -5,6 +5,12 @@ binned score histograms. A partner computes them locally; the coordinator only a
 The arrays have a fixed layout set by the study (classes, bins, subgroup levels), so the
 same layout serves plaintext sums, DP noise and encrypted aggregation.
 
+Two choices keep a DP release small. A binary study keeps the score histograms of the positive
+class only (rows of shape (1, bins)): the other class's score is 1 - p, its histograms the
+mirror, and nothing reads them. The label counts (records per true class; the record count is
+their sum) do not depend on the model: they are `SHARED_ARRAYS`, computed once per task, noised
+once and sent with the same values for every model, so every model's metrics share one count.
+
 This module never sees which partner a record came from and never keeps raw predictions.
 """
 
@@ -15,12 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from federated.errors import MessageError
+from federated.evaluation.shift import feature_histograms
 
 # Probabilities are clipped into [eps, 1 - eps] before the log, eps the float64 machine epsilon,
 # exactly as `sklearn.metrics.log_loss` does on float64 input (it does not renormalise rows):
 # one confident mistake adds at most -log(eps) ≈ 36.04, and the pooled log loss equals
 # scikit-learn's on the pooled records, probability-0 records (trees, forests) included.
 LOG_LOSS_EPSILON = float(np.finfo(np.float64).eps)
+
+# Arrays that are the same for every model of a task (they depend on the records, not on the model):
+# released once per round, their values repeated in each model's statistics (`dp_release.privatize`).
+SHARED_ARRAYS = ("label_counts", "feature_hist")  # feature_hist: shift studies only (one bin per feature)
 
 
 @dataclass(frozen=True)
@@ -33,19 +44,45 @@ class StatisticsLayout:
     threshold: float = 0.5
     positive_class: int = 1
     loss_bound: float | None = None  # per-record log loss is clipped to it (set when DP is on)
+    # Shift between partners (`federated.evaluation.shift`): the study's ascending bin edges per feature,
+    # and the features' names as the partners' manifests name them; empty: no feature histograms.
+    feature_edges: tuple[tuple[float, ...], ...] = ()
+    shift_features: tuple[str, ...] = ()
+
+    @property
+    def feature_bins(self) -> int:
+        """Columns of `feature_hist`: the most bins any shift feature has (shorter rows are padded with 0)."""
+        return max((len(edges) - 1 for edges in self.feature_edges), default=0)
+
+    @property
+    def histogram_classes(self) -> tuple[int, ...]:
+        """The classes whose score histograms the statistics hold, one row each: binary studies only the
+        positive class (the negative class's scores are 1 - p), otherwise every class."""
+        return (self.positive_class,) if self.num_classes == 2 else tuple(range(self.num_classes))
+
+    def histogram_row(self, cls: int) -> int:
+        """The row of `hist_pos`, `hist_neg` and `score_sum` that holds class `cls`."""
+        if cls not in self.histogram_classes:
+            raise ValueError(f"class {cls} has no score histograms: a binary study keeps the positive class's "
+                             f"({self.positive_class}) only")
+        return self.histogram_classes.index(cls)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         k, b, g = self.num_classes, self.score_bins, len(self.subgroup_levels)
+        rows = len(self.histogram_classes)
         return {
-            "count": (1,),
+            "label_counts": (k,),
             "confusion": (k, k),
             "log_loss_sum": (1,),
             "brier_sum": (1,),
-            "hist_pos": (k, b),
-            "hist_neg": (k, b),
-            "score_sum": (k, b),
+            "hist_pos": (rows, b),
+            "hist_neg": (rows, b),
+            "score_sum": (rows, b),
             "subgroup_confusion": (g, k, k),
-        }
+            # Sums of squared per-record losses: the variance of the mean Brier score and log loss (intervals).
+            "log_loss_sq_sum": (1,),
+            "brier_sq_sum": (1,),
+        } | ({"feature_hist": (len(self.feature_edges), self.feature_bins)} if self.feature_edges else {})
 
 
 @dataclass(frozen=True)
@@ -72,8 +109,18 @@ class EvaluationStatistics:
         return self.arrays[name]
 
     @property
+    def records(self) -> float:
+        """The record count: the sum of the label counts (noisy under DP, the same for every model)."""
+        return float(self.arrays["label_counts"].sum())
+
+    @property
     def count(self) -> int:
-        return int(round(float(self.arrays["count"][0])))
+        return int(round(self.records))
+
+    def histograms(self, cls: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class `cls` against the rest, per score bin: (records of class `cls`, the other records, score sums)."""
+        row = self.layout.histogram_row(cls)
+        return self.arrays["hist_pos"][row], self.arrays["hist_neg"][row], self.arrays["score_sum"][row]
 
     def __add__(self, other: EvaluationStatistics) -> EvaluationStatistics:
         if other.layout != self.layout:
@@ -109,8 +156,13 @@ def compute_statistics(
     labels: np.ndarray,
     subgroups: np.ndarray | None,
     layout: StatisticsLayout,
+    *,
+    shift_columns: np.ndarray | None = None,
 ) -> EvaluationStatistics:
-    """Summarise predictions [n, classes] against integer labels into sufficient statistics."""
+    """Summarise predictions [n, classes] against integer labels into sufficient statistics.
+
+    `shift_columns`: the records' values of the layout's shift features [n, len(shift_features)], in that
+    order (required when the layout has `feature_edges`): counted on the study's edges into `feature_hist`."""
     n, k = probabilities.shape
     if k != layout.num_classes:
         raise MessageError(f"model outputs {k} classes, the study declares {layout.num_classes}")
@@ -131,16 +183,17 @@ def compute_statistics(
     if k == 2:
         brier_terms = (probabilities[:, layout.positive_class] - onehot[:, layout.positive_class]) ** 2
 
-    hist_pos = np.zeros((k, layout.score_bins))
-    hist_neg = np.zeros((k, layout.score_bins))
-    score_sum = np.zeros((k, layout.score_bins))
+    classes = layout.histogram_classes
     b = layout.score_bins
-    for cls in range(k):
+    hist_pos = np.zeros((len(classes), b))
+    hist_neg = np.zeros((len(classes), b))
+    score_sum = np.zeros((len(classes), b))
+    for row, cls in enumerate(classes):
         bins = score_bin(probabilities[:, cls], b)
         is_pos = labels == cls
-        hist_pos[cls] = np.bincount(bins[is_pos], minlength=b)
-        hist_neg[cls] = np.bincount(bins[~is_pos], minlength=b)
-        score_sum[cls] = np.bincount(bins, weights=probabilities[:, cls], minlength=b)
+        hist_pos[row] = np.bincount(bins[is_pos], minlength=b)
+        hist_neg[row] = np.bincount(bins[~is_pos], minlength=b)
+        score_sum[row] = np.bincount(bins, weights=probabilities[:, cls], minlength=b)
 
     levels = layout.subgroup_levels
     subgroup_confusion = np.zeros((len(levels), k, k))
@@ -160,7 +213,7 @@ def compute_statistics(
     return EvaluationStatistics(
         layout,
         {
-            "count": np.array([float(n)]),
+            "label_counts": np.bincount(labels, minlength=k).astype(np.float64),
             "confusion": confusion,
             "log_loss_sum": np.array([float(record_loss.sum())]),
             "brier_sum": np.array([float(brier_terms.sum())]),
@@ -168,5 +221,17 @@ def compute_statistics(
             "hist_neg": hist_neg,
             "score_sum": score_sum,
             "subgroup_confusion": subgroup_confusion,
-        },
+            "log_loss_sq_sum": np.array([float((record_loss**2).sum())]),
+            "brier_sq_sum": np.array([float((brier_terms**2).sum())]),
+        } | _feature_hist(shift_columns, n, layout),
     )
+
+
+def _feature_hist(columns: np.ndarray | None, n: int, layout: StatisticsLayout) -> dict[str, np.ndarray]:
+    if not layout.feature_edges:
+        return {}
+    expected = (n, len(layout.feature_edges))
+    if columns is None or np.shape(columns) != expected:
+        got = "none" if columns is None else f"shape {np.shape(columns)}"
+        raise MessageError(f"the study's shift features {list(layout.shift_features)} need their columns {expected}, got {got}")
+    return {"feature_hist": feature_histograms(columns, layout.feature_edges)}

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from federated.evaluation.dp_release import consistent_histogram
-from federated.evaluation.intervals import auroc_interval, wilson
+from federated.evaluation.dp_release import consistent_confusion_variance, consistent_histogram
+from federated.evaluation.intervals import auroc_interval, bounded_mean_interval, wilson
 from federated.evaluation.metrics import class_curve
-from federated.evaluation.statistics import EvaluationStatistics
+from federated.evaluation.statistics import LOG_LOSS_EPSILON, EvaluationStatistics
 from federated.study import ValidationSettings
 
 
@@ -47,27 +47,41 @@ def _ratio(numerator: float, denominator: float) -> float:
     return min(max(numerator / denominator, 0.0), 1.0) if denominator > 0 else float("nan")
 
 
-def ratio_noise_variance(k: float, other: float, var_k: float, var_other: float) -> float:
-    """Variance DP noise adds to k / (k + other), by the delta method, when k and `other` are independently
-    noised sums with variances `var_k` and `var_other` (0 without DP)."""
+def ratio_noise_variance(k: float, other: float, var_k: float, var_other: float, *, covariance: float = 0.0) -> float:
+    """Variance DP noise adds to k / (k + other), by the delta method, when k and `other` are noised sums with
+    variances `var_k` and `var_other` (0 without DP) and `covariance` between their noise (0: independent)."""
     n = k + other
     if not n > 0 or (var_k == 0 and var_other == 0):
         return 0.0
     p = min(max(k / n, 0.0), 1.0)
-    return (var_k * (1 - p) ** 2 + var_other * p**2) / n**2
+    return max(var_k * (1 - p) ** 2 + var_other * p**2 - 2 * p * (1 - p) * covariance, 0.0) / n**2
+
+
+def accuracy_noise_variance(correct: float, n: float, noise_variance: Mapping[str, float], num_classes: int) -> float:
+    """Variance DP noise adds to accuracy = trace / n, by the delta method, where n is the sum of the released
+    label counts and the confusion rows were made to sum to them (`dp_release.consistent`): the trace has
+    variance K·v, v one consistent cell's, and covaries with n by v_L (each diagonal cell carries L_y / K)."""
+    if not noise_variance or not n > 0:
+        return 0.0
+    k, v_label = num_classes, noise_variance["label_counts"]
+    v_cell, _ = consistent_confusion_variance(noise_variance, k)
+    p = min(max(correct / n, 0.0), 1.0)
+    return max(k * v_cell - 2 * p * v_label + p**2 * k * v_label, 0.0) / n**2
 
 
 def operating_point(tp: float, fp: float, tn: float, fn: float,
-                    variances: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> dict[str, object]:
+                    variances: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0), *,
+                    row_covariance: float = 0.0) -> dict[str, object]:
     """Sensitivity, specificity, PPV and NPV with Wilson intervals; `variances`: the DP noise variance of
-    (TP, FP, TN, FN), which widens the intervals (zeros without DP)."""
+    (TP, FP, TN, FN), which widens the intervals (zeros without DP); `row_covariance`: the noise covariance of
+    two cells of one true class (TP with FN, TN with FP; `dp_release.consistent_confusion_variance`)."""
     v_tp, v_fp, v_tn, v_fn = variances
-    rates = {"sensitivity": (tp, fn, v_tp, v_fn), "specificity": (tn, fp, v_tn, v_fp),
-             "ppv": (tp, fp, v_tp, v_fp), "npv": (tn, fn, v_tn, v_fn)}
+    rates = {"sensitivity": (tp, fn, v_tp, v_fn, row_covariance), "specificity": (tn, fp, v_tn, v_fp, row_covariance),
+             "ppv": (tp, fp, v_tp, v_fp, 0.0), "npv": (tn, fn, v_tn, v_fn, 0.0)}
     point: dict[str, object] = {}
-    for name, (k, other, var_k, var_other) in rates.items():
+    for name, (k, other, var_k, var_other, covariance) in rates.items():
         point[name] = _ratio(k, k + other)
-        noise = ratio_noise_variance(k, other, var_k, var_other)
+        noise = ratio_noise_variance(k, other, var_k, var_other, covariance=covariance)
         point[f"{name}_ci"] = wilson(k, k + other, noise_variance=noise).as_record()
     return point
 
@@ -185,38 +199,42 @@ def validation_summary(stats: EvaluationStatistics, settings: ValidationSettings
     """Intervals and validation metrics of one model's pooled statistics (JSON-ready).
 
     `noise_variance`: per statistics array, the variance of one cell's summed DP noise (None without DP);
-    it widens every interval. Binary studies get operating points, targets, PR, calibration and net
+    it widens every interval, and `stats` are then the `dp_release.consistent` sums (confusion rows summing
+    to the label counts). Binary studies get operating points, targets, PR, calibration and net
     benefit; multiclass studies per-class AUROCs with DeLong intervals.
     """
     noise = dict(noise_variance or {})
     layout = stats.layout
-    confusion, n = stats["confusion"], float(stats["count"][0])
-    v_cell, v_hist = noise.get("confusion", 0.0), noise.get("hist_pos", 0.0)
-    correct = float(np.trace(confusion))
+    confusion, n = stats["confusion"], stats.records
+    v_hist = noise.get("hist_pos", 0.0)
     k = layout.num_classes
-    accuracy_noise = ratio_noise_variance(correct, n - correct, k * v_cell, (k * k - k) * v_cell)
+    v_cell, row_covariance = consistent_confusion_variance(noise, k) if noise else (0.0, 0.0)
+    correct = float(np.trace(confusion))
+    accuracy_noise = accuracy_noise_variance(correct, n, noise, k)
     summary: dict[str, Any] = {
         "confidence": settings.confidence,
         "accuracy_ci": wilson(correct, n, confidence=settings.confidence, noise_variance=accuracy_noise).as_record(),
+        **loss_intervals(stats, noise, confidence=settings.confidence),
     }
     if k != 2:
         per_class = {}
         for cls in range(k):
             curve = class_curve(stats, cls, layout.score_bins)
-            ci, widened = auroc_interval(curve.auroc, stats["hist_pos"][cls], stats["hist_neg"][cls],
+            positives, negatives, _ = stats.histograms(cls)
+            ci, widened = auroc_interval(curve.auroc, positives, negatives,
                                          binning_bound=curve.auroc_bound, confidence=settings.confidence,
-                                         noise_variance=auroc_noise_variance(stats["hist_pos"][cls], stats["hist_neg"][cls], v_hist))
+                                         noise_variance=auroc_noise_variance(positives, negatives, v_hist))
             per_class[str(cls)] = {"auroc": curve.auroc, "auroc_ci": ci.as_record(), "auroc_ci_with_binning": widened.as_record()}
         summary["per_class_auroc"] = per_class
         return summary
     p = layout.positive_class
-    pos, neg, score_sum = stats["hist_pos"][p], stats["hist_neg"][p], stats["score_sum"][p]
+    pos, neg, score_sum = stats.histograms(p)
     curve = class_curve(stats, p, layout.score_bins)
     ci, widened = auroc_interval(curve.auroc, pos, neg, binning_bound=curve.auroc_bound,
                                  confidence=settings.confidence, noise_variance=auroc_noise_variance(pos, neg, v_hist))
     negative = 1 - p
     study_point = operating_point(float(confusion[p, p]), float(confusion[negative, p]), float(confusion[negative, negative]),
-                                  float(confusion[p, negative]), (v_cell,) * 4)
+                                  float(confusion[p, negative]), (v_cell,) * 4, row_covariance=row_covariance)
     recall, precision, average_precision = precision_recall(pos, neg)
     slope, intercept = calibration_slope_intercept(pos, neg, score_sum)
     summary.update(
@@ -265,3 +283,21 @@ def auroc_noise_variance(positives: np.ndarray, negatives: np.ndarray, v_hist: f
         np.apply_along_axis(consistent_histogram, -1, neg + rng.normal(0, scale, (NOISE_DRAWS, neg.size))))
     finite = draws[np.isfinite(draws)]
     return float(np.var(finite)) if finite.size > 1 else float("inf")
+
+
+def loss_intervals(stats: EvaluationStatistics, noise_variance: Mapping[str, float], *, confidence: float = 0.95) -> dict[str, Any]:
+    """`brier_ci` and `log_loss_ci`: normal intervals for the mean per-record Brier score and log loss from
+    their sums and sums of squares (`intervals.bounded_mean_interval`), widened by the DP noise of the
+    released sums when `noise_variance` is not empty. Per-record values lie in [0, 1] (binary Brier),
+    [0, 2] (multiclass Brier) and [0, loss bound] (log loss: the DP clip, else -log of float64's epsilon)."""
+    layout, n = stats.layout, stats.records
+    label_noise = noise_variance.get("label_counts", 0.0) * layout.num_classes  # n is the K label counts' sum
+    loss_upper = layout.loss_bound if layout.loss_bound is not None else -math.log(LOG_LOSS_EPSILON)
+    bounds = {"brier": 1.0 if layout.num_classes == 2 else 2.0, "log_loss": loss_upper}
+    return {
+        f"{name}_ci": bounded_mean_interval(
+            float(stats[f"{name}_sum"][0]), float(stats[f"{name}_sq_sum"][0]), n, upper=upper, confidence=confidence,
+            total_noise=noise_variance.get(f"{name}_sum", 0.0), squares_noise=noise_variance.get(f"{name}_sq_sum", 0.0),
+            count_noise=label_noise).as_record()
+        for name, upper in bounds.items()
+    }

@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import rfc8785
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from accord.config_files import describe_validation_error
 from accord.hashing import arrays_sha256, sha256_bytes
@@ -54,13 +54,37 @@ def parse_spec(text: object, model: type[SpecT], *, what: str) -> SpecT:
         raise MessageError(describe_validation_error(what, exc)) from None
 
 
+class DistributedNoise(Strict):
+    """Distributed noise: the partner added a share of a release's noise inside an encrypted sum."""
+
+    honest_required: int = Field(ge=2, description="t: the release's ε holds while at least t contributors are honest")
+    cohort: int = Field(ge=2, description="n: the contributors to the encrypted sum (each adds a share)")
+    central_sigma: float = Field(gt=0, description="σ of one central release (the share is σ/√t)")
+    share_epsilon: float = Field(gt=0, description="the ε this partner's own share gives, whatever the others do")
+
+
 class NoiseInfo(Strict):
-    """The Gaussian noise a partner added to its statistics (see federated.evaluation.dp_release)."""
+    """The Gaussian noise a partner added to its statistics (see federated.evaluation.dp_release).
+
+    `sigma` is the noise it really added (per unit of sensitivity): the pooled sums' variance is the sum of
+    the partners' σ². `epsilon` is the release's ε; with `distributed` set, that ε holds while at least
+    `distributed.honest_required` contributors are honest, and `distributed.share_epsilon` (≥ ε) holds alone.
+    """
 
     epsilon: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
     l2_sensitivity: float = Field(gt=0)
     sigma: float = Field(gt=0)
+    distributed: DistributedNoise | None = None
+
+    @model_validator(mode="after")
+    def _share_is_honest(self) -> NoiseInfo:
+        share = self.distributed
+        if share is not None and (share.share_epsilon < self.epsilon or share.cohort < share.honest_required
+                                  or self.sigma > share.central_sigma):
+            raise ValueError("distributed noise: the share's ε is at least the release's, the cohort at least t, and the "
+                             "share's σ at most the central σ")
+        return self
 
 
 class PartnerInfo(Strict):

@@ -9,9 +9,11 @@ Nothing here ever unpickles, and nothing raw from the partner's data is placed i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import rfc8785
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from pydantic import Field, ValidationError
 
@@ -19,6 +21,8 @@ from accord.config_files import describe_validation_error
 from accord.hashing import sha256_bytes
 from accord.models import Strict, StrictWithArrays
 from federated.errors import MessageError
+from federated.evaluation.dp_release import shared_arrays
+from federated.evaluation.regression import RegressionLayout, RegressionStatistics
 from federated.evaluation.statistics import EvaluationStatistics, StatisticsLayout
 from federated.messages.common import (
     MAX_MODEL_BYTES,
@@ -28,15 +32,29 @@ from federated.messages.common import (
     payload_sha256,
 )
 from federated.messages.encryption_spec import EncryptionSpec
-from federated.study import EvaluationSettings, Governance
+from federated.study import EvaluationSettings, Governance, ShiftSettings
 
 MESSAGE_TYPE = "query.evaluate"
+
+# One model's statistics as they travel: classification (probabilities) or regression (numbers).
+ModelStatistics = EvaluationStatistics | RegressionStatistics
 
 
 class ModelRef(Strict):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     output: str
+
+
+class MonitoringTask(Strict):
+    """What makes an evaluation task a monitoring period: partners' contracts see the purpose "monitoring".
+
+    `snapshot`: the partner evaluates the data snapshot of that number declared in its manifest (None:
+    its current data file)."""
+
+    period: int = Field(ge=1)
+    periods: int = Field(ge=1)
+    snapshot: int | None = Field(default=None, ge=1)
 
 
 class TaskSpec(SignedSpec):
@@ -50,6 +68,22 @@ class TaskSpec(SignedSpec):
     encryption: EncryptionSpec | None = None  # set: statistics travel as one encrypted bundle
     governance: Governance = Governance()  # checked against partners' data contracts
     min_cohort: int = Field(default=1, ge=1)
+    monitoring: MonitoringTask | None = None  # set: one period of a monitoring study
+    shift: ShiftSettings | None = None  # set: partners also release feature histograms on the study's edges
+
+    @property
+    def purpose(self) -> str:
+        """What the task uses the data for, as data contracts name it."""
+        return "monitoring" if self.monitoring is not None else "evaluation"
+
+    def canonical(self) -> bytes:
+        # An evaluation task without monitoring hashes as it did before the field existed.
+        document = self.model_dump(mode="json")
+        if document.get("monitoring") is None:
+            document.pop("monitoring", None)
+        if document.get("shift") is None:  # likewise a task without shift histograms
+            document.pop("shift", None)
+        return rfc8785.dumps(document)
 
     def layout(self) -> StatisticsLayout:
         settings = self.evaluation
@@ -60,7 +94,17 @@ class TaskSpec(SignedSpec):
             threshold=settings.threshold,
             positive_class=settings.positive_class,
             loss_bound=settings.privacy.loss_bound if settings.privacy.enabled else None,
+            feature_edges=tuple(tuple(self.shift.edges[f]) for f in self.shift.features) if self.shift else (),
+            shift_features=tuple(self.shift.features) if self.shift else (),
         )
+
+    def regression_layout(self) -> RegressionLayout | None:
+        """The regression statistics' layout when the study's task is regression, else None."""
+        settings = self.evaluation.regression
+        if self.evaluation.task != "regression" or settings is None:
+            return None
+        return RegressionLayout(residual_edges=tuple(settings.residual_edges),
+                                subgroup_levels=tuple(self.evaluation.subgroup_levels), value_range=settings.value_range)
 
 
 class EvaluationTask(Strict):
@@ -109,7 +153,7 @@ def parse_task(content: RecordDict) -> EvaluationTask:
 
 class EvaluationReply(StrictWithArrays):
     info: PartnerInfo
-    statistics: dict[str, EvaluationStatistics]
+    statistics: dict[str, ModelStatistics]
     encrypted: Any = None  # federated.messages.encryption.SignedBundle when the task is encrypted
 
     def payload_sha256(self) -> str:
@@ -119,7 +163,7 @@ class EvaluationReply(StrictWithArrays):
         return payload_sha256(self.info, arrays, **digests)
 
 
-def build_reply(info: PartnerInfo, statistics: dict[str, EvaluationStatistics]) -> RecordDict:
+def build_reply(info: PartnerInfo, statistics: Mapping[str, ModelStatistics]) -> RecordDict:
     records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"info": ConfigRecord({"json": info.model_dump_json()})}
     for name, stats in statistics.items():
         records[f"stats.{name}"] = ArrayRecord(
@@ -140,7 +184,7 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
     except (ValidationError, TypeError) as exc:
         detail = describe_validation_error("reply info", exc) if isinstance(exc, ValidationError) else str(exc)
         raise MessageError(detail) from None
-    statistics: dict[str, EvaluationStatistics] = {}
+    statistics: dict[str, ModelStatistics] = {}
     if info.status == "ok" and spec.encryption is not None:
         from federated.messages.encryption import (
             SignedBundle,  # TenSEAL only for encrypted studies
@@ -148,7 +192,7 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
 
         return EvaluationReply(info=info, statistics={}, encrypted=SignedBundle.read(content, info.partner, spec))
     if info.status == "ok":
-        layout = spec.layout()
+        layout, regression = spec.layout(), spec.regression_layout()
         for ref in spec.models:
             record = content.array_records.get(f"stats.{ref.name}")
             if record is None:
@@ -158,7 +202,12 @@ def parse_reply(content: RecordDict, spec: TaskSpec) -> EvaluationReply:
                 if value.dtype != np.float64:
                     raise MessageError(f"reply from {info.partner!r}: {ref.name}.{key} is {value.dtype}, expected float64")
             try:
-                statistics[ref.name] = EvaluationStatistics(layout, arrays)
+                statistics[ref.name] = (EvaluationStatistics(layout, arrays) if regression is None
+                                        else RegressionStatistics(regression, arrays))
             except MessageError as exc:
                 raise MessageError(f"reply from {info.partner!r}, model {ref.name!r}: {exc}") from None
+        try:  # the label counts are released once for all models: every model must carry the same
+            shared_arrays({name: stats for name, stats in statistics.items() if isinstance(stats, EvaluationStatistics)})
+        except MessageError as exc:
+            raise MessageError(f"reply from {info.partner!r}: {exc}") from None
     return EvaluationReply(info=info, statistics=statistics)

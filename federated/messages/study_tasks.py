@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from federated.errors import ConfigError
 from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE, EncryptionSpec
-from federated.messages.evaluation import MESSAGE_TYPE, ModelRef, TaskSpec
+from federated.messages.evaluation import MESSAGE_TYPE, ModelRef, MonitoringTask, TaskSpec
 from federated.messages.seal import SEAL_MESSAGE_TYPE, SealSpec
 from federated.messages.training import GLOBAL_MODEL, TRAIN_MESSAGE_TYPE, TrainSpec
 from federated.study import Study
@@ -39,8 +39,20 @@ def evaluation_spec(study: Study, *, round_number: int, study_sha256: str, model
     """Round `round_number` of an evaluation study: the candidate models on every partner's data."""
     return TaskSpec(
         study=study.id, round=round_number, study_sha256=study_sha256, models=models, evaluation=study.evaluation,
-        governance=study.governance, min_cohort=study.min_cohort,
+        governance=study.governance, min_cohort=study.min_cohort, shift=study.shift,
     )
+
+
+def monitoring_spec(study: Study, *, period: int, round_number: int, study_sha256: str, models: list[ModelRef]) -> TaskSpec:
+    """Period `period` of a monitoring study, sent as round `round_number` (a resumed study's rounds go on
+    from the last one sent, so a node never sees a round number twice): purpose "monitoring"."""
+    if study.monitoring is None:
+        raise ConfigError(f"study {study.id!r} has no [monitoring] table: it sends no monitoring periods")
+    settings = study.monitoring
+    task = MonitoringTask(period=period, periods=settings.periods,
+                          snapshot=period if settings.schedule == "snapshots" else None)
+    spec = evaluation_spec(study, round_number=round_number, study_sha256=study_sha256, models=models)
+    return spec.model_copy(update={"monitoring": task})
 
 
 def training_spec(study: Study, *, round_number: int, study_sha256: str, global_sha256: str, onnx_sha256: str) -> TrainSpec:
@@ -77,9 +89,14 @@ def study_tasks(study: Study, *, study_sha256: str) -> list[PlannedTask]:
             max_records_per_partner=study.encryption.max_records_per_partner, layout_sha256=NOT_YET_KNOWN,
         )
     tasks: list[PlannedTask] = []
-    for round_number in range(1, study.rounds + 1):
+    for round_number in range(1, (study.monitoring.periods if study.monitoring is not None else study.rounds) + 1):
         spec: TaskSpec | TrainSpec
-        if study.training is not None:
+        if study.monitoring is not None:
+            models = [ModelRef(name=m.name, sha256=m.sha256 or NOT_YET_KNOWN, output=m.output) for m in study.models]
+            spec = monitoring_spec(study, period=round_number, round_number=round_number, study_sha256=study_sha256,
+                                   models=models)
+            message_type = MESSAGE_TYPE
+        elif study.training is not None:
             spec = training_spec(study, round_number=round_number, study_sha256=study_sha256,
                                  global_sha256=NOT_YET_KNOWN, onnx_sha256=NOT_YET_KNOWN)
             message_type = TRAIN_MESSAGE_TYPE

@@ -8,6 +8,7 @@ count, the privacy it spent and the statistics of the global model on its data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from federated.messages.evaluation import (
     EvaluationReply,
     EvaluationTask,
     ModelRef,
+    ModelStatistics,
     TaskSpec,
     build_reply,
     parse_reply,
@@ -143,7 +145,7 @@ def build_train_reply(
     num_examples: int = 0,
     train_loss: float | None = None,
     privacy: PrivacySpent | None = None,
-    statistics: dict[str, EvaluationStatistics] | None = None,
+    statistics: Mapping[str, ModelStatistics] | None = None,
 ) -> RecordDict:
     content = build_reply(info, statistics or {})
     if arrays is not None:

@@ -73,3 +73,10 @@ def format_estimate(name: str, value: Any, *, noisy: bool = False, se: float | N
         if clipped is not None:
             return clipped
     return format_value(value) + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")
+
+
+def format_p_value(value: Any) -> str:
+    """A test's p-value: '< 0.0001' below what four decimals show, else four decimals; '—' when missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return "< 0.0001" if float(value) < 0.0001 else f"{float(value):.4f}"

@@ -36,24 +36,54 @@ def _partner_releases(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]
     return releases
 
 
+def _prv_epsilon(releases: list[dict[str, Any]], *, delta: float, own_share: bool) -> float:
+    """PRV composition of the releases; a distributed release counts with the central σ (its guarantee under the
+    assumption) or, with `own_share`, with the σ the partner really added (what holds whatever the others do)."""
+    account = PrivacyAccount(accountant="prv")
+    for release in releases:
+        if "sigma" in release:  # Gaussian release of evaluation statistics
+            shared = release.get("distributed")
+            sigma = release["sigma"] if own_share or not shared else shared["central_sigma"]
+            account.add_gaussian_release(sigma=sigma, l2_sensitivity=release["l2_sensitivity"])
+        else:  # DP-SGD
+            account.add_dpsgd(
+                noise_multiplier=release["noise_multiplier"], sample_rate=release["sample_rate"], steps=release["steps"]
+            )
+    return account.epsilon(delta=delta)
+
+
 def reported_privacy(results: dict[str, Any]) -> dict[str, Any]:
-    """Per partner: every release and the composed totals; empty when no DP was used."""
+    """Per partner: every release and the composed totals; empty when no DP was used.
+
+    With distributed noise (a partner added only a share of a release's noise inside an encrypted sum) the
+    totals are the guarantee under the stated assumption (each such release's ε holds while at least t of its
+    n contributors are honest, listed under `assumption`), what the partner's ledger charges; `own_share` gives
+    the totals that hold on the partner's own noise alone, never smaller.
+    """
     report: dict[str, Any] = {}
     for partner, releases in sorted(_partner_releases(results).items()):
-        account = PrivacyAccount(accountant="prv")
-        for release in releases:
-            if "sigma" in release:  # Gaussian release of evaluation statistics
-                account.add_gaussian_release(sigma=release["sigma"], l2_sensitivity=release["l2_sensitivity"])
-            else:  # DP-SGD
-                account.add_dpsgd(
-                    noise_multiplier=release["noise_multiplier"], sample_rate=release["sample_rate"], steps=release["steps"]
-                )
         total_delta = sum(release["delta"] for release in releases)
-        report[partner] = {
+        entry: dict[str, Any] = {
             "releases": releases,
             "basic_composition": {"epsilon": sum(r["epsilon"] for r in releases), "delta": total_delta},
-            "prv_composition": {"epsilon": account.epsilon(delta=total_delta), "delta": total_delta},
+            "prv_composition": {"epsilon": _prv_epsilon(releases, delta=total_delta, own_share=False), "delta": total_delta},
         }
+        distributed = [r for r in releases if r.get("distributed")]
+        if distributed:
+            alone = sum(r["distributed"]["share_epsilon"] if r.get("distributed") else r["epsilon"] for r in releases)
+            entry["assumption"] = {
+                "statement": "the totals above hold if, in each release listed here, at least honest_required of its "
+                             "cohort contributors were honest (they added their share of the noise and did not collude)",
+                "releases": [{"round": r["round"], "honest_required": r["distributed"]["honest_required"],
+                              "cohort": r["distributed"]["cohort"]} for r in distributed],
+            }
+            entry["own_share"] = {
+                "statement": "what holds on this partner's own noise alone, whatever the other contributors do",
+                "basic_composition": {"epsilon": alone, "delta": total_delta},
+                "prv_composition": {"epsilon": _prv_epsilon(releases, delta=total_delta, own_share=True),
+                                    "delta": total_delta},
+            }
+        report[partner] = entry
     return report
 
 
@@ -64,7 +94,9 @@ def _partner_trail_releases(entries: Sequence[Mapping[str, Any]], study_id: str)
             details = entry.get("details", {})
             releases.append({"round": entry.get("round"), "release": details.get("release"),
                              "epsilon": float(details.get("epsilon", 0.0)), "delta": float(details.get("delta", 0.0)),
-                             **({"outcome": details["outcome"]} if "outcome" in details else {})})
+                             **({"outcome": details["outcome"]} if "outcome" in details else {}),
+                             **({key: details[key] for key in ("share_epsilon", "honest_required", "cohort")}
+                                if details.get("share_epsilon") is not None else {})})
     return releases
 
 
@@ -88,6 +120,9 @@ def spent_report(
         spent = {"epsilon": math.fsum(r["epsilon"] for r in releases), "delta": math.fsum(r["delta"] for r in releases)}
         claim = claimed.get(partner, {}).get("basic_composition", {"epsilon": 0.0, "delta": 0.0})
         report[partner] = {"releases": releases, "spent": spent, "claimed_by_coordinator": claim}
+        if any("share_epsilon" in r for r in releases):  # distributed noise: ε under the assumption, and alone
+            report[partner]["spent_own_share"] = {
+                "epsilon": math.fsum(float(r.get("share_epsilon", r["epsilon"])) for r in releases), "delta": spent["delta"]}
         if not math.isclose(spent["epsilon"], float(claim.get("epsilon", 0.0)), rel_tol=1e-9, abs_tol=1e-12):
             differences.append(partner)
     missing = sorted((set(partners) | set(claimed)) - set(partner_trails))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,14 @@ from accord.hashing import sha256_file
 from federated.evaluation.dp_release import consistent
 from federated.evaluation.intervals import Z_95
 from federated.evaluation.metrics import ClassCurve, calibration_sums, class_curve
+from federated.evaluation.regression import RegressionStatistics
 from federated.evaluation.statistics import EvaluationStatistics
 from federated.evaluation.validation import ratio_noise_variance
 from federated.reporting.formatting import clipped_text, format_count, format_estimate, format_value, json_safe
+from federated.reporting.monitoring_section import monitoring_lines, plot_monitoring
+from federated.reporting.regression_section import is_regression, plot_residuals, regression_lines
+from federated.reporting.results import StudyResults
+from federated.reporting.shift_section import shift_lines
 from federated.reporting.validation_section import heterogeneity_lines, plot_forest, validation_lines
 
 _TABLE_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
@@ -98,11 +104,13 @@ def figure_data(stats: EvaluationStatistics, calibration_bins: int, *, bin_noise
         if noisy and auroc is not None and math.isfinite(auroc):
             auroc = float(np.clip(auroc, 0.0, 1.0))
         roc.append({"class": cls, "false_positive_rate": curve.false_positive_rate, "true_positive_rate": curve.true_positive_rate,
-                    "half_width": roc_band(curve, float(shown["hist_pos"][cls].sum()), v_hist), "auroc": auroc,
+                    "half_width": roc_band(curve, float(shown.histograms(cls)[0].sum()), v_hist), "auroc": auroc,
                     "label": f"class {cls}: AUROC {_interval_text('auroc', auroc, entry.get('auroc_ci'), noisy=noisy)}"})
         ece = pooled.get("ece") if binary and "ece" in pooled else curve.ece
+        ece_text = ("not estimable at this ε" if validation.get("ece_not_estimable") and binary
+                    else format_estimate('ece', ece, noisy=noisy))
         calibration.append({"class": cls, **calibration_points(shown, cls, calibration_bins, v_hist),
-                            "label": f"class {cls} (ECE {format_estimate('ece', ece, noisy=noisy)})"})
+                            "label": f"class {cls} (ECE {ece_text})"})
     return {"noisy": noisy, "roc": roc, "calibration": calibration}
 
 
@@ -155,23 +163,28 @@ def plot_model(name: str, stats: EvaluationStatistics, calibration_bins: int, ou
 
 
 def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
-                    forest_plots: dict[str, Path] | None = None) -> str:
+                    forest_plots: dict[str, Path] | None = None, monitoring_plots: dict[str, Path] | None = None) -> str:
     """`report.md`: pooled metrics, model x partner matrix, cohort, subgroup gaps, model hashes."""
     lines = [f"# Study `{results['study']}` — evaluation report", ""]
     lines += [f"Status: **{results['status']}**" + (f" — {results['message']}" if results.get("message") else ""), ""]
     lines += ["## Candidate models", "", "| model | SHA-256 |", "| --- | --- |"]
     lines += [f"| {m['name']} | `{m['sha256']}` |" for m in results["models"]]
+    lines += monitoring_lines(results, monitoring_plots)  # a monitoring study's timeline and alerts come first
     final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else None)
     if results.get("purpose") == "training":
         lines += _training_section(results)
-    if final is not None and final.get("pooled"):
+    regression = results.get("task") == "regression"
+    if regression and final is not None and final.get("pooled"):
+        lines += regression_lines(final, plots)
+    if not regression and final is not None and final.get("pooled"):
         lines += ["", f"## Pooled metrics (round {final['round']}, {len(final['contributors'])} partners)", ""]
         lines += ["| model | " + " | ".join(_TABLE_METRICS) + " |", "| --- |" + " --- |" * len(_TABLE_METRICS)]
         errors = final.get("standard_errors", {})
         for name, metrics in final["pooled"].items():
             se, noisy = errors.get(name, {}), name in errors
             intervals = final.get("validation", {}).get(name, {})
-            cells = [format_estimate(k, metrics.get(k), noisy=noisy, se=se.get(k) if k != "count" else None,
+            cells = ["not estimable at this ε" if k == "ece" and intervals.get("ece_not_estimable") else
+                     format_estimate(k, metrics.get(k), noisy=noisy, se=se.get(k) if k != "count" else None,
                                      interval=intervals.get(f"{k}_ci")) for k in _TABLE_METRICS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if errors:
@@ -204,9 +217,10 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
                     lines.append(f"| {level} | {format_count(entry.get('count'), noisy=noisy)} | "
                                  + " | ".join(format_estimate(k, entry.get(k), noisy=noisy) for k in keys) + " |")
                 lines += ["", "Gaps (max − min over levels): " + ", ".join(f"{k} {format_value(v)}" for k, v in groups["gaps"].items()), ""]
-    if final is not None and final.get("pooled"):
+    if not regression and final is not None and final.get("pooled"):
         lines += validation_lines(final)
         lines += heterogeneity_lines(final, forest_plots or {})
+        lines += shift_lines(final)
     lines += _privacy_section(results)
     lines += ["", "## Cohort per round", "", "| round | contributors | refused | missing | duration (s) |", "| --- | --- | --- | --- | --- |"]
     for entry in results["rounds"]:
@@ -214,7 +228,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
         missing = "; ".join(f"{m['node']}: {m['reason']}" for m in entry["missing"]) or "—"
         lines.append(f"| {entry['round']} | {', '.join(entry['contributors'])} | {refused} | {missing} | {entry['duration_s']} |")
     lines += _absent_lines(results)
-    if plots:
+    if plots and not regression:
         lines += ["", "## Plots", ""]
         for name, files in plots.items():
             lines += [f"![ROC {name}]({files['roc'].name}) ![calibration {name}]({files['calibration'].name})"]
@@ -253,6 +267,24 @@ def _privacy_section(results: dict[str, Any]) -> list[str]:
         deltas = ", ".join(sorted({f"{r['delta']:.0e}" for r in entry["releases"]}))
         lines.append(f"| {partner} | {releases} | {deltas} | {entry['basic_composition']['epsilon']:.4g} | "
                      f"{entry['prv_composition']['epsilon']:.4g} | {entry['basic_composition']['delta']:.1e} |")
+    return lines + _distributed_noise_lines(report)
+
+
+def _distributed_noise_lines(report: dict[str, Any]) -> list[str]:
+    """Partners that added only a share of the noise (distributed noise): both guarantees, side by side."""
+    shared = {partner: entry for partner, entry in report.items() if entry.get("own_share")}
+    if not shared:
+        return []
+    lines = ["", "Distributed noise: these partners added only a share of each release's noise inside the encrypted "
+             "sum. The totals above hold if at least t of the n contributors of each such release were honest; on "
+             "their own noise alone (whatever the others do) the totals are larger:", "",
+             "| partner | assumption (round: t of n honest) | total ε alone (basic) | total ε alone (PRV) |",
+             "| --- | --- | --- | --- |"]
+    for partner, entry in shared.items():
+        assumed = ", ".join(f"{r['round']}: {r['honest_required']} of {r['cohort']}" for r in entry["assumption"]["releases"])
+        alone = entry["own_share"]
+        lines.append(f"| {partner} | {assumed} | {alone['basic_composition']['epsilon']:.4g} | "
+                     f"{alone['prv_composition']['epsilon']:.4g} |")
     return lines
 
 
@@ -285,21 +317,30 @@ def bin_noise_variance(entry: dict[str, Any]) -> float | None:
 
 def write_outputs(
     out_dir: Path,
-    results: dict[str, Any],
-    pooled_statistics: dict[str, EvaluationStatistics],
+    study_results: StudyResults | Mapping[str, Any],
+    pooled_statistics: Mapping[str, EvaluationStatistics | RegressionStatistics],
     calibration_bins: int,
 ) -> dict[str, str]:
-    """Write results.json, report.md and plots; return each file's SHA-256 for the trail."""
+    """Write results.json, report.md and plots; return each file's SHA-256 for the trail.
+
+    The document is validated as it is written (`ResultsError` naming the field that does not fit): what
+    results.json holds always reads back as `StudyResults`."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    document = study_results.document() if isinstance(study_results, StudyResults) else dict(study_results)
+    results = StudyResults.parse(document, source=str(out_dir / "results.json")).document()
     final = results.get("final_evaluation") or (results["rounds"][-1] if results.get("rounds") else None) or {}
     v_hist = bin_noise_variance(final)
     plots = {name: plot_model(name, stats, calibration_bins, out_dir, bin_noise_variance=v_hist,
                               pooled=(final.get("pooled") or {}).get(name), validation=(final.get("validation") or {}).get(name))
-             for name, stats in pooled_statistics.items()}
+             for name, stats in pooled_statistics.items() if isinstance(stats, EvaluationStatistics)}
+    for name, summary in (final.get("validation") or {}).items():  # a regression study's residual histograms
+        if is_regression(summary) and (path := plot_residuals(name, summary, out_dir, noisy=v_hist is not None)):
+            plots[name] = {"residuals": path}
     forest = {name: path for name, entry in (final.get("heterogeneity") or {}).items()
               if (path := plot_forest(name, entry, out_dir)) is not None}
     write_atomically(out_dir / "results.json", json.dumps(json_safe(results), indent=2, sort_keys=True) + "\n")
-    write_atomically(out_dir / "report.md", render_markdown(results, plots, forest))
+    monitoring = plot_monitoring(results, out_dir)  # {} unless results hold a monitoring section
+    write_atomically(out_dir / "report.md", render_markdown(results, plots, forest, monitoring))
     files = [out_dir / "results.json", out_dir / "report.md"] + [p for f in plots.values() for p in f.values()]
-    files += list(forest.values())
+    files += list(forest.values()) + list(monitoring.values())
     return {path.name: sha256_file(path) for path in files}

@@ -32,6 +32,13 @@ def validation_lines(final: dict[str, Any]) -> list[str]:
         lines.append(f"| accuracy | {_rate('accuracy', pooled.get('accuracy'), summary.get('accuracy_ci'), noisy=noisy)} | "
                      f"{_ci(summary.get('accuracy_ci'))} | "
                      f"{summary.get('accuracy_ci', {}).get('method', '')} |")
+        for metric, label in (("brier", "Brier score"), ("log_loss", "log loss")):
+            if f"{metric}_ci" in summary:  # mean per-record loss: normal interval from the sums of squares
+                interval = summary[f"{metric}_ci"]
+                lines.append(f"| {label} | {format_estimate(metric, pooled.get(metric), noisy=noisy, interval=interval)} | "
+                             f"{_ci(interval)} | {interval.get('method', '')} |")
+        if summary.get("ece_not_estimable"):  # DP noise swamps it: said, not shown as a number
+            lines.append(f"| ECE | not estimable at this ε | — | {summary['ece_not_estimable']} |")
         if "auroc_ci" in summary:
             lines.append(f"| AUROC (binned) | {_rate('auroc', pooled.get('auroc'), summary['auroc_ci'], noisy=noisy)} | "
                          f"{_ci(summary['auroc_ci'])} | "

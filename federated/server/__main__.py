@@ -34,6 +34,7 @@ console = Console(stderr=True, soft_wrap=True)
 cli = App(help=__doc__)
 
 _SHOWN = ("accuracy", "precision", "recall", "f1", "auroc", "brier", "ece")
+_REGRESSION_SHOWN = ("mae", "rmse", "r2", "mean_error", "calibration_slope")  # a study with task = "regression"
 
 
 def _progress_line(entry: dict[str, Any], *, final_round: int | None = None) -> str | None:
@@ -92,7 +93,7 @@ def _progress_line(entry: dict[str, Any], *, final_round: int | None = None) -> 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
     """The pooled metrics of one model in one round, in the results table's order."""
-    shown = [f"{name} {metrics[name]:.3f}" for name in _SHOWN if name in metrics]
+    shown = [f"{name} {metrics[name]:.3f}" for name in (*_SHOWN, *_REGRESSION_SHOWN) if name in metrics]
     return ", ".join(shown) or "no pooled metric released"
 
 
@@ -107,8 +108,8 @@ def score_bins_warning(study: Any, results: dict[str, Any]) -> str | None:
     and partners it had: each bin carries its own noise, so finer bins make the AUROC noisier, not finer."""
     evaluation = study.evaluation
     final = results.get("final_evaluation") or (results["rounds"][-1] if results.get("rounds") else None)
-    if not evaluation.privacy.enabled or not final or not final.get("pooled"):
-        return None
+    if not evaluation.privacy.enabled or evaluation.task == "regression" or not final or not final.get("pooled"):
+        return None  # (a regression study has no score bins)
     records = max(float(next(iter(final["pooled"].values())).get("count") or 0.0), 0.0)
     recommended = recommended_score_bins(
         epsilon=evaluation.privacy.epsilon, delta=evaluation.privacy.delta, records=int(records),
@@ -124,13 +125,16 @@ def score_bins_warning(study: Any, results: dict[str, Any]) -> str | None:
 def _results_table(results: dict[str, Any]) -> Table:
     table = Table(title=f"Pooled metrics — study {results['study']}")
     table.add_column("model")
-    for name in _SHOWN:
+    shown = _REGRESSION_SHOWN if results.get("task") == "regression" else _SHOWN
+    for name in shown:
         table.add_column(name, justify="right")
     final = results.get("final_evaluation") or (results["rounds"][-1] if results["rounds"] else {"pooled": {}})
     errors = final.get("standard_errors", {})
     for model, metrics in final["pooled"].items():
         se, intervals = errors.get(model, {}), _intervals(final.get("validation", {}).get(model, {}))
-        table.add_row(model, *(_cell(k, metrics.get(k), se.get(k), intervals.get(k), noisy=model in errors) for k in _SHOWN))
+        not_estimable = final.get("validation", {}).get(model, {}).get("ece_not_estimable")
+        table.add_row(model, *("not estimable at this ε" if k == "ece" and not_estimable else
+                               _cell(k, metrics.get(k), se.get(k), intervals.get(k), noisy=model in errors) for k in shown))
     captions = ["[low, high]: 95 % interval (sampling, and DP noise when on)"] if final.get("validation") else []
     if errors:
         captions.append("± standard error from the partners' DP noise; a metric clipped to its range's edge shows as a bound")
@@ -139,8 +143,8 @@ def _results_table(results: dict[str, Any]) -> Table:
 
 
 def _intervals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {metric: record for metric, record in (("accuracy", summary.get("accuracy_ci")), ("auroc", summary.get("auroc_ci")))
-            if record and record.get("low") is not None}
+    records = {metric: summary.get(f"{metric}_ci") for metric in ("accuracy", "auroc", "brier", "log_loss", "mae", "rmse", "mean_error")}
+    return {metric: record for metric, record in records.items() if record and record.get("low") is not None}
 
 
 def _cell(name: str, value: float | None, se: float | None, interval: dict[str, Any] | None, *, noisy: bool) -> str:

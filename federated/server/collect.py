@@ -1,7 +1,8 @@
 """Sending one task to every node and sorting what comes back: accepted replies, refusals and
 nodes that did not answer. Every round of every study kind (evaluation, training, decryption, seal)
 goes through `collect_replies`, so the audit record on each task and reply is attached and checked
-in one place.
+in one place. What it sends with comes in explicitly, as a `Channel` (the study's `RoundContext` is one):
+nothing is looked up from module state.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ ReplyT = TypeVar("ReplyT", bound=Reply)
 REPLY_POLL_S = 0.25
 
 
+@dataclass(frozen=True)
+class Channel:
+    """How the coordinator reaches its nodes: the grid, the trail that records every task and reply, and the
+    audit that puts a signed checkpoint on every task and checks every reply's cosignature and checkpoint.
+
+    `audit` None: tasks carry no audit record, which partners refuse; only for tests of the bare exchange.
+    """
+
+    grid: Grid
+    trail: AuditTrail
+    audit: CoordinatorAudit | None
+
+
 def exchange(grid: Grid, messages: list[Message], *, timeout_s: float) -> Iterator[Message]:
     """Push `messages` and yield replies as they arrive, until all came or `timeout_s` passed."""
     pending = set(grid.push_messages(messages))
@@ -65,7 +79,7 @@ class Collected(Generic[ReplyT]):
 
 
 def collect_replies(
-    grid: Grid,
+    channel: Channel,
     node_ids: Iterable[int],
     *,
     content: Callable[[], RecordDict],
@@ -73,14 +87,14 @@ def collect_replies(
     parse: Callable[[RecordDict], ReplyT],
     where: dict[str, Any],
     task_sha256: str,
-    trail: AuditTrail,
     timeout_s: float,
 ) -> Collected[ReplyT]:
-    """Send a task to every node; sort the replies into accepted, refused and missing.
+    """Send a task to every node over `channel`; sort the replies into accepted, refused and missing.
 
-    `parse` validates a reply's content (raising `MessageError`) into an object with `info`.
+    `parse` validates a reply's content (raising `MessageError`) into an object with `info`. With the
+    channel's audit, checkpoints and cosignatures ride on every task and reply.
     """
-    audit = CoordinatorAudit.bound_to(trail)  # checkpoints and cosignatures ride on tasks and replies
+    grid, trail, audit = channel.grid, channel.trail, channel.audit
     if audit is not None:
         audit.checkpoint()  # covers everything up to this round, the previous round included
     messages = []

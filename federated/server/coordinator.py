@@ -57,6 +57,7 @@ from federated.runtime.runs import (
     new_run_dir,
     run_directories,
 )
+from federated.reporting.results import StudyResults
 from federated.runtime.simulation import SIMULATION_HE_SECRET
 from federated.server.app import TRAIL_NAME, trail_path
 from federated.server.encryption import load_study_context
@@ -298,11 +299,11 @@ def follow(submission: Submission, on_entry: Callable[[dict[str, Any]], None], *
 
 def _read_results(submission: Submission, final_entry: dict[str, Any]) -> dict[str, Any]:
     results_path = submission.study.output_dir / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
-    if results.get("flower_run") != str(submission.run_id):
+    results = StudyResults.read(results_path) if results_path.is_file() else None
+    if results is None or results.flower_run != str(submission.run_id):
         reason = final_entry["details"].get("reason", "no results written")
         raise FlowerRuntimeError(f"study {submission.study.id} failed: {reason}")
-    return results
+    return results.document()
 
 
 def expected_duration_s(study: Study) -> float:

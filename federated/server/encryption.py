@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from flwr.serverapp import Grid
 
 from accord.errors import AccordError, ExitCode
 from crypto.he_aggregation import EncryptedBundle, add_bundles
 from crypto.he_keys import PublicContext, load_public_context
-from federated.audit import AuditTrail
 from federated.errors import CohortTooSmallError, ConfigError, FederatedError
 from federated.messages.encryption import (
     DecryptSpec,
@@ -44,7 +42,7 @@ from federated.messages.encryption import (
 )
 from federated.messages.encryption_spec import DECRYPT_MESSAGE_TYPE, ENCRYPTION_CLAUSE, EncryptionSpec
 from federated.messages.he_codec import BundlePlan
-from federated.server.collect import Collected, Reply, collect_replies
+from federated.server.collect import Channel, Collected, Reply, collect_replies
 from federated.study import EncryptionSettings, Study
 
 _PLACEHOLDER = "0" * 64
@@ -131,6 +129,13 @@ class EncryptedAggregation:
         public = load_study_context(study, source)
         if public is None:
             return None
+        privacy, cohort = study.evaluation.privacy, len(public.partner_keys)
+        if privacy.noise == "distributed" and privacy.honest_required_of(cohort) > cohort:
+            raise ConfigError(
+                f"{source}: evaluation.privacy.honest_required: the distributed guarantee needs "
+                f"{privacy.honest_required_of(cohort)} honest contributors, and the cohort (the partners the key "
+                f"ceremony pinned) has {cohort}: its sum would carry less than one central release's noise"
+            )
         return cls(public, study.encryption, study.min_cohort, study.round_timeout_s)
 
     def describe(self) -> dict[str, Any]:
@@ -158,10 +163,12 @@ class EncryptedAggregation:
         return spec.model_copy(update={"encryption": final}), plan  # type: ignore[attr-defined]
 
     def aggregate(
-        self, grid: Grid, collected: Collected[EncryptedT], plan: BundlePlan, trail: AuditTrail, *, study: str, round: int,
+        self, channel: Channel, collected: Collected[EncryptedT], plan: BundlePlan, *, study: str, round: int,
     ) -> EncryptedRound | None:
-        """Sum the cohort's bundles and have the sum decrypted; `CohortIncompleteError` if a member's is missing."""
+        """Sum the cohort's bundles and have the sum decrypted over `channel` (the round's context);
+        `CohortIncompleteError` if a member's is missing."""
         where: dict[str, Any] = {"study": study, "round": round}
+        trail = channel.trail
         accepted = collected.accepted
         signed: list[tuple[str, SignedBundle]] = []
         unsigned: list[tuple[str, str]] = []
@@ -192,7 +199,7 @@ class EncryptedAggregation:
             min_cohort=self.min_cohort, aggregate_sha256=total.digest,
             contributions=[bundles[partner].contribution for partner in kept],
         )
-        arrays, decryptor, attempts = self._decrypt(grid, spec, total, plan, collected.nodes, trail, where)
+        arrays, decryptor, attempts = self._decrypt(channel, spec, total, plan, collected.nodes, where)
         statistics, update = plan.unpack(arrays)
         summary = {
             "fingerprint": self.public.fingerprint, "aggregate_sha256": total.digest, "decrypted_by": decryptor,
@@ -209,16 +216,18 @@ class EncryptedAggregation:
         return [partner for partner in self.settings.decryptors if partner in contributors]
 
     def _decrypt(
-        self, grid: Grid, spec: DecryptSpec, total: EncryptedBundle, plan: BundlePlan, nodes: dict[str, int], trail: AuditTrail, where: dict[str, Any],
+        self, channel: Channel, spec: DecryptSpec, total: EncryptedBundle, plan: BundlePlan, nodes: dict[str, int],
+        where: dict[str, Any],
     ) -> tuple[dict[str, np.ndarray], str, list[dict[str, str]]]:
+        trail = channel.trail
         attempts: list[dict[str, str]] = []
         candidates = self.decryptors([c.partner for c in spec.contributions])
         step = where | {"step": "decryption"}
         for partner in candidates:
             collected = collect_replies(
-                grid, [nodes[partner]], content=lambda: build_decrypt_task(spec, total),
+                channel, [nodes[partner]], content=lambda: build_decrypt_task(spec, total),
                 message_type=DECRYPT_MESSAGE_TYPE, parse=parse_decrypt_reply, where=step, task_sha256=spec.sha256(),
-                trail=trail, timeout_s=self.timeout_s,
+                timeout_s=self.timeout_s,
             )
             attempts += [{"partner": partner, **failure} for failure in collected.refused + collected.missing]
             if not collected.accepted:

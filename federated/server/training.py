@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.serverapp import Grid
 
 from accord.hashing import arrays_sha256, sha256_bytes, sha256_file
-from accord.wording import plural
 from federated.audit import AuditTrail
-from federated.errors import CohortTooSmallError, ConfigError, MessageError
-from federated.messages.evaluation import EvaluationReply
+from federated.errors import ConfigError, MessageError
+from federated.messages.evaluation import EvaluationReply, ModelStatistics
 from federated.messages.study_tasks import final_evaluation_spec, training_spec
 from federated.messages.training import (
     TRAIN_MESSAGE_TYPE,
@@ -29,9 +27,10 @@ from federated.messages.training import (
     build_train_task,
     parse_train_reply,
 )
-from federated.server.cohort import note_late_joiners
+from federated.reporting.results import LineageEntry, RoundSummary
 from federated.server.collect import collect_replies
-from federated.server.pooling import aggregate_round, round_metrics
+from federated.server.context import RoundContext
+from federated.server.pooling import aggregate_round
 from federated.server.rounds import run_round
 from federated.study import Study, TrainingSettings
 from federated.training.aggregation import (
@@ -43,7 +42,7 @@ from federated.training.aggregation import (
 
 if TYPE_CHECKING:
     from federated.evaluation.statistics import EvaluationStatistics
-    from federated.server.encryption import EncryptedAggregation
+    from federated.server.runner import StudyRunner
 
 
 def _training_settings(study: Study) -> TrainingSettings:
@@ -111,8 +110,9 @@ class GlobalModel:
         return sha256_file(path)
 
 
-def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, round_number: int, parent: str | None,
-             contributors: list[str]) -> dict[str, Any]:
+def _release(global_model: GlobalModel, context: RoundContext, *, round_number: int, parent: str | None,
+             contributors: list[str]) -> LineageEntry:
+    study = context.study
     settings = _training_settings(study)
     path = study.output_dir / "models" / f"global-round-{round_number}.safetensors"
     lineage = {
@@ -121,12 +121,12 @@ def _release(global_model: GlobalModel, study: Study, trail: AuditTrail, *, roun
         "architecture": settings.architecture,
     }
     file_sha256 = global_model.save(path, lineage)
-    trail.append(
+    context.trail.append(
         "model_aggregated", study=study.id, round=round_number, sha256=global_model.sha256, parent_sha256=parent,
         contributors=contributors, aggregator=settings.aggregator, file=path.name, file_sha256=file_sha256,
     )
-    return {"round": round_number, "sha256": global_model.sha256, "parent_sha256": parent, "file": str(path),
-            "file_sha256": file_sha256, "contributors": contributors}
+    return LineageEntry(round=round_number, sha256=global_model.sha256, parent_sha256=parent, file=str(path),
+                        file_sha256=file_sha256, contributors=contributors)
 
 
 def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], settings: TrainingSettings,
@@ -157,72 +157,79 @@ def _check_updates(replies: list[TrainReply], reference: dict[str, np.ndarray], 
     return accepted, rejected
 
 
-def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail, results: dict[str, Any],
-                 encryption: EncryptedAggregation | None = None, *,
-                 cohort: set[int] | None = None) -> dict[str, EvaluationStatistics]:
-    """All training rounds and the final evaluation; fills `results`, returns pooled statistics.
+def run_training(runner: StudyRunner) -> dict[str, ModelStatistics]:
+    """All training rounds and the final evaluation, each finished by `runner`; returns pooled statistics.
 
-    With `encryption`, partners send weight·(w - w_global) and their statistics in one encrypted
+    With the context's encryption, partners send weight·(w - w_global) and their statistics in one encrypted
     bundle; the coordinator sums them, a decrypting partner returns the sums, and the new global
     model is w_global + sum / total weight (FedAvg; the study validation refuses other aggregators).
     """
-    settings = _training_settings(study)
-    global_model = GlobalModel(study)
-    results["lineage"] = [_release(global_model, study, trail, round_number=0, parent=None, contributors=[])]
-    for round_number in range(1, study.rounds + 1):
-        if cohort is not None and round_number > 1:  # `cohort`: the nodes connected when it started
-            note_late_joiners(grid, study, trail, cohort, results, before_round=round_number)
-        started = time.monotonic()
-        onnx = global_model.onnx()
-        timings = {"export_s": time.monotonic() - started}
-        spec = training_spec(study, round_number=round_number, study_sha256=study_sha256,
-                             global_sha256=global_model.sha256, onnx_sha256=sha256_bytes(onnx))
-        where: dict[str, Any] = {"study": study.id, "round": round_number}
-        arrays = global_model.arrays
-        nodes = list(grid.get_node_ids())
-        plan = None
-        if encryption is not None:
-            from federated.messages.he_codec import training_plan
+    context = runner.context
+    global_model = GlobalModel(context.study)
+    runner.lineage = [_release(global_model, context, round_number=0, parent=None, contributors=[])]
+    for round_number in runner.round_numbers():
+        summary, released, model = training_round(context, global_model, round_number)
+        runner.finish_round(summary, counted="contributed an accepted update", released=released)
+        if model is not None:
+            runner.lineage.append(model)
+    runner.note_late_joiners(before_round=context.study.rounds + 1)  # the final evaluation
+    return _final_evaluation(runner, global_model)
 
-            shapes = {name: array.shape for name, array in arrays.items()}
-            spec, plan = encryption.encrypt_spec(spec, partners=len(nodes),
-                                                 plan_for=lambda draft, public: training_plan(draft, shapes, public))
-        collected = collect_replies(
-            grid, nodes, content=lambda: build_train_task(spec, arrays, onnx),
-            message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
-            task_sha256=spec.sha256(), trail=trail, timeout_s=study.round_timeout_s,
-        )
-        timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
-        flagged: list[dict[str, str]] = []
-        accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where, flagged)
-        decrypted = None
-        if encryption is not None and plan is not None and len(accepted) >= study.min_cohort:
-            collected.accepted = accepted
-            decrypted = encryption.aggregate(grid, collected, plan, trail, study=study.id, round=round_number)
-            accepted = collected.accepted  # less any bundle that could not be added
-            timings["decrypt_s"] = time.monotonic() - started - timings["export_s"] - timings["exchange_s"]
-        summary: dict[str, Any] = {
-            "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
-            "flagged": flagged,
-            "refused": collected.refused, "missing": collected.missing, "global_sha256_in": global_model.sha256,
-            "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
-            "train_loss": {r.info.partner: r.train_loss for r in accepted},
-        }
-        if decrypted is not None and plan is not None:  # (a decrypted round always had a plan)
-            summary["encryption"] = decrypted.summary | {"update_error_bound": plan.update_error_bound}
-        if accepted and (encryption is None or decrypted is not None):
-            # Pooled metrics of the model the partners received (the previous round's global model).
-            evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins,
-                                         decrypted=decrypted.statistics if decrypted is not None else None)
-            summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix,
-                           standard_errors=evaluation.standard_errors, evaluation_privacy=evaluation.privacy)
-        results["rounds"].append(summary)
-        if len(accepted) < study.min_cohort or (encryption is not None and decrypted is None):
-            summary.update(pooled={}, subgroups={}, matrix={}, duration_s=round(time.monotonic() - started, 3))
-            raise CohortTooSmallError(
-                f"round {round_number}: only {plural(len(accepted), 'partner')} contributed an accepted update "
-                f"({', '.join(summary['contributors']) or 'none'}), below the minimum cohort of {study.min_cohort}"
-            )
+
+def training_round(context: RoundContext, global_model: GlobalModel,
+                   round_number: int) -> tuple[RoundSummary, bool, LineageEntry | None]:
+    """One training round: send the global model, check the updates, aggregate them into the next global model
+    (only when at least the minimum cohort's updates were accepted). Returns the round's summary, whether its
+    cohort was large enough, and the new global model's lineage entry (None when none was made)."""
+    study, encryption, trail = context.study, context.encryption, context.trail
+    settings = _training_settings(study)
+    started = time.monotonic()
+    onnx = global_model.onnx()
+    timings = {"export_s": time.monotonic() - started}
+    spec = training_spec(study, round_number=round_number, study_sha256=context.study_sha256,
+                         global_sha256=global_model.sha256, onnx_sha256=sha256_bytes(onnx))
+    where = context.where(round_number)
+    arrays = global_model.arrays
+    nodes = list(context.grid.get_node_ids())
+    plan = None
+    if encryption is not None:
+        from federated.messages.he_codec import training_plan
+
+        shapes = {name: array.shape for name, array in arrays.items()}
+        spec, plan = encryption.encrypt_spec(spec, partners=len(nodes),
+                                             plan_for=lambda draft, public: training_plan(draft, shapes, public))
+    collected = collect_replies(
+        context, nodes, content=lambda: build_train_task(spec, arrays, onnx),
+        message_type=TRAIN_MESSAGE_TYPE, parse=lambda content: parse_train_reply(content, spec), where=where,
+        task_sha256=spec.sha256(), timeout_s=context.round_timeout_s,
+    )
+    timings["exchange_s"] = time.monotonic() - started - timings["export_s"]
+    flagged: list[dict[str, str]] = []
+    accepted, rejected = _check_updates(collected.accepted, arrays, settings, trail, where, flagged)
+    decrypted = None
+    if encryption is not None and plan is not None and len(accepted) >= study.min_cohort:
+        collected.accepted = accepted
+        decrypted = encryption.aggregate(context, collected, plan, study=study.id, round=round_number)
+        accepted = collected.accepted  # less any bundle that could not be added
+        timings["decrypt_s"] = time.monotonic() - started - timings["export_s"] - timings["exchange_s"]
+    summary: dict[str, Any] = {
+        "round": round_number, "contributors": [r.info.partner for r in accepted], "rejected": rejected,
+        "flagged": flagged,
+        "refused": collected.refused, "missing": collected.missing, "global_sha256_in": global_model.sha256,
+        "privacy": {r.info.partner: r.privacy.model_dump() for r in accepted if r.privacy is not None},
+        "train_loss": {r.info.partner: r.train_loss for r in accepted},
+    }
+    if decrypted is not None and plan is not None:  # (a decrypted round always had a plan)
+        summary["encryption"] = decrypted.summary | {"update_error_bound": plan.update_error_bound}
+    if accepted and (encryption is None or decrypted is not None):
+        # Pooled metrics of the model the partners received (the previous round's global model).
+        evaluation = aggregate_round(round_number, [_as_evaluation(r) for r in accepted], study.evaluation.calibration_bins,
+                                     decrypted=decrypted.statistics if decrypted is not None else None)
+        summary.update(pooled=evaluation.pooled, subgroups=evaluation.subgroups, matrix=evaluation.matrix,
+                       standard_errors=evaluation.standard_errors, evaluation_privacy=evaluation.privacy)
+    released = len(accepted) >= study.min_cohort and (encryption is None or decrypted is not None)
+    model = None
+    if released:
         parent = global_model.sha256
         mark = time.monotonic()
         if decrypted is not None:
@@ -231,41 +238,23 @@ def run_training(grid: Grid, study: Study, study_sha256: str, trail: AuditTrail,
             global_model.load(aggregate_updates(settings, [(r.arrays, r.num_examples) for r in accepted]))
         timings["aggregate_s"] = time.monotonic() - mark
         mark = time.monotonic()
-        results["lineage"].append(
-            _release(global_model, study, trail, round_number=round_number, parent=parent, contributors=summary["contributors"])
-        )
+        model = _release(global_model, context, round_number=round_number, parent=parent, contributors=summary["contributors"])
         timings["save_s"] = time.monotonic() - mark
         summary["global_sha256_out"] = global_model.sha256
-        summary["duration_s"] = round(time.monotonic() - started, 3)
         summary["timings_s"] = {name: round(value, 4) for name, value in timings.items()}
-        trail.append("round_completed", study=study.id, round=round_number, contributors=summary["contributors"],
-                     refused=len(collected.refused), missing=len(collected.missing), rejected=len(rejected),
-                     duration_s=summary["duration_s"], **({"pooled": round_metrics(summary["pooled"])} if summary.get("pooled") else {}))
-    if cohort is not None:
-        note_late_joiners(grid, study, trail, cohort, results, before_round=study.rounds + 1)  # the final evaluation
-    return _final_evaluation(grid, study, study_sha256, global_model, trail, results, encryption)
+    summary["duration_s"] = round(time.monotonic() - started, 3)
+    return RoundSummary.of(summary), released, model
 
 
 def _as_evaluation(reply: TrainReply) -> EvaluationReply:
-    return EvaluationReply(info=reply.info, statistics=reply.statistics)
+    statistics: dict[str, ModelStatistics] = dict(reply.statistics)
+    return EvaluationReply(info=reply.info, statistics=statistics)
 
 
-def _final_evaluation(grid: Grid, study: Study, study_sha256: str, global_model: GlobalModel, trail: AuditTrail,
-                      results: dict[str, Any], encryption: EncryptedAggregation | None = None) -> dict[str, EvaluationStatistics]:
+def _final_evaluation(runner: StudyRunner, global_model: GlobalModel) -> dict[str, ModelStatistics]:
+    context = runner.context
     onnx = global_model.onnx()
-    spec = final_evaluation_spec(study, study_sha256=study_sha256, onnx_sha256=sha256_bytes(onnx))
-    final_round = spec.round
-    outcome = run_round(grid, spec, {"global": onnx}, trail, timeout_s=study.round_timeout_s,
-                        calibration_bins=study.evaluation.calibration_bins, encryption=encryption,
-                        validation=study.validation)
-    results["final_evaluation"] = outcome.summary() | {"model_sha256": global_model.sha256}
-    released = len(outcome.contributors) >= study.min_cohort
-    trail.append("round_completed", study=study.id, round=final_round, contributors=outcome.contributors,
-                 refused=len(outcome.refused), missing=len(outcome.missing), duration_s=round(outcome.duration_s, 3),
-                 final_evaluation=True, **({"pooled": round_metrics(results["final_evaluation"]["pooled"])} if released else {}))
-    if len(outcome.contributors) < study.min_cohort:
-        results["final_evaluation"].update(pooled={}, subgroups={}, matrix={})
-        raise CohortTooSmallError(
-            f"final evaluation: only {plural(len(outcome.contributors), 'partner')} answered, below the minimum cohort of {study.min_cohort}"
-        )
+    spec = final_evaluation_spec(context.study, study_sha256=context.study_sha256, onnx_sha256=sha256_bytes(onnx))
+    outcome = run_round(context, spec, {"global": onnx})
+    runner.finish_round(RoundSummary.of(outcome.summary() | {"model_sha256": global_model.sha256}), final=True)
     return outcome.pooled_statistics

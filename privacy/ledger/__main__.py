@@ -81,7 +81,8 @@ def ledger_summary(ledger: BudgetLedger) -> dict[str, Any]:
 def _print_tables(summary: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"Privacy budget ledger {summary['ledger']}")
-    for column in ("study", "release", "ε", "δ", "σ / q / steps", "spent at (UTC)"):
+    for column in ("study", "release", "ε", "δ", "σ / q / steps", "distributed: own-share ε (t of n honest)",
+                   "spent at (UTC)"):
         table.add_column(column, justify="right" if column in ("ε", "δ") else "left")
     for study in summary["studies"]:
         for release in study["releases"]:
@@ -95,6 +96,8 @@ def _print_tables(summary: dict[str, Any]) -> None:
                 f"{release['epsilon']:.4g}",
                 f"{release['delta']:.2g}",
                 mechanism,
+                "–" if release.get("share_epsilon") is None else
+                f"{release['share_epsilon']:.4g} (ε holds if {release['honest_required']} of {release['cohort']} honest)",
                 release["spent_at"][:19],
             )
     print_table(table, console=console)

@@ -10,7 +10,11 @@ mechanisms and δs, needs no numerical accountant inside the lock and is exact t
 cap. It is looser than composing with an accountant; a release that is itself a composition
 (a DP-SGD run, several statistics) should be accounted tightly *before* it is spent, e.g. with
 `privacy.accounting.PrivacyAccount`, and spent here as one release. Mechanism parameters
-(noise_multiplier, sample_rate, steps) are stored with a spend for the record only.
+(noise_multiplier, sample_rate, steps) are stored with a spend for the record only. A release made with
+distributed noise (a share of the noise inside an encrypted sum) is charged its ε, which holds while at least
+`honest_required` of its `cohort` contributors are honest; `share_epsilon`, the ε the partner's own share
+gives whatever the others do (never smaller than ε), is stored beside it. Schema 2 added those three
+columns; a schema-1 file is upgraded in place when opened (the columns are added, empty).
 
 This module must never let the recorded ε exceed a cap, never count a release twice, never
 half-write a spend, and never import `federated` (the audit trail plugs in through `on_spend`).
@@ -31,7 +35,8 @@ from typing import Any
 from privacy.errors import BudgetExceededError, LedgerError, ReleaseConflictError
 from privacy.validation import require_number
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_UPGRADABLE = {"1"}  # older schemas upgraded in place: `_DISTRIBUTED_COLUMNS` added
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS spends (
@@ -44,10 +49,15 @@ CREATE TABLE IF NOT EXISTS spends (
     sample_rate REAL,
     steps INTEGER,
     spent_at TEXT NOT NULL,
+    share_epsilon REAL,
+    honest_required INTEGER,
+    cohort INTEGER,
     UNIQUE (study_id, release)
 );
 """
-_COLUMNS = "study_id, release, epsilon, delta, noise_multiplier, sample_rate, steps, spent_at"
+_COLUMNS = ("study_id, release, epsilon, delta, noise_multiplier, sample_rate, steps, spent_at, share_epsilon, "
+            "honest_required, cohort")
+_DISTRIBUTED_COLUMNS = (("share_epsilon", "REAL"), ("honest_required", "INTEGER"), ("cohort", "INTEGER"))
 _BUSY_TIMEOUT_S = 60.0
 
 
@@ -63,6 +73,9 @@ class Spend:
     sample_rate: float | None
     steps: int | None
     spent_at: str
+    share_epsilon: float | None = None  # distributed noise: the ε this partner's own share gives alone
+    honest_required: int | None = None  # distributed noise: t, the honest contributors the ε above needs
+    cohort: int | None = None  # distributed noise: n, the contributors of the encrypted sum
     already_spent: bool = False
 
     def as_record(self) -> dict[str, Any]:
@@ -151,13 +164,18 @@ class BudgetLedger:
         noise_multiplier: float | None = None,
         sample_rate: float | None = None,
         steps: int | None = None,
+        share_epsilon: float | None = None,
+        honest_required: int | None = None,
+        cohort: int | None = None,
     ) -> Spend:
         """Record `release` of `study_id` as spending (ε, δ), or refuse and change nothing.
 
         Idempotent on (study_id, release): repeating an identical spend returns the recorded one
         with `already_spent=True` and counts nothing; repeating it with other numbers raises
-        `ReleaseConflictError`. Raises `BudgetExceededError` when a cap would be exceeded.
+        `ReleaseConflictError`. Raises `BudgetExceededError` when a cap would be exceeded. A release with
+        distributed noise names all of `share_epsilon` (≥ ε), `honest_required` (t ≥ 2) and `cohort` (n ≥ t).
         """
+        _check_distributed(epsilon, share_epsilon, honest_required, cohort)
         for name, value in (("study_id", study_id), ("release", release)):
             if not isinstance(value, str) or not value:
                 raise LedgerError(f"{name} must be a non-empty string, got {value!r}")
@@ -173,6 +191,9 @@ class BudgetLedger:
             sample_rate=None if sample_rate is None else float(sample_rate),
             steps=None if steps is None else int(steps),
             spent_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            share_epsilon=None if share_epsilon is None else float(share_epsilon),
+            honest_required=None if honest_required is None else int(honest_required),
+            cohort=None if cohort is None else int(cohort),
         )
         with self._transaction() as conn:
             row = conn.execute(
@@ -235,6 +256,18 @@ class BudgetLedger:
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and row[0] in _UPGRADABLE:
+            own = not conn.in_transaction  # `open_existing` upgrades under its own write lock
+            if own:
+                conn.execute("BEGIN IMMEDIATE")
+            present = {column[1] for column in conn.execute("PRAGMA table_info(spends)")}
+            for name, kind in _DISTRIBUTED_COLUMNS:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE spends ADD COLUMN {name} {kind}")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            if own:
+                conn.execute("COMMIT")
+            return
         if row is not None and row[0] != str(SCHEMA_VERSION):
             raise LedgerError(
                 f"budget ledger {str(self.path)!r} has schema version {row[0]}; "
@@ -283,7 +316,8 @@ class BudgetLedger:
 
     @staticmethod
     def _repeat(recorded: Spend, wanted: Spend) -> Spend:
-        fields = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps")
+        fields = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "share_epsilon", "honest_required",
+                  "cohort")
         if any(getattr(recorded, name) != getattr(wanted, name) for name in fields):
             raise ReleaseConflictError(
                 f"release {wanted.release!r} of study {wanted.study_id!r} was already spent with "
@@ -317,6 +351,23 @@ def closing_connection(path: Path, *, read_only: bool = False) -> Iterator[sqlit
         raise LedgerError(f"budget ledger {str(path)!r} failed: {error}") from None
     finally:
         conn.close()
+
+
+def _check_distributed(epsilon: float, share_epsilon: float | None, honest_required: int | None, cohort: int | None) -> None:
+    """A distributed-noise spend names its share's ε (never below the charged ε), t ≥ 2 and n ≥ t; others none."""
+    given = [value is not None for value in (share_epsilon, honest_required, cohort)]
+    if not any(given):
+        return
+    if not all(given):
+        raise LedgerError("a release with distributed noise records share_epsilon, honest_required and cohort together")
+    share = _non_negative("share_epsilon", share_epsilon)
+    if share < float(epsilon):
+        raise LedgerError(f"share_epsilon {share!r} is below the release's epsilon {epsilon!r}: a share of the noise "
+                          "never protects more than the whole")
+    if isinstance(honest_required, bool) or not isinstance(honest_required, int) or honest_required < 2:
+        raise LedgerError(f"honest_required must be an integer of at least 2, got {honest_required!r}")
+    if isinstance(cohort, bool) or not isinstance(cohort, int) or cohort < honest_required:
+        raise LedgerError(f"cohort must be an integer of at least honest_required ({honest_required}), got {cohort!r}")
 
 
 def _non_negative(name: str, value: object) -> float:

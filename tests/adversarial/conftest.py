@@ -26,7 +26,7 @@ from federated.client.data import load_manifest, load_partner_data
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import MESSAGE_TYPE, ModelRef, TaskSpec, build_task, parse_reply
 from federated.messages.seal import SEAL_MESSAGE_TYPE, SealSpec, build_seal_task, parse_seal_reply
-from federated.server.collect import Collected, collect_replies
+from federated.server.collect import Channel, Collected, collect_replies
 from federated.study import EvaluationPrivacy, EvaluationSettings, Governance
 
 GOVERNANCE = Governance(jurisdiction="EU", legal_basis="consent", accepted_licences=["accord-demo-research-1.0"],
@@ -106,11 +106,16 @@ class HostileCoordinator:
 
     def trail(self, study: str) -> AuditTrail:
         """The coordinator's trail of `study` (one per study id, continued when the id is used again)."""
+        return self.channel(study).trail
+
+    def channel(self, study: str) -> Channel:
+        """How the coordinator sends `study`'s tasks: the grid, its trail and the audit of that trail."""
         if study not in self._audits:
             trail = AuditTrail(self.workdir / "coordinator" / study / "coordinator-trail.jsonl", actor="coordinator")
             self._audits[study] = CoordinatorAudit.for_study(trail, self.hospitals / COORDINATOR_KEY, study_id=study)
             trail.append("study_started", study=study)
-        return self._audits[study].trail
+        audit = self._audits[study]
+        return Channel(self.grid, audit.trail, audit)
 
     def evaluate(self, study: str, round_number: int, models: dict[str, bytes], *, to: list[str],
                  evaluation: EvaluationSettings = EVALUATION) -> tuple[TaskSpec, Collected[Any]]:
@@ -119,18 +124,18 @@ class HostileCoordinator:
                         min_cohort=2, models=[ModelRef(name=name, sha256=sha256_bytes(blob), output="probabilities")
                                               for name, blob in models.items()])
         collected = collect_replies(
-            self.grid, [self.node(name) for name in to], content=lambda: build_task(spec, models), message_type=MESSAGE_TYPE,
-            parse=lambda content: parse_reply(content, spec), where={"study": study, "round": round_number},
-            task_sha256=spec.sha256(), trail=self.trail(study), timeout_s=1.0,
+            self.channel(study), [self.node(name) for name in to], content=lambda: build_task(spec, models),
+            message_type=MESSAGE_TYPE, parse=lambda content: parse_reply(content, spec),
+            where={"study": study, "round": round_number}, task_sha256=spec.sha256(), timeout_s=1.0,
         )
         return spec, collected
 
     def seal(self, study: str, *, rounds: int, to: list[str], status: str = "completed") -> Collected[Any]:
         spec = SealSpec(study=study, rounds=rounds, status=status)  # type: ignore[arg-type]
         return collect_replies(
-            self.grid, [self.node(name) for name in to], content=lambda: build_seal_task(spec),
+            self.channel(study), [self.node(name) for name in to], content=lambda: build_seal_task(spec),
             message_type=SEAL_MESSAGE_TYPE, parse=parse_seal_reply, where={"study": study, "round": None},
-            task_sha256=spec.sha256(), trail=self.trail(study), timeout_s=1.0,
+            task_sha256=spec.sha256(), timeout_s=1.0,
         )
 
     def everything_received(self) -> str:

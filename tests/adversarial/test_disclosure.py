@@ -122,9 +122,9 @@ def _truth(hospitals: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _singletons(stats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bins of the positive class whose released count is one record: (bin, score sum, label)."""
-    pos, neg = stats["hist_pos"][1], stats["hist_neg"][1]
+    pos, neg = stats["hist_pos"][0], stats["hist_neg"][0]
     bins = np.flatnonzero(np.isclose(pos + neg, 1.0))
-    return bins, stats["score_sum"][1][bins], (pos[bins] > 0.5).astype(int)
+    return bins, stats["score_sum"][0][bins], (pos[bins] > 0.5).astype(int)
 
 
 def values_recovered(replies: list[dict], truth: np.ndarray) -> int:
@@ -292,8 +292,8 @@ def test_differencing_within_the_caps_is_bounded_per_study_by_the_models_it_may_
     for task, start in enumerate(range(0, len(thresholds), terms.max_models_per_task), start=1):
         models = {f"t{i}": threshold_model(column, thresholds[i]) for i in range(start, start + terms.max_models_per_task)}
         (reply,) = _ask(coordinator, "differencing", task, models, 40).accepted
-        first_bin += [(reply.statistics[name]["hist_pos"][1][0] + reply.statistics[name]["hist_neg"][1][0],
-                       reply.statistics[name]["score_sum"][1][0]) for name in models]
+        first_bin += [(reply.statistics[name]["hist_pos"][0][0] + reply.statistics[name]["hist_neg"][0][0],
+                       reply.statistics[name]["score_sum"][0][0]) for name in models]
     recovered = 0
     for (count_a, sum_a), (count_b, sum_b) in zip(first_bin, first_bin[1:]):
         if count_b - count_a == 1:

@@ -99,9 +99,9 @@ def _encrypted_round(hostile: HostileCoordinator, keys: KeyFiles, round_number: 
         spec, plan = aggregation.encrypt_spec(plain, partners=3, plan_for=evaluation_plan)
         spec = spec.model_copy(update={"encryption": spec.encryption.model_copy(update={"cohort": cohort})})
         collected = collect_replies(
-            hostile.grid, [hostile.node(partner)], content=lambda: build_task(spec, logreg), message_type=MESSAGE_TYPE,
-            parse=lambda content: parse_reply(content, spec), where={"study": STUDY, "round": round_number},
-            task_sha256=spec.sha256(), trail=hostile.trail(STUDY), timeout_s=1.0,
+            hostile.channel(STUDY), [hostile.node(partner)], content=lambda: build_task(spec, logreg),
+            message_type=MESSAGE_TYPE, parse=lambda content: parse_reply(content, spec),
+            where={"study": STUDY, "round": round_number}, task_sha256=spec.sha256(), timeout_s=1.0,
         )
         bundles |= {reply.info.partner: reply.encrypted for reply in collected.accepted}
         if refused is not None:
@@ -116,9 +116,9 @@ def _ask(hostile: HostileCoordinator, secret: SecretContext, plan, round_number:
     spec = DecryptSpec(study=STUDY, round=round_number, fingerprint=secret.fingerprint, layout_sha256=plan.sha256,
                        min_cohort=2, aggregate_sha256=total.digest, contributions=contributions)
     collected = collect_replies(
-        hostile.grid, [hostile.node(decryptor)], content=lambda: build_decrypt_task(spec, total),
+        hostile.channel(STUDY), [hostile.node(decryptor)], content=lambda: build_decrypt_task(spec, total),
         message_type=DECRYPT_MESSAGE_TYPE, parse=parse_decrypt_reply, where={"study": STUDY, "round": round_number},
-        task_sha256=spec.sha256(), trail=hostile.trail(STUDY), timeout_s=1.0,
+        task_sha256=spec.sha256(), timeout_s=1.0,
     )
     return collected.accepted[0].arrays if collected.accepted else None
 

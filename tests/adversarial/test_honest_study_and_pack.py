@@ -21,6 +21,7 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.audit.evidence.export import export_pack
 from federated.client.refusals import NodeLog
 from federated.server.app import run_study
+from federated.server.context import RoundContext
 from federated.study import Study, resolve_models
 from privacy import BudgetLedger
 from tests.adversarial.conftest import GOVERNANCE, HostileCoordinator
@@ -42,12 +43,13 @@ def honest_run(hospitals, tmp_path_factory):
         "governance": GOVERNANCE.model_dump(),
     })
     trail = AuditTrail(study.output_dir / "coordinator-trail.jsonl", actor="coordinator")
-    CoordinatorAudit.for_study(trail, hospitals / COORDINATOR_KEY, study_id=study.id)
+    audit = CoordinatorAudit.for_study(trail, hospitals / COORDINATOR_KEY, study_id=study.id)
+    context = RoundContext(coordinator.grid, trail, audit, study=study, study_sha256="0" * 64)
     with pytest.MonkeyPatch.context() as patch:
         for name in ("_run_id", "_node_id", "_task_id"):
             patch.setattr(TaskIdentity, name, 1)
-        results = run_study(coordinator.grid, study, "0" * 64, resolve_models(study, workdir / "study.toml"), trail, run_id=1)
-    assert results["status"] == "completed", results["message"]
+        results = run_study(context, resolve_models(study, workdir / "study.toml"), run_id=1)
+    assert results.status == "completed", results.message
     return coordinator, study.output_dir
 
 

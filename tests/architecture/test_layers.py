@@ -144,7 +144,8 @@ def test_importing_the_client_app_loads_neither_torch_nor_tenseal(module: str) -
     import subprocess
     import sys
 
-    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'tenseal', 'ray') if m in sys.modules]; "
+    # scipy too: scipy.stats alone cost each message's ClientApp process ~1 s of imports (issue 11).
+    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'tenseal', 'ray', 'scipy') if m in sys.modules]; "
             "print(','.join(heavy)); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"importing {module} loaded {done.stdout.strip()} {done.stderr[-2000:]}"

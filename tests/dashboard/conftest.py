@@ -1,5 +1,5 @@
 """Fixtures for the dashboard: a real study's outputs (made once per session), a study whose trail carries HTML,
-a partner node with a ledger, a live server on a free loopback port, and the system's Chromium."""
+a monitoring study, a partner node with a ledger, a live server on a free loopback port, and the system's Chromium."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from federated.audit import AuditTrail
 from privacy import BudgetLedger
+from tests.dashboard.monitoring_outputs import write_monitoring_study
 from tests.dashboard.study_outputs import run_demo_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,13 @@ def hostile_study(tmp_path) -> Path:
     (out / "submitted-study.toml").write_text('id = "hostile"\n', encoding="utf-8")
     (out / "coordinator.key").write_text("secret\n", encoding="utf-8")
     return out
+
+
+@pytest.fixture
+def monitoring_study(tmp_path) -> Path:
+    """A monitoring study in the agreed results.json shape: alerts at hospital-b and on the pooled accuracy,
+    stopped before period 5 (tests/dashboard/monitoring_outputs.py)."""
+    return write_monitoring_study(tmp_path / "output")
 
 
 @pytest.fixture

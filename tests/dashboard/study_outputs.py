@@ -22,6 +22,7 @@ from federated.audit.evidence.export import export_pack
 from federated.audit.evidence.layout import keep_submitted_study
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.server.app import run_study
+from federated.server.context import RoundContext
 from federated.study import load_study, resolve_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def run_demo_study(root: Path) -> dict[str, Path]:
         audit = CoordinatorAudit.for_study(trail, key, study_id=study.id)
         trail.append("study_started", study=study.id, study_sha256=study_sha256, rounds=study.rounds,
                      min_cohort=study.min_cohort, models={m.name: m.sha256 for m in models}, coordinator_key=audit.fingerprint)
-        run_study(InProcessGrid(nodes), study, study_sha256, models, trail, run_id=1)
+        run_study(RoundContext(InProcessGrid(nodes), trail, audit, study=study, study_sha256=study_sha256), models, run_id=1)
         audit.checkpoint()
     pack = out / "evidence.zip"
     summary = export_pack(out, pack, study_file=study_file, key=key,

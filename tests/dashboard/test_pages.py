@@ -1,5 +1,5 @@
-"""What the pages say, over plain HTTP: a partner's tasks, ε and contract; the monitoring section only when the
-results hold one; a damaged trail named as such; an empty output folder."""
+"""What the pages say, over plain HTTP: a partner's tasks, ε and contract; a damaged trail named as such; an
+empty output folder (the monitoring section: test_monitoring_pages.py)."""
 
 from __future__ import annotations
 
@@ -64,19 +64,6 @@ def test_a_damaged_coordinator_trail_is_named_on_the_study_page(hostile_study):
     trail.write_bytes(trail.read_bytes().replace(b"study_started", b"study_stopped", 1))
     body = _get(coordinator_app(Sources(hostile_study.parent)), "/study/hostile")
     assert 'id="trail-problem"' in body and "line 3: chain broken" in body
-
-
-def test_the_monitoring_section_is_absent_without_monitoring_results(hostile_study):
-    assert 'id="monitoring"' not in _get(coordinator_app(Sources(hostile_study.parent)), "/study/hostile")
-
-
-def test_the_monitoring_section_shows_periods_and_alerts_when_results_hold_them(hostile_study):
-    results = json.loads((hostile_study / "results.json").read_text())
-    results["monitoring"] = {"periods": [{"period": 1, "partner": "hospital-a", "auroc": 0.91}],
-                             "alerts": [{"period": 2, "partner": "hospital-a", "metric": "auroc", "reason": "<drop>"}]}
-    (hostile_study / "results.json").write_text(json.dumps(results))
-    body = _get(coordinator_app(Sources(hostile_study.parent)), "/study/hostile")
-    assert 'id="monitoring"' in body and "0.9100" in body and "&lt;drop&gt;" in body
 
 
 def test_an_output_folder_without_studies_says_so(tmp_path: Path):

@@ -12,8 +12,8 @@ from federated.audit.trail import read_entries
 from federated.errors import CohortTooSmallError, ConfigError
 from federated.runtime.runs import RUNS
 from federated.server.__main__ import _progress_line
-from federated.server.app import expected_but_missing, wait_for_cohort
-from federated.server.cohort import note_late_joiners
+from federated.reporting.results import StudyResults
+from federated.server.cohort import expected_but_missing, note_late_joiners, wait_for_cohort
 from federated.server.coordinator import Transport, check_coordinator_key, submit_study
 from federated.study import load_study
 
@@ -115,17 +115,18 @@ def test_fewer_than_the_minimum_cohort_still_fails(tmp_path):
 
 def test_a_node_that_connects_after_the_study_started_is_recorded_as_late(tmp_path):
     study = load_study(_study(tmp_path))
-    trail, results, known = AuditTrail(tmp_path / "trail.jsonl", actor="coordinator"), {}, {1, 2}
-    note_late_joiners(FakeGrid({1, 2, 7}), study, trail, known, results, before_round=None)
-    note_late_joiners(FakeGrid({1, 2, 7}), study, trail, known, results, before_round=None)  # recorded once
-    assert results["late_partners"] == [{"node": "7", "before_round": None}]
+    trail, known = AuditTrail(tmp_path / "trail.jsonl", actor="coordinator"), {1, 2}
+    late = note_late_joiners(FakeGrid({1, 2, 7}), study, trail, known, before_round=None)
+    late += note_late_joiners(FakeGrid({1, 2, 7}), study, trail, known, before_round=None)  # recorded once
+    assert [entry.model_dump() for entry in late] == [{"node": "7", "before_round": None}]
     late = [e for e in read_entries(tmp_path / "trail.jsonl") if e["kind"] == "partner_joined_late"]
     assert [e["details"] for e in late] == [{"node": "7", "before_round": None}]
 
 
 def test_expected_partners_that_never_contributed_are_named(tmp_path):
     study = load_study(_study(tmp_path, 'expected_partners = ["a", "b", "c"]'))
-    results = {"rounds": [{"contributors": ["a"]}], "final_evaluation": {"contributors": ["a", "c"]}}
+    results = StudyResults.parse({"study": "s1", "status": "completed", "rounds": [{"round": 1, "contributors": ["a"]}],
+                                  "final_evaluation": {"round": 2, "contributors": ["a", "c"]}})
     assert expected_but_missing(study, results) == ["b"]
 
 

@@ -16,7 +16,7 @@ def test_benchmark_measures_every_phase_and_writes_json_and_plot(tmp_path):
     phases = {row["phase"]: row for row in report["results"]}
     assert set(phases) == set(partner_scale.PHASES)
     assert phases["pass"]["records"] == phases["load"]["records"] == 2000
-    assert set(phases["pass"]["steps_s"]) == {"read", "predict", "statistics"}
+    assert set(phases["pass"]["steps_s"]) == {"count", "read", "predict", "statistics"}
     assert all(row["peak_rss_mb"] > 0 and row["file_mb"] > 0 for row in report["results"])
     assert json.loads(out.read_text())["results"] == report["results"]
     assert out.with_suffix(".png").stat().st_size > 0

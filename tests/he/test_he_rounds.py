@@ -15,6 +15,7 @@ from federated.audit.coordinator_audit import CoordinatorAudit
 from federated.local.inprocess import InProcessGrid, node_config
 from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.server.encryption import CohortIncompleteError, DecryptionFailedError, EncryptedAggregation
+from federated.server.context import RoundContext
 from federated.server.rounds import run_round
 from federated.study import Study
 from tests.he.conftest import STUDY, hospital_files, install_node_keys
@@ -45,14 +46,15 @@ def _round(hospitals: Path, workdir: Path, study: Study, secrets: dict[str, Path
              for i, (name, data, manifest) in enumerate(hospital_files(hospitals))}
     grid = InProcessGrid(nodes, **grid_options)
     trail = AuditTrail(workdir / "coordinator-trail.jsonl", actor="coordinator")
-    CoordinatorAudit.for_study(trail, workdir / "coordinator.key", study_id=study.id)
+    audit = CoordinatorAudit.for_study(trail, workdir / "coordinator.key", study_id=study.id)
     models = {m: (hospitals / "models" / f"{m}.onnx").read_bytes() for m in MODELS}
     spec = TaskSpec(
         study=study.id, round=1, study_sha256="0" * 64, evaluation=study.evaluation,
         models=[ModelRef(name=m, sha256=sha256_file(hospitals / "models" / f"{m}.onnx"), output="probabilities") for m in MODELS],
     )
     encryption = EncryptedAggregation.for_study(study, workdir / "study.toml")
-    outcome = run_round(grid, spec, models, trail, timeout_s=0.5, calibration_bins=10, encryption=encryption)
+    context = RoundContext(grid, trail, audit, study=study, study_sha256="0" * 64, encryption=encryption)
+    outcome = run_round(context, spec, models)
     return outcome, trail
 
 
@@ -70,7 +72,7 @@ def test_encrypted_round_equals_the_plaintext_round(tmp_path, hospitals, keys):
     encrypted, trail = _round(hospitals, tmp_path / "he", study, _all(keys))
     assert sorted(encrypted.contributors) == sorted(plain.contributors) == ["hospital-a", "hospital-b", "hospital-c"]
     for model in MODELS:
-        for name in ("count", "confusion", "hist_pos", "hist_neg", "subgroup_confusion"):
+        for name in ("label_counts", "confusion", "hist_pos", "hist_neg", "subgroup_confusion"):
             assert (encrypted.pooled_statistics[model][name] == plain.pooled_statistics[model][name]).all()
         for metric, value in plain.pooled[model].items():
             assert encrypted.pooled[model][metric] == pytest.approx(value, rel=1e-6, abs=1e-12), metric

@@ -27,14 +27,14 @@ def _crowd_and_one() -> EvaluationStatistics:
 
 def test_a_lone_record_s_bin_and_its_score_sum_are_zeroed():
     released, _ = SUPPRESS.apply(_crowd_and_one())
-    assert released["hist_pos"][1][9] == 0 and released["score_sum"][1][9] == 0
+    assert released["hist_pos"][0][9] == 0 and released["score_sum"][0][9] == 0
 
 
 def test_a_bin_over_enough_records_keeps_its_score_sum_though_its_label_split_is_suppressed():
     original = _crowd_and_one()
     released, _ = SUPPRESS.apply(original)
-    assert released["score_sum"][1][0] == pytest.approx(original["score_sum"][1][0])  # 12 records: released
-    assert original["hist_pos"][1][0] == 6 and released["hist_pos"][1][0] == 6  # 6 ≥ 5: kept
+    assert released["score_sum"][0][0] == pytest.approx(original["score_sum"][0][0])  # 12 records: released
+    assert original["hist_pos"][0][0] == 6 and released["hist_pos"][0][0] == 6  # 6 ≥ 5: kept
     assert original["confusion"][1][0] == 6 and released["confusion"][1][1] == 0  # the lone positive's cell: 1 → 0
 
 
@@ -60,7 +60,7 @@ def test_fewer_records_than_a_cell_release_nothing():
 def test_suppressed_statistics_still_add_up_across_partners():
     a, _ = SUPPRESS.apply(_crowd_and_one())
     b, _ = SUPPRESS.apply(_crowd_and_one())
-    assert EvaluationStatistics.total([a, b])["hist_neg"][1][0] == 12
+    assert EvaluationStatistics.total([a, b])["hist_neg"][0][0] == 12
 
 
 def test_every_model_is_suppressed_and_the_counts_add_up():

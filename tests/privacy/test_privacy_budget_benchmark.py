@@ -58,3 +58,12 @@ def test_prv_never_reports_more_than_rdp_for_a_digits_partners_training():
     prv = benchmark.composed_epsilon(segments, "prv", 1e-5)
     rdp = benchmark.composed_epsilon(segments, "rdp", 1e-5)
     assert 0 < prv <= rdp
+
+
+def test_the_issue_setting_measures_auroc_error_against_the_exact_auroc_with_local_noise():
+    scores = benchmark.synthetic_scores(benchmark.ISSUE_PARTNERS * benchmark.ISSUE_RECORDS, benchmark.ISSUE_SEED)
+    cell = benchmark.issue_cell(scores, eps=3.0, score_bins=10, repeats=4, seed=0)
+    assert cell["partners"] == 10 and cell["records_per_partner"] == 500
+    assert 0.9 < cell["exact_auroc"] < 0.94  # the synthetic population the report describes
+    assert cell["auroc_median_abs_error"] < 0.05
+    assert 0 <= cell["auroc_coverage_binned"] <= 1

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from federated.reporting.formatting import format_count, format_value
+from federated.reporting.regression_section import CARD_METRICS as REGRESSION_CARD_METRICS, regression_lines
+from federated.reporting.shift_section import shift_lines
 from federated.reporting.validation_section import validation_lines
 
 _CARD_METRICS = ("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece", "log_loss")
@@ -65,24 +67,30 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
         final, key = results["final_evaluation"], "global"  # a training study's released model
     metrics = None if final is None else final.get("pooled", {}).get(key)
     validation: list[str] = []
+    regression = results.get("task") == "regression"
+    card_metrics = REGRESSION_CARD_METRICS if regression else _CARD_METRICS
     if final is not None and metrics is not None and key in final.get("validation", {}):
         card_round = {**final, "validation": {key: final["validation"][key]}, "pooled": {key: metrics}}
-        validation = [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
-                      for line in validation_lines(card_round)]
+        if regression:  # the errors with their intervals, residual histogram and subgroup errors
+            validation = ["## Uncertainty and validation metrics", ""] + regression_lines(card_round)[3:]
+        else:
+            validation = [line.replace(f"## Validation — {key}", "## Uncertainty and validation metrics", 1)
+                          for line in validation_lines(card_round)]
     return render(
         "model-card",
         name=name, sha256=model["sha256"], output=model.get("output", "probabilities"), trained=key == "global",
         released=None if released is None else {**released, "file_name": Path(str(released.get("file", ""))).name,
                                                 "file_sha256": released.get("file_sha256", "")},
         study=results["study"], purpose=results.get("purpose", "evaluation"), status=results.get("status", "?"),
-        title=study.get("title") or "", final=final, metrics=metrics, card_metrics=_CARD_METRICS,
+        title=study.get("title") or "", final=final, metrics=metrics, card_metrics=card_metrics, regression=regression,
         metric_cells=[] if metrics is None else [  # a DP count is noisy, and says so
             format_count(metrics.get(k), noisy=dp_enabled(results)) if k == "count" else format_value(metrics.get(k))
-            for k in _CARD_METRICS],
+            for k in card_metrics],
         matrix={} if metrics is None or final is None else final.get("matrix", {}).get(key, {}),
         gaps=sorted(((final or {}).get("subgroups", {}).get(key, {}).get("gaps") or {}).items()) if metrics is not None else [],
         validation=validation, lineage=lineage if released is not None else [], dp_on=dp_enabled(results),
         has_intervals=final is not None and bool(final.get("validation")),
+        shift=shift_lines(final) if final is not None and metrics is not None else [],
     )
 
 
@@ -213,9 +221,10 @@ def privacy_report_markdown(results: dict[str, Any], spent: dict[str, Any] | Non
     partners = {name: {**entry, "releases": [{"outcome": None, **r} for r in entry["releases"]],
                        "claimed_by_coordinator": {"epsilon": None, **entry.get("claimed_by_coordinator", {})}}
                 for name, entry in spent["partners"].items()}
+    shared = {name: entry for name, entry in partners.items() if entry.get("spent_own_share")}  # distributed noise
     return render("privacy-report", study=results["study"],
                   dp_on=bool(report) or any(p["releases"] for p in spent["partners"].values()),
-                  spent={**spent, "partners": partners}, missing=missing, claimed=claimed)
+                  spent={**spent, "partners": partners}, missing=missing, claimed=claimed, shared=shared)
 
 
 def partners_from_trail(entries: list[dict[str, Any]], study_id: str) -> dict[str, dict[str, Any]]:

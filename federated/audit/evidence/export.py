@@ -63,6 +63,7 @@ from federated.audit.store import CheckpointStore
 from federated.audit.trail import TrailError, load_verified
 from federated.errors import ConfigError
 from federated.reporting.privacy_report import spent_report
+from federated.reporting.results import StudyResults
 
 _SKIPPED_IN_STORES = (".lock",)
 
@@ -94,7 +95,9 @@ def export_pack(
     evidence = open_evidence(output_dir)
     if evidence.is_pack:
         raise ConfigError(f"{output_dir} is already an evidence pack; export reads a study's output directory")
-    results = _read_json(evidence.results)
+    if not evidence.results.is_file():
+        raise ConfigError(f"{evidence.results}: not found; export needs the output directory of a study that ran")
+    results = StudyResults.read(evidence.results).document()  # `ResultsError` names the field that does not fit
     study_id = str(results.get("study", ""))
     if study is not None and study != study_id:
         raise ConfigError(f"{output_dir} holds study {study_id!r}, not {study!r}")
@@ -115,16 +118,6 @@ def export_pack(
     verdict = verify_evidence(Path(out), allow_missing_partners=True)
     return ExportSummary(Path(out), study_id, files, size, sorted(p.name for p in partners), signed, verdict.problem,
                          tuple(verdict.gaps))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return document
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; export needs the output directory of a study that ran") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not readable JSON ({exc})") from None
 
 
 def _entries_or_empty(trail: Path) -> list[dict[str, Any]]:

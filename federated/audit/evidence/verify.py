@@ -64,8 +64,9 @@ from federated.audit.evidence.layout import (
 from federated.audit.log import cosigner, same_key, signature_names, tree_of
 from federated.audit.store import NoteSeries, StoredNote
 from federated.audit.trail import TrailError, VerifiedTrail, load_verified
-from federated.errors import ConfigError
+from federated.errors import ConfigError, ResultsError
 from federated.messages.audit_exchange import partner_origin
+from federated.reporting.results import StudyResults
 
 
 @dataclass
@@ -440,9 +441,18 @@ class _Checker:
                           f"as payload {details.get('payload_sha256')}, but {name} sent {', '.join(sorted(payloads))}")
 
     # 8 -----------------------------------------------------------------------------------------
+    def _results(self) -> StudyResults | None:
+        """The report's results.json as a results document (None if absent); a file that is not one fails."""
+        if not self.evidence.results.is_file():
+            return None
+        try:
+            return StudyResults.read(self.evidence.results)
+        except ResultsError as exc:
+            self.fail(str(exc).replace(str(self.evidence.results), self.rel(self.evidence.results)))
+
     def _study_id(self) -> str | None:
-        if self.study is None and self.evidence.results.is_file():
-            self.study = json.loads(self.evidence.results.read_text(encoding="utf-8")).get("study")
+        if self.study is None and (results := self._results()) is not None:
+            self.study = results.study
         if self.study is None:
             started = [e for e in self.entries if e["kind"] == "study_started"]
             self.study = started[-1].get("study") if started else None
@@ -462,11 +472,10 @@ class _Checker:
                           f"{declared['study_sha256']}")
         elif self.evidence.is_pack:
             self.verdict.notes.append("the pack holds no study file")
-        if self.evidence.results.is_file():
-            results = json.loads(self.evidence.results.read_text(encoding="utf-8"))
-            if results.get("study_sha256") != declared["study_sha256"]:
-                self.fail(f"{self.rel(self.evidence.results)} belongs to another run of the study (study SHA-256 "
-                          f"{results.get('study_sha256')}, the trail's last start says {declared['study_sha256']})")
+        results = self._results()
+        if results is not None and results.study_sha256 != declared["study_sha256"]:
+            self.fail(f"{self.rel(self.evidence.results)} belongs to another run of the study (study SHA-256 "
+                      f"{results.study_sha256 or None}, the trail's last start says {declared['study_sha256']})")
         files = self._covered_report(study)
         for name, digest in sorted(files.items()):
             path = self.evidence.report_dir / name

@@ -42,14 +42,24 @@ def test_a_histogram_that_is_already_consistent_is_unchanged():
     assert consistent_histogram(values) == pytest.approx(values)
 
 
-def test_consistent_sums_keep_every_released_total_and_hold_their_score_sums():
+def test_consistent_histogram_sums_to_a_given_total():
+    values = np.random.default_rng(1).normal(2.0, 10.0, 50)
+    fitted = consistent_histogram(values, total=120.0)
+    assert np.all(fitted >= 0) and fitted.sum() == pytest.approx(120.0)
+    assert np.all(consistent_histogram(values, total=-3.0) == 0)
+
+
+def test_consistent_sums_agree_with_the_shared_label_counts_and_hold_their_score_sums():
     noisy = _noisy(seed=3)
     fixed = consistent(noisy)
-    for name in ("hist_pos", "hist_neg"):
-        assert np.all(fixed[name] >= 0)
-        assert fixed[name].sum(axis=1) == pytest.approx(np.maximum(noisy[name].sum(axis=1), 0.0))
-    assert fixed["count"][0] == pytest.approx(noisy["confusion"].sum())
-    assert np.array_equal(fixed["confusion"], noisy["confusion"])  # count cells are not clamped
+    negatives, positives = noisy["label_counts"]  # positive_class = 1
+    assert np.all(fixed["hist_pos"] >= 0) and np.all(fixed["hist_neg"] >= 0)
+    assert fixed["hist_pos"].sum() == pytest.approx(positives)
+    assert fixed["hist_neg"].sum() == pytest.approx(negatives)
+    assert fixed["confusion"].sum(axis=1) == pytest.approx(noisy["label_counts"])  # rows moved evenly, not clamped
+    assert fixed["confusion"][1, 1] - fixed["confusion"][1, 0] == pytest.approx(
+        noisy["confusion"][1, 1] - noisy["confusion"][1, 0])
+    assert fixed.records == noisy.records
     records = fixed["hist_pos"] + fixed["hist_neg"]
     edges = np.arange(LAYOUT.score_bins + 1) / LAYOUT.score_bins
     assert np.all(fixed["score_sum"] >= records * edges[:-1] - 1e-12)

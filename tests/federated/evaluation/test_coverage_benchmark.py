@@ -15,5 +15,5 @@ def test_coverage_benchmark_writes_json_and_plot(tmp_path: Path, monkeypatch) ->
     assert written["cells"] == json.loads(json.dumps(result["cells"]))
     assert len(written["cells"]) == 4 and (tmp_path / "coverage.png").stat().st_size > 0
     for cell in written["cells"]:
-        assert set(cell["coverage"]) == {"accuracy", "sensitivity", "specificity", "auroc"}
+        assert set(cell["coverage"]) == {"accuracy", "sensitivity", "specificity", "auroc", "brier", "log_loss"}
         assert all(0.0 <= value <= 1.0 for value in cell["coverage"].values())

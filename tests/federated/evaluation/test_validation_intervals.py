@@ -76,7 +76,7 @@ def test_binned_delong_variance_equals_reference_delong_on_binned_scores() -> No
     stats = _binned_statistics(scores, labels)
     binned_scores = _bin_index(scores).astype(float)  # the histogram sees each score only through its bin
     expected = _reference_delong_variance(binned_scores, labels)
-    assert auroc_variance(stats["hist_pos"][1], stats["hist_neg"][1]) == pytest.approx(expected, rel=1e-10)
+    assert auroc_variance(stats["hist_pos"][0], stats["hist_neg"][0]) == pytest.approx(expected, rel=1e-10)
 
 
 def test_auroc_interval_covers_the_exact_auroc_when_widened_by_the_binning_bound() -> None:
@@ -97,7 +97,7 @@ def test_auroc_interval_coverage_by_simulation_is_near_nominal() -> None:
     for _ in range(runs):
         pick = rng.integers(0, truth_scores.size, 300)
         stats = _binned_statistics(truth_scores[pick], truth_labels[pick])
-        pos, neg = stats["hist_pos"][1], stats["hist_neg"][1]
+        pos, neg = stats["hist_pos"][0], stats["hist_neg"][0]
         auroc = roc_auc_score(truth_labels[pick], _bin_index(truth_scores[pick]))
         interval, _ = auroc_interval(auroc, pos, neg)
         covered += interval.covers(truth)
@@ -107,7 +107,7 @@ def test_auroc_interval_coverage_by_simulation_is_near_nominal() -> None:
 def test_average_precision_equals_scikit_learn_on_binned_scores() -> None:
     scores, labels = _records(3)
     stats = _binned_statistics(scores, labels)
-    _, _, average_precision = precision_recall(stats["hist_pos"][1], stats["hist_neg"][1])
+    _, _, average_precision = precision_recall(stats["hist_pos"][0], stats["hist_neg"][0])
     assert average_precision == pytest.approx(average_precision_score(labels, _bin_index(scores)), rel=1e-12)
 
 
@@ -115,7 +115,7 @@ def test_average_precision_equals_scikit_learn_on_binned_scores() -> None:
 def test_operating_points_at_bin_edges_equal_the_confusion_of_the_records(threshold: float) -> None:
     scores, labels = _records(4)
     stats = _binned_statistics(scores, labels)
-    (row,) = threshold_metrics(stats["hist_pos"][1], stats["hist_neg"][1], [threshold])
+    (row,) = threshold_metrics(stats["hist_pos"][0], stats["hist_neg"][0], [threshold])
     called = _bin_index(scores) >= round(threshold * BINS)
     tp, fp = (called & (labels == 1)).sum(), (called & (labels == 0)).sum()
     tn, fn = (~called & (labels == 0)).sum(), (~called & (labels == 1)).sum()
@@ -127,7 +127,7 @@ def test_operating_points_at_bin_edges_equal_the_confusion_of_the_records(thresh
 def test_sensitivity_at_fixed_specificity_meets_the_target() -> None:
     scores, labels = _records(5)
     stats = _binned_statistics(scores, labels)
-    point = sensitivity_at_specificity(stats["hist_pos"][1], stats["hist_neg"][1], 0.9)
+    point = sensitivity_at_specificity(stats["hist_pos"][0], stats["hist_neg"][0], 0.9)
     assert point["specificity"] >= 0.9
     called = _bin_index(scores) >= round(point["threshold_used"] * BINS)
     assert point["sensitivity"] == pytest.approx((called & (labels == 1)).sum() / (labels == 1).sum())
@@ -136,7 +136,7 @@ def test_sensitivity_at_fixed_specificity_meets_the_target() -> None:
 def test_calibration_in_the_large_is_exact() -> None:
     scores, labels = _records(6)
     stats = _binned_statistics(scores, labels)
-    value = calibration_in_the_large(stats["hist_pos"][1], stats["hist_neg"][1], stats["score_sum"][1])
+    value = calibration_in_the_large(stats["hist_pos"][0], stats["hist_neg"][0], stats["score_sum"][0])
     assert value == pytest.approx(labels.mean() - scores.mean(), abs=1e-12)
 
 
@@ -148,7 +148,7 @@ def test_binned_calibration_slope_is_close_to_the_per_record_fit() -> None:
     scores, labels = _records(8, n=3000)
     scores = np.clip(scores * 0.8 + 0.1, 0, 1)  # a miscalibrated model: slope away from 1
     stats = _binned_statistics(scores, labels)
-    slope, intercept = calibration_slope_intercept(stats["hist_pos"][1], stats["hist_neg"][1], stats["score_sum"][1])
+    slope, intercept = calibration_slope_intercept(stats["hist_pos"][0], stats["hist_neg"][0], stats["score_sum"][0])
     x = np.log(scores / (1 - scores))
     fit = sm.GLM(labels, sm.add_constant(x), family=sm.families.Binomial()).fit()
     assert slope == pytest.approx(fit.params[1], abs=0.01) and intercept == pytest.approx(fit.params[0], abs=0.01)
@@ -157,7 +157,7 @@ def test_binned_calibration_slope_is_close_to_the_per_record_fit() -> None:
 def test_net_benefit_equals_the_decision_curve_formula() -> None:
     scores, labels = _records(9)
     stats = _binned_statistics(scores, labels)
-    (row,) = net_benefit(stats["hist_pos"][1], stats["hist_neg"][1], [0.2])
+    (row,) = net_benefit(stats["hist_pos"][0], stats["hist_neg"][0], [0.2])
     called = _bin_index(scores) >= 200
     n = labels.size
     expected = (called & (labels == 1)).sum() / n - (called & (labels == 0)).sum() / n * 0.25

@@ -105,7 +105,7 @@ def test_an_exact_one_without_dp_is_shown_as_it_is():
 
 def test_the_dp_report_marks_counts_and_draws_both_plots(tmp_path):
     outcome, entry = _dp_round(seed=4)
-    results = {"study": "s", "status": "completed", "models": [{"name": "m", "sha256": "0" * 64}], "rounds": [entry],
+    results = {"study": "s", "status": "completed", "models": [{"name": "m", "sha256": "0" * 64, "path": "m.onnx"}], "rounds": [entry],
                "trail": "trail.jsonl"}
     hashes = write_outputs(tmp_path, results, outcome.pooled_statistics, 10)
     assert {"roc-m.png", "calibration-m.png", "report.md"} <= set(hashes)
