@@ -69,6 +69,9 @@ class CandidateModel(Strict):
         return value
 
 
+_PRIVACY_FIELDS_SINCE_V1: dict[str, object] = {"noise": "local", "honest_required": None}
+
+
 class EvaluationPrivacy(Strict):
     """Differential privacy for evaluation statistics: one Gaussian release per partner per round.
 
@@ -87,6 +90,16 @@ class EvaluationPrivacy(Strict):
     noise: Literal["local", "distributed"] = "local"
     honest_required: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="t: honest contributors the distributed guarantee needs (default ⌈n/2⌉ of the cohort)")
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # Schema evolution: fields added after v1 are left out at their defaults, so a spec that does not
+        # use them hashes exactly as before (signed task hashes, old evidence packs).
+        data: dict[str, object] = handler(self)
+        for name, default in _PRIVACY_FIELDS_SINCE_V1.items():
+            if getattr(self, name) == default:
+                data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _share_only_when_distributed(self) -> EvaluationPrivacy:

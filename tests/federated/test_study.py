@@ -90,3 +90,13 @@ def test_demo_study_is_valid(tmp_path):
     study = load_study(tmp_path / "configs" / config.name)
     assert [m.name for m in study.models] == ["logreg", "mlp"]
     assert study.output_dir == tmp_path / "demo" / "output"
+
+
+def test_privacy_settings_without_distributed_noise_dump_only_the_v1_fields() -> None:
+    # Schema evolution: a spec that does not use distributed noise hashes exactly as before the fields existed.
+    from federated.study import EvaluationPrivacy
+
+    assert set(EvaluationPrivacy(enabled=True).model_dump(mode="json")) == {"enabled", "epsilon", "delta", "loss_bound"}
+    distributed = EvaluationPrivacy(enabled=True, noise="distributed", honest_required=3).model_dump(mode="json")
+    assert distributed["noise"] == "distributed" and distributed["honest_required"] == 3
+    assert EvaluationPrivacy.model_validate(distributed) == EvaluationPrivacy(enabled=True, noise="distributed", honest_required=3)
