@@ -10,8 +10,9 @@ Writes, under OUT (default `demo/monitoring/`):
 - `data/site-X.contract.toml`: purpose "monitoring" only, DP required (ε ≤ 4 per period), snapshots allowed,
   at most 6 periods per study;
 - `output/coordinator.key` (+ `.pub`) and `study.toml`: the monitoring study (one period per snapshot,
-  baseline = the first period, thresholds on accuracy, AUROC, ECE and prevalence; alerts to
-  `output/alerts.jsonl`).
+  baseline = the first period, thresholds on accuracy, AUROC, prevalence and calibration-in-the-large; alerts
+  to `output/alerts.jsonl`). No threshold on ECE: at ε = 4 a site's period is too small for its DP ECE to be
+  estimable (the report says "not estimable"), so it would never be compared; calibration-in-the-large is.
 
 Deterministic (seeded), except the coordinator key.
 """
@@ -84,7 +85,8 @@ def study_document(out: Path) -> dict[str, object]:
         "monitoring": {
             "schedule": "snapshots", "periods": PERIODS, "baseline": "first_period", "alert_file": "output/alerts.jsonl",
             "thresholds": {"accuracy": {"max_drop": 0.1, "alpha": 0.001}, "auroc": {"max_drop": 0.1, "alpha": 0.001},
-                           "ece": {"max_drop": 0.15, "alpha": 0.001}, "prevalence": {"max_drop": 0.15, "alpha": 0.001}},
+                           "prevalence": {"max_drop": 0.15, "alpha": 0.001},
+                           "calibration_in_the_large": {"max_drop": 0.15, "alpha": 0.001}},
         },
     }
 

@@ -34,7 +34,7 @@ from federated.dashboard.studies import (
     privacy_spent,
     verify,
 )
-from federated.reporting.formatting import format_value
+from federated.reporting.formatting import format_value, not_estimable
 from federated.reporting.regression_section import CARD_METRICS
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +47,7 @@ def _templates() -> Jinja2Templates:
                       extensions=["jinja2.ext.do"],
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = format_value
+    env.globals["not_estimable"] = not_estimable
     env.filters["scalar"] = lambda value: format_value(value) if isinstance(value, (int, float, type(None))) else str(value)
     return Jinja2Templates(env=env)
 

@@ -75,6 +75,16 @@ def format_estimate(name: str, value: Any, *, noisy: bool = False, se: float | N
     return format_value(value) + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")
 
 
+NOT_ESTIMABLE = "not estimable at this ε"
+
+
+def not_estimable(name: str, validation: dict[str, Any] | None) -> str | None:
+    """'not estimable at this ε' for a metric the DP noise swamps (results.json's validation.<model> then holds
+    `<metric>_not_estimable`, the reason, and the metric itself is NaN/null), else None: one wording for the
+    report, the dashboard and the evidence pack, never a bare '—' that reads as "missing"."""
+    return NOT_ESTIMABLE if validation and validation.get(f"{name}_not_estimable") else None
+
+
 def format_p_value(value: Any) -> str:
     """A test's p-value: '< 0.0001' below what four decimals show, else four decimals; '—' when missing."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

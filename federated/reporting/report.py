@@ -22,7 +22,7 @@ from federated.evaluation.metrics import ClassCurve, calibration_sums, class_cur
 from federated.evaluation.regression import RegressionStatistics
 from federated.evaluation.statistics import EvaluationStatistics
 from federated.evaluation.validation import ratio_noise_variance
-from federated.reporting.formatting import clipped_text, format_count, format_estimate, format_value, json_safe
+from federated.reporting.formatting import clipped_text, format_count, format_estimate, format_value, json_safe, not_estimable
 from federated.reporting.monitoring_section import monitoring_lines, plot_monitoring
 from federated.reporting.regression_section import is_regression, plot_residuals, regression_lines
 from federated.reporting.results import StudyResults
@@ -107,8 +107,8 @@ def figure_data(stats: EvaluationStatistics, calibration_bins: int, *, bin_noise
                     "half_width": roc_band(curve, float(shown.histograms(cls)[0].sum()), v_hist), "auroc": auroc,
                     "label": f"class {cls}: AUROC {_interval_text('auroc', auroc, entry.get('auroc_ci'), noisy=noisy)}"})
         ece = pooled.get("ece") if binary and "ece" in pooled else curve.ece
-        ece_text = ("not estimable at this ε" if validation.get("ece_not_estimable") and binary
-                    else format_estimate('ece', ece, noisy=noisy))
+        ece_text = ((not_estimable("ece", validation) if binary else None)
+                    or format_estimate('ece', ece, noisy=noisy))
         calibration.append({"class": cls, **calibration_points(shown, cls, calibration_bins, v_hist),
                             "label": f"class {cls} (ECE {ece_text})"})
     return {"noisy": noisy, "roc": roc, "calibration": calibration}
@@ -183,7 +183,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, dict[str, Path]],
         for name, metrics in final["pooled"].items():
             se, noisy = errors.get(name, {}), name in errors
             intervals = final.get("validation", {}).get(name, {})
-            cells = ["not estimable at this ε" if k == "ece" and intervals.get("ece_not_estimable") else
+            cells = [not_estimable(k, intervals) or
                      format_estimate(k, metrics.get(k), noisy=noisy, se=se.get(k) if k != "count" else None,
                                      interval=intervals.get(f"{k}_ci")) for k in _TABLE_METRICS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from federated.reporting.formatting import format_estimate, format_value
+from federated.reporting.formatting import format_estimate, format_value, not_estimable
 
 
 def _ci(record: dict[str, Any] | None) -> str:
@@ -37,8 +37,8 @@ def validation_lines(final: dict[str, Any]) -> list[str]:
                 interval = summary[f"{metric}_ci"]
                 lines.append(f"| {label} | {format_estimate(metric, pooled.get(metric), noisy=noisy, interval=interval)} | "
                              f"{_ci(interval)} | {interval.get('method', '')} |")
-        if summary.get("ece_not_estimable"):  # DP noise swamps it: said, not shown as a number
-            lines.append(f"| ECE | not estimable at this ε | — | {summary['ece_not_estimable']} |")
+        if not_estimable("ece", summary):  # DP noise swamps it: said, not shown as a number
+            lines.append(f"| ECE | {not_estimable('ece', summary)} | — | {summary['ece_not_estimable']} |")
         if "auroc_ci" in summary:
             lines.append(f"| AUROC (binned) | {_rate('auroc', pooled.get('auroc'), summary['auroc_ci'], noisy=noisy)} | "
                          f"{_ci(summary['auroc_ci'])} | "

@@ -158,3 +158,37 @@ def test_a_contract_in_a_pack_that_its_partner_never_declared_fails_verification
     (tmp_path / "pack" / "MANIFEST.sig").unlink()
     problem = verify_evidence(tmp_path / "pack").problem
     assert problem and "partners/hospital-a/contract.toml hashes to" in problem and "hospital-a never declared" in problem
+
+
+def test_a_model_card_says_an_ece_the_dp_noise_swamps_is_not_estimable():
+    final = {"round": 1, "contributors": ["hospital-a"], "matrix": {}, "subgroups": {},
+             "pooled": {"logreg": {"count": 40.0, "accuracy": 0.9, "ece": None}},
+             "validation": {"logreg": {"ece_not_estimable": "ECE not estimable: noise 0.30 of the count"}}}
+    card = model_card(RESULTS["models"][0], {**RESULTS, "rounds": [final]}, STUDY)
+    row = next(line for line in card.splitlines() if line.startswith("| 40 |"))
+    cells = dict(zip(("count", "accuracy", "precision", "recall", "f1", "auroc", "auroc_bound", "brier", "ece",
+                      "log_loss"), (c.strip() for c in row.strip("|").split("|")), strict=True))
+    assert cells["ece"] == "not estimable at this ε" and cells["accuracy"] == "0.9000" and cells["brier"] == "—"
+
+
+def test_a_monitoring_studys_model_card_lists_its_periods_alerts_and_stop():
+    alert = {"period": 2, "model": "logreg", "partner": "hospital-a", "metric": "accuracy", "baseline": 0.9, "value": 0.6,
+             "difference": -0.3, "p_value": 1e-5, "threshold": 0.1, "message": "period 2: logreg accuracy fell"}
+    other = {**alert, "model": "mlp", "message": "period 2: mlp accuracy fell"}
+    periods = [{"period": n, "round": n, "status": "completed", "contributors": ["hospital-a"],
+                "pooled": {"logreg": {"accuracy": value}}, "per_partner": {}, "comparisons": []}
+               for n, value in ((1, 0.9), (2, 0.6))]
+    monitoring = {"schedule": {"kind": "snapshots", "interval_s": None, "periods": 3},
+                  "baseline": {"kind": "first_period", "period": 1, "reference": None},
+                  "thresholds": {"accuracy": {"max_drop": 0.1, "alpha": 0.001}, "ece": {"max_drop": 0.1, "alpha": 0.001}},
+                  "periods": periods, "alerts": [alert, other],
+                  "stopped": {"period": 3, "reason": "hospital-a declared no snapshot 3", "partner": "hospital-a"}}
+    card = model_card(RESULTS["models"][0], {**RESULTS, "purpose": "monitoring", "monitoring": monitoring}, STUDY)
+    section = card.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    assert "2 periods (snapshots schedule), each compared with period 1." in section
+    assert "| 1 | completed | hospital-a | 0.9000 | — | 0 |" in section
+    assert "| 2 | completed | hospital-a | 0.6000 | — | 1 |" in section
+    assert "- period 2, hospital-a, accuracy: period 2: logreg accuracy fell" in section
+    assert "mlp" not in section  # another model's alert is on that model's card
+    assert "stopped at period 3 (hospital-a): hospital-a declared no snapshot 3" in section
+    assert "## Monitoring" not in model_card(RESULTS["models"][0], RESULTS, STUDY)

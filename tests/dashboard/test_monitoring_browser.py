@@ -3,8 +3,9 @@ studies list with the alert count, every alert listed with the numbers of result
 against the baseline with the alerts marked, the timeline chart loaded, the reason the schedule stopped.
 Screenshots go to benchmarks/results/dashboard/ (ignored by git).
 
-The last test runs the monitoring example (`python -m examples.monitoring.run_monitoring`, real Flower
-processes: marker e2e) and opens its own output."""
+The last test opens the monitoring example's own output (`examples.monitoring.run_monitoring`, real Flower
+processes: marker e2e), run once per session by `monitoring_example_out` (tests/conftest.py), which the e2e
+monitoring test shares."""
 
 from __future__ import annotations
 
@@ -94,14 +95,10 @@ def test_every_alert_is_listed_with_the_numbers_of_results_json(monitoring_study
         screenshot(page, "monitoring")
 
 
-@pytest.fixture(scope="session")
-def monitoring_example(tmp_path_factory) -> Path:
-    """The monitoring example run once (real Flower processes) under a temporary folder; its run's directory."""
-    from examples.monitoring.run_monitoring import main
-
-    out = tmp_path_factory.mktemp("monitoring-example")
-    assert main(out) == 0, f"the monitoring example failed; its nodes' logs: {out / 'nodes'}"
-    return (out / "output" / "latest").resolve()
+@pytest.fixture
+def monitoring_example(monitoring_example_out: Path) -> Path:
+    """The run's directory of the monitoring example, run once per session (tests/conftest.py)."""
+    return (monitoring_example_out / "output" / "latest").resolve()
 
 
 @pytest.mark.e2e

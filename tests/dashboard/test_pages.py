@@ -120,3 +120,16 @@ def test_a_matrix_cell_a_partner_withheld_is_shown_as_withheld(hostile_study):
     body = _get(coordinator_app(Sources(hostile_study.parent)), "/study/hostile")
     assert '<td data-partner="hospital-a">0.8750 / 0.9375</td>' in body
     assert '<td data-partner="hospital-c"><span class="withheld">withheld by partner</span></td>' in body
+
+
+def test_an_ece_the_dp_noise_swamps_is_shown_as_not_estimable_with_its_reason(hostile_study):
+    results = json.loads((hostile_study / "results.json").read_text())
+    results["rounds"][0].update(contributors=["hospital-a", "hospital-c"],
+                                pooled={"m": {"accuracy": 0.9, "ece": None, "brier": 0.1}},
+                                standard_errors={"m": {"accuracy": 0.01, "ece": 0.2, "brier": 0.02}},
+                                validation={"m": {"ece_not_estimable": "ECE not estimable: noise 0.30 of the count"}})
+    (hostile_study / "results.json").write_text(json.dumps(results))
+    body = _get(coordinator_app(Sources(hostile_study.parent)), "/study/hostile")
+    assert ('<td data-metric="ece"><span class="value not-estimable" title="ECE not estimable: noise 0.30 of the '
+            'count">not estimable at this ε</span></td>') in body
+    assert '<td data-metric="brier"><span class="value">0.1000</span> <span class="se">± 0.0200</span></td>' in body

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from federated.reporting.formatting import format_count, format_value
+from federated.reporting.formatting import format_count, format_value, not_estimable
 from federated.reporting.regression_section import CARD_METRICS as REGRESSION_CARD_METRICS, regression_lines
 from federated.reporting.shift_section import shift_lines
 from federated.reporting.validation_section import validation_lines
@@ -83,15 +83,33 @@ def model_card(model: dict[str, Any], results: dict[str, Any], study: dict[str, 
                                                 "file_sha256": released.get("file_sha256", "")},
         study=results["study"], purpose=results.get("purpose", "evaluation"), status=results.get("status", "?"),
         title=study.get("title") or "", final=final, metrics=metrics, card_metrics=card_metrics, regression=regression,
-        metric_cells=[] if metrics is None else [  # a DP count is noisy, and says so
-            format_count(metrics.get(k), noisy=dp_enabled(results)) if k == "count" else format_value(metrics.get(k))
+        metric_cells=[] if metrics is None else [  # a DP count is noisy, and says so; a swamped ECE, too
+            format_count(metrics.get(k), noisy=dp_enabled(results)) if k == "count" else
+            not_estimable(k, (final or {}).get("validation", {}).get(key)) or format_value(metrics.get(k))
             for k in card_metrics],
         matrix={} if metrics is None or final is None else final.get("matrix", {}).get(key, {}),
         gaps=sorted(((final or {}).get("subgroups", {}).get(key, {}).get("gaps") or {}).items()) if metrics is not None else [],
         validation=validation, lineage=lineage if released is not None else [], dp_on=dp_enabled(results),
         has_intervals=final is not None and bool(final.get("validation")),
         shift=shift_lines(final) if final is not None and metrics is not None else [],
+        monitoring=_monitoring(results.get("monitoring"), name),
     )
+
+
+def _monitoring(monitoring: dict[str, Any] | None, model: str) -> dict[str, Any] | None:
+    """A monitoring study's periods (the thresholded metrics' pooled values for `model`), its alerts on `model`
+    and why it stopped, for the model card; None for other studies."""
+    if not monitoring:
+        return None
+    metrics = list(monitoring.get("thresholds") or {})
+    alerts = [a for a in monitoring.get("alerts") or [] if a.get("model") == model]
+    periods = [{"period": p.get("period"), "status": p.get("status", "?"), "contributors": p.get("contributors") or [],
+                "values": [(p.get("pooled") or {}).get(model, {}).get(m) for m in metrics],
+                "alerts": sum(1 for a in alerts if a.get("period") == p.get("period"))}
+               for p in monitoring.get("periods") or []]
+    return {"schedule": monitoring.get("schedule") or {}, "baseline": monitoring.get("baseline") or {},
+            "thresholds": monitoring.get("thresholds") or {}, "metrics": metrics, "periods": periods,
+            "alerts": alerts, "stopped": monitoring.get("stopped")}
 
 
 def record_of_processing(
