@@ -180,3 +180,52 @@ def shift_summary(
         summary["note"] = (f"{len(withheld)} contributor(s) did not release their own statistics: they are in the pooled "
                            "reference but have no row")
     return summary
+
+
+# --- a monitoring period against its baseline period --------------------------------------------------------
+
+PERIOD_SHIFT_ALPHA = 0.05  # the tail share below which a period's PSI is beyond sampling and DP noise (as null_psi_95)
+
+
+def _psi_rows(counts: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`population_stability_index` of each row of `counts` against the same row of `reference`."""
+    def distribution(rows: np.ndarray) -> np.ndarray:
+        clipped = np.clip(rows, 0, None)
+        total = clipped.sum(axis=1, keepdims=True)
+        p = np.maximum(np.divide(clipped, total, out=np.zeros_like(clipped), where=total > 0), FLOOR)
+        return p / p.sum(axis=1, keepdims=True)
+    p, q = distribution(counts), distribution(reference)
+    return ((p - q) * np.log(p / q)).sum(axis=1)
+
+
+def period_shift(current: np.ndarray, baseline: np.ndarray, *, current_noise: float = 0.0, baseline_noise: float = 0.0,
+                 psi_threshold: float = 0.25, alpha: float = PERIOD_SHIFT_ALPHA) -> dict[str, float | bool]:
+    """One feature's released counts in a monitoring period against the baseline period's: PSI, JS distance,
+    and how often sampling and DP noise alone reach that PSI. Null: both periods' records drawn from one
+    distribution (the two periods' counts pooled), multinomial sampling of each period's records, plus each
+    period's DP noise (variance per cell `current_noise`, `baseline_noise`; 0 without DP). `p_value`: the
+    share of null draws at or above the observed PSI ((1 + k)/(draws + 1)); `null_psi_95` its 95th percentile;
+    `alert` when the PSI is above `psi_threshold` and `p_value` ≤ `alpha`, so a stable feature alerts with
+    probability at most `alpha`. Seeded by the inputs: the same releases always give the same result.
+    Post-processing of released sums: no privacy cost."""
+    cur = np.asarray(current, dtype=np.float64)
+    base = np.asarray(baseline, dtype=np.float64)
+    n_cur, n_base = round(float(np.clip(cur, 0, None).sum())), round(float(np.clip(base, 0, None).sum()))
+    if n_cur < 1 or n_base < 1:
+        nan = float("nan")
+        return {"psi": nan, "js": nan, "p_value": nan, "null_psi_95": nan, "null_sd": nan, "alert": False}
+    psi, js = population_stability_index(cur, base), jensen_shannon(cur, base)
+    pooled = np.clip(cur, 0, None) + np.clip(base, 0, None)
+    key = np.asarray([*cur, *base, current_noise, baseline_noise], dtype=np.float64).tobytes()
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(b"period-shift" + key).digest()[:8], "little"))
+    q = pooled / pooled.sum()
+    draws_cur = rng.multinomial(n_cur, q, size=NULL_DRAWS).astype(np.float64)
+    draws_base = rng.multinomial(n_base, q, size=NULL_DRAWS).astype(np.float64)
+    if current_noise > 0:
+        draws_cur += rng.normal(0.0, np.sqrt(current_noise), draws_cur.shape)
+    if baseline_noise > 0:
+        draws_base += rng.normal(0.0, np.sqrt(baseline_noise), draws_base.shape)
+    null = _psi_rows(draws_cur, draws_base)
+    p_value = float((1 + np.count_nonzero(null >= psi)) / (NULL_DRAWS + 1))
+    return {"psi": psi, "js": js, "p_value": p_value, "null_psi_95": float(np.quantile(null, 0.95)),
+            "null_sd": float(np.std(null)), "alert": bool(psi > psi_threshold and p_value <= alpha)}

@@ -34,10 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from accord.durable import write_durably
 from federated.audit import AuditTrail
 from federated.errors import ConfigError
 from federated.evaluation.drift import Estimate, compare, metric_estimates
+from federated.evaluation.shift import period_shift
 from federated.evaluation.statistics import EvaluationStatistics
 from federated.messages.evaluation import ModelRef, TaskSpec
 from federated.messages.study_tasks import monitoring_spec
@@ -45,7 +48,7 @@ from federated.reporting.results import RoundSummary
 from federated.runtime.runs import output_dir_of
 from federated.server.pooling import RoundOutcome
 from federated.server.rounds import run_round
-from federated.study import MonitoringSettings, Study
+from federated.study import MonitoringSettings, ShiftSettings, Study
 
 if TYPE_CHECKING:
     from federated.server.runner import StudyRunner
@@ -84,6 +87,7 @@ class MonitoringState:
     periods: list[dict[str, Any]] | None = None
     alerts: list[dict[str, Any]] | None = None
     baseline: dict[str, Any] | None = None  # see `estimates_record`
+    shift_baseline: dict[str, Any] | None = None  # studies with [shift]: see `period_histograms`
 
     @classmethod
     def load(cls, path: Path, *, study: str, study_sha256: str) -> MonitoringState:
@@ -94,7 +98,7 @@ class MonitoringState:
             document = json.loads(path.read_text(encoding="utf-8"))
             state = cls(path, str(document["study"]), str(document["study_sha256"]), int(document["next_round"]),
                         document.get("last_started"), list(document["periods"]), list(document["alerts"]),
-                        document.get("baseline"))
+                        document.get("baseline"), document.get("shift_baseline"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a monitoring state file ({type(exc).__name__}: {exc})") from None
         if state.study != study or state.study_sha256 != study_sha256:
@@ -105,7 +109,7 @@ class MonitoringState:
     def save(self) -> None:
         document = {"study": self.study, "study_sha256": self.study_sha256, "next_round": self.next_round,
                     "last_started": self.last_started, "periods": self.periods, "alerts": self.alerts,
-                    "baseline": self.baseline}
+                    "baseline": self.baseline, "shift_baseline": self.shift_baseline}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(self.path, json.dumps(document, indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
 
@@ -197,8 +201,90 @@ def period_comparisons(period: int, current: Estimates, baseline: Estimates, set
     return comparisons
 
 
+# --- feature shift against the baseline period (studies with [shift]) -------------------------------------
+
+SHIFT_PREFIX = "shift:"
+
+
+def period_histograms(outcome: RoundOutcome, settings: ShiftSettings) -> dict[str, Any]:
+    """The period's released feature histograms: {"model": the model whose release carried them (every model
+    carries the same, released once per round), "rows": {"pooled" | partner: {"counts": {feature: [counts]},
+    "noise": DP noise variance per cell (0 without DP)}}}; partners only where their contracts release
+    per-partner statistics. Empty without histograms (e.g. a regression study)."""
+    first = next((name for name, stats in sorted(outcome.pooled_statistics.items())
+                  if isinstance(stats, EvaluationStatistics) and "feature_hist" in stats.arrays), None)
+    if first is None:
+        return {}
+    widths = [len(settings.edges[name]) - 1 for name in settings.features]
+
+    def row(hist: np.ndarray, noise: dict[str, float] | None) -> dict[str, Any]:
+        return {"counts": {name: [float(v) for v in hist[i, :widths[i]]] for i, name in enumerate(settings.features)},
+                "noise": float((noise or {}).get("feature_hist", 0.0))}
+
+    pooled = outcome.pooled_statistics[first]
+    assert isinstance(pooled, EvaluationStatistics)
+    rows = {POOLED: row(pooled["feature_hist"], outcome.noise_variance.get(first))}
+    for partner, (stats, noise) in sorted(outcome.released.get(first, {}).items()):
+        rows[partner] = row(stats["feature_hist"], noise)
+    return {"model": first, "rows": rows}
+
+
+def shift_comparisons(current: dict[str, Any], baseline: dict[str, Any], settings: ShiftSettings) -> list[dict[str, Any]]:
+    """Each feature's distribution in the period against the baseline period's, pooled and per partner (where
+    both periods released it): comparisons in the schema's shape, metric "shift:<feature>", baseline 0 and
+    value/difference the PSI, `p_value` the null simulation's tail share (`shift.period_shift`: sampling and
+    both periods' DP noise), `threshold` the study's psi_threshold; "js" and "null_psi_95" beside them."""
+    comparisons: list[dict[str, Any]] = []
+    if not current or not baseline:
+        return comparisons
+    rows, base_rows = current["rows"], baseline.get("rows", {})
+    for who in sorted(rows, key=lambda name: (name != POOLED, name)):
+        reference = base_rows.get(who)
+        if reference is None:
+            continue  # no baseline histograms of its own (it joined later, or only pooled was released then)
+        for feature in settings.features:
+            if feature not in rows[who]["counts"] or feature not in reference["counts"]:
+                continue
+            result = period_shift(np.asarray(rows[who]["counts"][feature]), np.asarray(reference["counts"][feature]),
+                                  current_noise=float(rows[who]["noise"]), baseline_noise=float(reference["noise"]),
+                                  psi_threshold=settings.psi_threshold)
+            psi = _finite(float(result["psi"]))
+            finite = psi is not None
+            comparisons.append({
+                "model": current["model"], "partner": None if who == POOLED else who, "metric": SHIFT_PREFIX + feature,
+                "baseline": 0.0 if finite else None, "value": psi, "difference": psi,
+                "standard_error": _finite(float(result["null_sd"])), "p_value": _finite(float(result["p_value"])),
+                "threshold": settings.psi_threshold, "alert": bool(result["alert"]) and finite,
+                "js": _finite(float(result["js"])), "null_psi_95": _finite(float(result["null_psi_95"]))})
+    return comparisons
+
+
+def reference_shift(path: Path) -> dict[str, Any] | None:
+    """The feature histograms an earlier study's `monitoring-baseline.json` holds ("shift"), or None."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the monitoring reference: {exc}") from None
+    shift = document.get("shift") if isinstance(document, dict) else None
+    if shift is None:
+        return None
+    if not isinstance(shift, dict) or not isinstance(shift.get("rows"), dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("counts"), dict) and isinstance(r.get("noise"), (int, float))
+            for r in shift["rows"].values()):
+        raise ConfigError(f"{path}: shift: expected {{model, rows: {{pooled | partner: {{counts, noise}}}}}} "
+                          "(as a monitoring study with [shift] writes it)")
+    return shift
+
+
 def alert_of(period: int, comparison: dict[str, Any]) -> dict[str, Any]:
     where = f"partner {comparison['partner']}" if comparison["partner"] else "pooled over the partners"
+    if comparison["metric"].startswith(SHIFT_PREFIX):
+        feature = comparison["metric"][len(SHIFT_PREFIX):]
+        message = (f"period {period}: the distribution of {feature} {where} shifted from the baseline period "
+                   f"(PSI {comparison['value']:.4g} above threshold {comparison['threshold']:g}, beyond sampling and "
+                   f"DP noise: p = {comparison['p_value']:.2g})")
+        return {"period": period, **{key: comparison[key] for key in (
+            "model", "partner", "metric", "baseline", "value", "difference", "p_value", "threshold")}, "message": message}
     message = (f"period {period}: {comparison['model']} {comparison['metric']} {where} moved from "
                f"{comparison['baseline']:.4g} to {comparison['value']:.4g} (difference {comparison['difference']:+.4g}, "
                f"threshold {comparison['threshold']:g}, p = {comparison['p_value']:.2g})")
@@ -310,6 +396,9 @@ def run_monitoring(
     sinks = AlertSinks.of(settings)
     baseline = (estimates_from_record(state.baseline, source=str(state.path)) if state.baseline
                 else load_reference(settings.reference) if settings.reference is not None else None)
+    shift_settings = study.shift  # [shift]: each period's feature distributions are also compared with the baseline's
+    shift_baseline = state.shift_baseline or (reference_shift(settings.reference)
+                                              if shift_settings is not None and settings.reference is not None else None)
     refs = [ModelRef(name=m.name, sha256=m.sha256, output=m.output) for m in runner.models]
     first = max(state.done, default=0) + 1
     if state.done:
@@ -347,14 +436,21 @@ def run_monitoring(
             runner.finish_round(RoundSummary.of(outcome.summary()))  # below the minimum cohort: CohortTooSmallError
             estimates = period_estimates(outcome, study.evaluation.calibration_bins)
             comparisons: list[dict[str, Any]] = []
+            histograms = period_histograms(outcome, shift_settings) if shift_settings is not None else {}
             if baseline is None:
                 baseline = estimates
                 write_durably(folder / BASELINE_NAME, json.dumps(
-                    {"study": study.id, "period": period, "models": estimates_record(estimates)},
+                    {"study": study.id, "period": period, "models": estimates_record(estimates)}
+                    | ({"shift": histograms} if histograms and shift_baseline is None else {}),
                     indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
                 state.baseline = estimates_record(estimates)
             else:
                 comparisons = period_comparisons(period, estimates, baseline, settings)
+            if histograms and shift_settings is not None:
+                if shift_baseline is None:  # the first period's (or the first after a reference without histograms)
+                    shift_baseline = state.shift_baseline = histograms
+                else:
+                    comparisons += shift_comparisons(histograms, shift_baseline, shift_settings)
             alerts = [alert_of(period, c) for c in comparisons if c["alert"]]
             record = _period_record(period, round_number, started_at, "completed", outcome, estimates, comparisons)
             state.periods = [*(state.periods or []), record]
